@@ -1,0 +1,61 @@
+"""aurora_swarm: drive a swarm of vLLM OpenAI-compatible servers from one script or notebook."""
+
+from ._dispatch import Timeouts
+from ._endpoint import AgentEndpoint, Endpoint, Tags
+from ._exceptions import (
+    BadResponseError,
+    BatchError,
+    Cancelled,
+    ConfigurationError,
+    ConnectError,
+    EndpointUnavailable,
+    HostfileError,
+    HTTPStatusError,
+    OverloadError,
+    PoolClosedError,
+    PromptError,
+    RequestError,
+    RequestTimeout,
+    SwarmError,
+)
+from ._health import HealthPolicy
+from ._hostfile import parse_hostfile
+from ._pool import VLLMPool
+from ._response import Response, Usage
+from ._retry import RetryPolicy
+from ._schedule import Chunking
+from ._stats import EndpointStats, PoolStats
+from ._transport import ModelInfo
+from ._version import __version__
+
+__all__ = [
+    "AgentEndpoint",
+    "BadResponseError",
+    "BatchError",
+    "Cancelled",
+    "Chunking",
+    "ConfigurationError",
+    "ConnectError",
+    "Endpoint",
+    "EndpointStats",
+    "EndpointUnavailable",
+    "HTTPStatusError",
+    "HealthPolicy",
+    "HostfileError",
+    "ModelInfo",
+    "OverloadError",
+    "PoolClosedError",
+    "PoolStats",
+    "PromptError",
+    "RequestError",
+    "RequestTimeout",
+    "Response",
+    "RetryPolicy",
+    "SwarmError",
+    "Tags",
+    "Timeouts",
+    "Usage",
+    "VLLMPool",
+    "__version__",
+    "parse_hostfile",
+]

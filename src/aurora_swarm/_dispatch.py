@@ -1,0 +1,389 @@
+"""Batched dispatch: every prompt over every endpoint, few requests, nothing lost.
+
+A :class:`BatchJob` owns one call of ``send_all_batched``. Each endpoint runs
+``Chunking.max_in_flight`` workers; a worker that has room pulls the next chunk (sized by
+:mod:`aurora_swarm._schedule`), sends it as ONE request, and writes each answer straight into
+its prompt's input slot. Whatever fails goes back to the front of the queue for any endpoint to
+take, while the failing endpoint rests (:mod:`aurora_swarm._health`):
+
+* a retryable failure of the whole request (timeout, connection, 408/409/429/5xx, bad answer)
+  returns all its prompts; each prompt may be carried by at most ``RetryPolicy.max_attempts``
+  requests;
+* a choice missing from an otherwise good answer returns only that prompt;
+* a non-retryable status (400, 413, 422, ...) on a chunk of several prompts splits the chunk in
+  halves, so one bad prompt fails alone and its neighbours are still answered;
+* when every endpoint of the call is down, what is left fails at once with
+  :class:`~aurora_swarm.EndpointUnavailable`.
+
+A prompt's slot is written once: the first answer wins, so no prompt is answered twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+import anyio
+import attrs
+
+from ._endpoint import Endpoint
+from ._exceptions import (
+    BadResponseError,
+    EndpointUnavailable,
+    HTTPStatusError,
+    RequestError,
+)
+from ._health import Health, HealthPolicy
+from ._response import Response
+from ._retry import RetryPolicy
+from ._schedule import Chunking, Load, admit
+from ._stats import Counters
+from ._transport import BatchReply
+
+__all__ = ["BatchJob", "EndpointRecord", "Timeouts"]
+
+P = TypeVar("P")
+Sender = Callable[[Endpoint, list[P], int, float | None], Awaitable[BatchReply]]
+Prober = Callable[[Endpoint], Awaitable[bool]]
+ResultHook = Callable[[int, Response], None]
+
+
+@attrs.define(eq=False)
+class EndpointRecord:
+    """Everything the pool tracks about one endpoint, shared by every call and sub-pool."""
+
+    endpoint: Endpoint
+    health: Health = attrs.field(factory=Health)
+    load: Load = attrs.field(factory=Load)
+    counters: Counters = attrs.field(factory=Counters)
+    probing: bool = False
+
+
+@attrs.frozen
+class Timeouts:
+    """Request time limits, in seconds.
+
+    A batched request of ``n`` prompts may take ``request + n * per_prompt`` seconds.
+
+    Attributes
+    ----------
+    connect:
+        Time to open a connection.
+    request:
+        Time for a request of one prompt (``None``: no limit).
+    per_prompt:
+        Extra time per prompt of a batched request.
+    """
+
+    connect: float = 10.0
+    request: float | None = 600.0
+    per_prompt: float = 0.5
+
+    def for_chunk(self, prompts: int) -> float | None:
+        """The time limit of a request carrying ``prompts`` prompts."""
+        return None if self.request is None else self.request + prompts * self.per_prompt
+
+
+@attrs.frozen
+class DispatchSettings:
+    """The policies one batched call runs under."""
+
+    chunking: Chunking
+    retry: RetryPolicy
+    health: HealthPolicy
+    timeouts: Timeouts
+
+
+_SPLIT_STATUSES = frozenset({400, 413, 422})
+
+
+class BatchJob(Generic[P]):
+    """One batched call over a list of endpoints (see the module docstring)."""
+
+    def __init__(
+        self,
+        records: Sequence[EndpointRecord],
+        payloads: Sequence[P],
+        budgets: Sequence[int],
+        *,
+        send: Sender[P],
+        probe: Prober,
+        settings: DispatchSettings,
+        limiter: anyio.CapacityLimiter,
+        on_result: ResultHook | None = None,
+        split_refused: bool = True,
+    ) -> None:
+        self._records = records
+        self._split_refused = split_refused
+        self._payloads = payloads
+        self._send = send
+        self._probe = probe
+        self._settings = settings
+        self._limiter = limiter
+        self._on_result = on_result
+        count = len(payloads)
+        self.results: list[Response | None] = [None] * count
+        self._attempts = [0] * count
+        self._last_error: list[RequestError | None] = [None] * count
+        self._budgets = budgets
+        self._pending: dict[int, deque[int]] = {}
+        for index, budget in enumerate(budgets):
+            self._pending.setdefault(budget, deque()).append(index)
+        self._pending_count = count
+        self._forced: deque[list[int]] = deque()
+        self._remaining = count
+        self._in_flight = 0
+        self._total = count
+        self._changed = anyio.Event()
+        self._fleet_rate = 0.0
+        self._fleet_rate_at = -1.0
+
+    # -- public ---------------------------------------------------------------------------------
+
+    async def run(self) -> list[Response]:
+        """Dispatch every prompt; return one :class:`Response` per prompt, in input order."""
+        if self._remaining:
+            async with anyio.create_task_group() as group:
+                for position in range(len(self._records)):
+                    for _ in range(self._settings.chunking.max_in_flight):
+                        group.start_soon(self._worker, position)
+        return [r for r in self.results if r is not None]
+
+    # -- workers --------------------------------------------------------------------------------
+
+    async def _worker(self, position: int) -> None:
+        record = self._records[position]
+        health = record.health
+        while self._remaining:
+            now = time.monotonic()
+            wait = health.wait_time(now)
+            if wait > 0:
+                if self._all_down():
+                    self._fail_everything_left()
+                    return
+                await self._wait_for_change(wait)
+                continue
+            if health.benched:
+                await self._probe_once(record)
+                continue
+            chunk = self._take(position, now)
+            if chunk is None:
+                await self._wait_for_change(None)
+                continue
+            await self._run_chunk(position, chunk)
+
+    async def _probe_once(self, record: EndpointRecord) -> None:
+        if record.probing:
+            await self._wait_for_change(record.health.wait_time(time.monotonic()) or 0.05)
+            return
+        record.probing = True
+        try:
+            ok = await self._probe(record.endpoint)
+        finally:
+            record.probing = False
+        record.health.probe_result(ok, self._settings.health)
+        self._notify()
+
+    async def _wait_for_change(self, timeout: float | None) -> None:
+        event = self._changed
+        with anyio.move_on_after(timeout if timeout is not None else 1.0):
+            await event.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    # -- taking work ----------------------------------------------------------------------------
+
+    def _take(self, position: int, now: float) -> tuple[int, list[int]] | None:
+        if self._forced:
+            chunk = self._forced.popleft()
+            return self._budgets[chunk[0]], chunk
+        if not self._pending_count:
+            return None
+        budget, queue = max(self._pending.items(), key=lambda item: len(item[1]))
+        chunking = self._settings.chunking
+        load = self._records[position].load
+        rate = load.rate(now) if chunking.adapt_to_speed else None
+        fleet_rate = self._fleet_rate_now(now) if rate is not None else 0.0
+        weight = rate / fleet_rate if rate is not None and fleet_rate > 0 else None
+        size = chunking.size(total=self._total, endpoints=len(self._records),
+                             pending=len(queue), weight=weight)
+        if chunking.adapt_to_speed and chunking.chunk_size is None:
+            fleet_backlog = sum(r.load.backlog for r in self._records)
+            admitted = admit(size, load, rate, fleet_rate, self._pending_count, fleet_backlog, now)
+            if admitted == 0 and not self._fastest_for(position, now):
+                return None
+            size = max(1, admitted)
+        chunk = [queue.popleft() for _ in range(min(size, len(queue)))]
+        self._pending_count -= len(chunk)
+        if not queue:
+            del self._pending[budget]
+        return budget, chunk
+
+    def _fleet_rate_now(self, now: float) -> float:
+        # Summing over a thousand endpoints on every take would cost more than the take itself.
+        if now - self._fleet_rate_at > 0.02:
+            rates = (r.load.rate(now) for r in self._records if not r.health.benched)
+            self._fleet_rate = sum(x for x in rates if x is not None)
+            self._fleet_rate_at = now
+        return self._fleet_rate
+
+    def _fastest_for(self, position: int, now: float) -> bool:
+        """Whether no other usable endpoint would finish one more prompt sooner than this one."""
+        mine = self._expected_finish(position, now)
+        return all(
+            other == position or self._expected_finish(other, now) >= mine
+            for other in range(len(self._records))
+        )
+
+    def _expected_finish(self, position: int, now: float) -> float:
+        record = self._records[position]
+        if record.health.benched:
+            return float("inf")
+        rate = record.load.rate(now)
+        if rate is None:
+            return float("inf")
+        start = now + record.health.wait_time(now)
+        return record.load.finish_time(1, start, rate)
+
+    # -- one request ----------------------------------------------------------------------------
+
+    async def _run_chunk(self, position: int, taken: tuple[int, list[int]]) -> None:
+        budget, chunk = taken
+        record = self._records[position]
+        counters = record.counters
+        size = len(chunk)
+        counters.requests += 1
+        counters.batch_requests += 1
+        counters.prompts += size
+        attempts = self._attempts
+        for index in chunk:
+            if attempts[index]:
+                counters.retries += 1
+            attempts[index] += 1
+        record.load.started(size, time.monotonic())
+        self._in_flight += 1
+        try:
+            payloads = [self._payloads[i] for i in chunk]
+            timeout = self._settings.timeouts.for_chunk(size)
+            async with self._limiter:
+                reply = await self._send(record.endpoint, payloads, budget, timeout)
+        except RequestError as exc:
+            self._in_flight -= 1
+            record.load.finished(size, 0, 0.0, time.monotonic())
+            counters.failures[exc.cause] += 1
+            record.health.record_failure(exc, self._settings.health, self._settings.retry)
+            self._return(chunk, exc, position)
+            return
+        except BaseException:
+            # Cancelled (or a programming error): keep the books straight, then let it go.
+            self._in_flight -= 1
+            record.load.finished(size, 0, 0.0, time.monotonic())
+            raise
+        self._in_flight -= 1
+        latency = reply.latency
+        counters.latencies.append(latency)
+        if reply.usage is not None:
+            counters.prompt_tokens += reply.usage.prompt_tokens
+            counters.completion_tokens += reply.usage.completion_tokens
+        answered = 0
+        missing: list[int] = []
+        first_error: BadResponseError | None = None
+        results = self.results
+        endpoint = record.endpoint
+        hook = self._on_result
+        for index, choice in zip(chunk, reply.choices, strict=True):
+            if isinstance(choice, BadResponseError):
+                missing.append(index)
+                self._last_error[index] = choice
+                first_error = first_error or choice
+                continue
+            if results[index] is not None:
+                continue  # answered already (first answer wins)
+            response = Response(
+                success=True, text=choice.text, agent_index=position,
+                finish_reason=choice.finish_reason, latency=latency,
+                attempts=attempts[index], endpoint=endpoint,
+            )
+            results[index] = response
+            answered += 1
+            if hook is not None:
+                hook(index, response)
+        record.load.finished(size, answered, latency, time.monotonic())
+        counters.answered += answered
+        self._remaining -= answered
+        if first_error is not None:
+            counters.failures[first_error.cause] += len(missing)
+            if answered:
+                record.health.record_success()
+            else:
+                record.health.record_failure(first_error, self._settings.health,
+                                             self._settings.retry)
+            for index in missing:
+                self._return_one(index, self._last_error[index] or first_error, position)
+        else:
+            record.health.record_success()
+        self._notify()
+
+    # -- failures -------------------------------------------------------------------------------
+
+    def _return(self, chunk: list[int], exc: RequestError, position: int) -> None:
+        if (
+            self._split_refused
+            and len(chunk) > 1
+            and isinstance(exc, HTTPStatusError)
+            and exc.status_code in _SPLIT_STATUSES
+        ):
+            # One bad prompt can make the server refuse the whole request: split to isolate it.
+            half = len(chunk) // 2
+            for part in (chunk[:half], chunk[half:]):
+                for index in part:
+                    self._attempts[index] -= 1  # a split is not the prompt's fault
+                self._forced.append(part)
+        else:
+            for index in chunk:
+                self._return_one(index, exc, position)
+        self._notify()
+
+    def _return_one(self, index: int, exc: RequestError, position: int) -> None:
+        self._last_error[index] = exc
+        if self.results[index] is not None:
+            return
+        if exc.retryable and self._attempts[index] < self._settings.retry.max_attempts:
+            budget = self._budgets[index]
+            self._pending.setdefault(budget, deque()).appendleft(index)
+            self._pending_count += 1
+            return
+        self._fail(index, exc, position)
+
+    def _fail(self, index: int, exc: RequestError, position: int) -> None:
+        response = Response.failure(exc, agent_index=position, attempts=self._attempts[index])
+        self.results[index] = response
+        self._remaining -= 1
+        if self._on_result is not None:
+            self._on_result(index, response)
+
+    def _all_down(self) -> bool:
+        return self._in_flight == 0 and all(
+            r.health.benched and r.health.down for r in self._records
+        )
+
+    def _fail_everything_left(self) -> None:
+        left = [i for queue in self._pending.values() for i in queue]
+        left += [i for chunk in self._forced for i in chunk]
+        self._pending.clear()
+        self._forced.clear()
+        self._pending_count = 0
+        for index in left:
+            if self.results[index] is not None:
+                continue
+            last = self._last_error[index]
+            reason = f" (last error: {last})" if last is not None else ""
+            exc = EndpointUnavailable(f"every endpoint is down{reason}")
+            exc.__cause__ = last
+            self._fail(index, exc, -1)
+        self._notify()
+

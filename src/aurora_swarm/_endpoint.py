@@ -1,0 +1,144 @@
+"""Where an inference server listens: :class:`Endpoint`, and the ways to spell one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from ._exceptions import ConfigurationError
+
+__all__ = ["AgentEndpoint", "Endpoint", "EndpointLike", "Tags"]
+
+
+class Tags(Mapping[str, str]):
+    """An immutable, hashable ``str -> str`` mapping of an endpoint's tags."""
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        self._data: dict[str, str] = dict(items or {})
+        self._hash = hash(frozenset(self._data.items()))
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._data == dict(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Tags({self._data!r})"
+
+
+def _to_tags(value: Mapping[str, str] | None) -> Tags:
+    if isinstance(value, Tags):
+        return value
+    return Tags({str(k): str(v) for k, v in (value or {}).items()})
+
+
+def _check_port(_inst: Any, _attr: Any, port: int) -> None:
+    if not 0 < port < 65536:
+        raise ConfigurationError(f"port {port} is out of range 1..65535")
+
+
+def _check_host(_inst: Any, _attr: Any, host: str) -> None:
+    if not host or any(c.isspace() for c in host):
+        raise ConfigurationError(f"host {host!r} is empty or contains white space")
+
+
+def _check_scheme(_inst: Any, _attr: Any, scheme: str) -> None:
+    if scheme not in ("http", "https"):
+        raise ConfigurationError(f"scheme {scheme!r} is not 'http' or 'https'")
+
+
+@attrs.frozen(repr=False)
+class Endpoint:
+    """One OpenAI-compatible inference server (one vLLM instance).
+
+    Immutable and hashable, so it can key dictionaries and sets. ``tags`` hold the free-form
+    ``key=value`` columns of a hostfile line (``role=critic``, ``node=x1000c0s0b0n0``), used by
+    :meth:`VLLMPool.by_tag <aurora_swarm.VLLMPool.by_tag>`.
+
+    Examples
+    --------
+    >>> Endpoint("gpu01", 8000, {"role": "critic"}).base_url
+    'http://gpu01:8000/v1'
+    >>> Endpoint.parse("gpu01:8001")
+    Endpoint('gpu01', 8001)
+    """
+
+    host: str = attrs.field(validator=_check_host)
+    port: int = attrs.field(converter=int, validator=_check_port)
+    tags: Tags = attrs.field(factory=Tags, converter=_to_tags)
+    scheme: str = attrs.field(default="http", validator=_check_scheme)
+
+    @property
+    def url(self) -> str:
+        """The server's root URL, e.g. ``http://gpu01:8000``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI API base URL, e.g. ``http://gpu01:8000/v1``."""
+        return self.url + "/v1"
+
+    @classmethod
+    def parse(cls, spec: str, tags: Mapping[str, str] | None = None) -> Endpoint:
+        """Read ``host:port``, ``[v6addr]:port`` or a URL such as ``http://host:port/v1``."""
+        text = spec.strip()
+        if "://" not in text:
+            text = "http://" + text
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigurationError(f"cannot read endpoint {spec!r}: {exc}") from exc
+        if not parts.hostname or port is None:
+            raise ConfigurationError(
+                f"cannot read endpoint {spec!r}: expected 'host:port' or 'http://host:port'"
+            )
+        return cls(parts.hostname, port, tags, parts.scheme)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        extra = f", {dict(self.tags)!r}" if self.tags else ""
+        if self.scheme != "http":
+            extra += f", scheme={self.scheme!r}"
+        return f"Endpoint({self.host!r}, {self.port}{extra})"
+
+
+AgentEndpoint = Endpoint
+"""Alias of :class:`Endpoint`, the name earlier code used."""
+
+EndpointLike = Endpoint | str
+"""An :class:`Endpoint`, or a string :meth:`Endpoint.parse` reads."""
+
+
+def as_endpoint(value: EndpointLike, position: int) -> Endpoint:
+    """Turn one item of a user's endpoint list into an :class:`Endpoint`, naming its position."""
+    if isinstance(value, Endpoint):
+        return value
+    if isinstance(value, str):
+        try:
+            return Endpoint.parse(value)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"endpoints[{position}]: {exc}") from exc
+    raise ConfigurationError(
+        f"endpoints[{position}] is a {type(value).__name__}; expected an Endpoint or 'host:port'"
+    )

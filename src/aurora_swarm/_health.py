@@ -1,0 +1,115 @@
+"""Endpoint health: rest after a failure, bench after repeated failures, probe before return.
+
+Each endpoint moves between three states::
+
+    healthy ──(failure_threshold failures in a row)──> benched ──(probe ok after cooldown)──> healthy
+                                                            │  ^
+                                            (probe fails)   v  │ (cooldown over, probe again)
+                                                           down
+
+A single failure only *rests* the endpoint for the retry policy's backoff (or the server's
+``Retry-After``). A benched endpoint gets no work until its cooldown ends and a ``/health``
+probe succeeds. An endpoint whose probe failed is *down*; when every endpoint of a call is down,
+the call ends at once with a per-prompt :class:`~aurora_swarm.EndpointUnavailable` instead of
+retrying forever. State lives in the pool, so later calls and sub-pools see it too.
+"""
+
+from __future__ import annotations
+
+import time
+
+import attrs
+
+from ._exceptions import ConfigurationError, RequestError
+from ._retry import RetryPolicy
+
+__all__ = ["HealthPolicy"]
+
+
+def _non_negative(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
+    if value < 0:
+        raise ConfigurationError(f"HealthPolicy.{attr.name} must be >= 0, got {value}")
+
+
+@attrs.frozen
+class HealthPolicy:
+    """When an endpoint is benched and how it comes back.
+
+    Attributes
+    ----------
+    failure_threshold:
+        Consecutive failed requests that bench an endpoint.
+    cooldown:
+        Seconds a benched endpoint waits before its next probe; doubles each time it is benched
+        again without a success in between, up to ``max_cooldown``.
+    max_cooldown:
+        Cap on the cooldown, in seconds.
+    probe_timeout:
+        Seconds a ``/health`` probe may take.
+    """
+
+    failure_threshold: int = attrs.field(default=3)
+    cooldown: float = attrs.field(default=2.0, validator=_non_negative)
+    max_cooldown: float = attrs.field(default=60.0, validator=_non_negative)
+    probe_timeout: float = attrs.field(default=5.0, validator=_non_negative)
+
+    @failure_threshold.validator
+    def _check_threshold(self, _attr: attrs.Attribute[int], value: int) -> None:
+        if value < 1:
+            raise ConfigurationError(f"HealthPolicy.failure_threshold must be >= 1, got {value}")
+
+
+@attrs.define
+class Health:
+    """The live health of one endpoint (internal)."""
+
+    consecutive_failures: int = 0
+    resting_until: float = 0.0
+    benched: bool = False
+    benched_until: float = 0.0
+    probe_at: float = 0.0
+    down: bool = False
+    benches: int = 0
+    last_error: RequestError | None = None
+
+    def record_success(self) -> None:
+        self.consecutive_failures = 0
+        self.benches = 0
+        self.down = False
+
+    def record_failure(self, exc: RequestError, health: HealthPolicy, retry: RetryPolicy) -> None:
+        now = time.monotonic()
+        self.last_error = exc
+        self.consecutive_failures += 1
+        self.resting_until = max(self.resting_until,
+                                 now + retry.backoff(self.consecutive_failures, exc))
+        if not self.benched and self.consecutive_failures >= health.failure_threshold:
+            self._bench(health, now, probe_now=True)
+
+    def _bench(self, health: HealthPolicy, now: float, *, probe_now: bool) -> None:
+        self.benched = True
+        self.benches += 1
+        cooldown = min(health.max_cooldown, health.cooldown * 2 ** (self.benches - 1))
+        self.benched_until = now + cooldown
+        # A fresh bench is probed at once, so a dead endpoint is known to be down quickly.
+        self.probe_at = now if probe_now else self.benched_until
+
+    def probe_result(self, ok: bool, health: HealthPolicy) -> None:
+        """Record a ``/health`` probe of a benched endpoint."""
+        now = time.monotonic()
+        if not ok:
+            self.down = True
+            self._bench(health, now, probe_now=False)
+        elif now >= self.benched_until:
+            # Half-open: back to work, but one more failure benches it again.
+            self.benched = False
+            self.down = False
+            self.consecutive_failures = health.failure_threshold - 1
+        else:
+            self.down = False
+            self.probe_at = self.benched_until
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until this endpoint may take work or must be probed (0 = now)."""
+        until = max(self.resting_until, self.probe_at) if self.benched else self.resting_until
+        return max(0.0, until - now)

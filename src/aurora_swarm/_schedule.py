@@ -1,0 +1,146 @@
+"""How much work an endpoint takes next: chunk sizing from prompts, endpoints and speed.
+
+Batched dispatch splits the prompts into chunks that endpoints pull when they have room, so fast
+endpoints take more and slow ones less. This module is the policy, as plain functions over
+plain numbers, so it can be tested with tables of cases; :mod:`aurora_swarm._dispatch` applies it.
+
+Sizing (guided self-scheduling with factoring): an endpoint takes ``1 / (2 * max_in_flight)`` of
+its speed-weighted share of what is left, so chunks start large (few requests) and shrink toward
+the end (a small, balanced tail). Chunks never go below an eighth of the fair share (which
+bounds the request count: about 7 per endpoint on a uniform fleet) and the first chunk of an
+endpoint whose speed is unknown is such a small "probe" chunk.
+
+Admission: near the end, a slow endpoint that would finish a chunk after the rest of the fleet
+could drain all remaining work gets a smaller chunk, or none; its prompts go to faster endpoints.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+from ._exceptions import ConfigurationError
+
+__all__ = ["Chunking"]
+
+
+def _optional_positive(_inst: object, attr: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ConfigurationError(f"Chunking.{attr.name} must be >= 1, got {value}")
+
+
+def _positive(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise ConfigurationError(f"Chunking.{attr.name} must be >= 1, got {value}")
+
+
+@attrs.frozen
+class Chunking:
+    """How batched work is cut into requests.
+
+    Attributes
+    ----------
+    chunk_size:
+        A fixed number of prompts per request; ``None`` (default) adapts the size to the number
+        of prompts, endpoints and their observed speed.
+    max_chunk:
+        Most prompts in one request.
+    max_in_flight:
+        Requests one endpoint may have in flight at once. Two keep a server busy while the
+        client reads the previous answer.
+    adapt_to_speed:
+        Weigh shares by each endpoint's observed throughput and keep slow endpoints from taking
+        work they would finish after everyone else.
+    """
+
+    chunk_size: int | None = attrs.field(default=None, validator=_optional_positive)
+    max_chunk: int = attrs.field(default=1024, validator=_positive)
+    max_in_flight: int = attrs.field(default=2, validator=_positive)
+    adapt_to_speed: bool = True
+
+    def floor(self, total: int, endpoints: int) -> int:
+        """Smallest adaptive chunk for a call of ``total`` prompts over ``endpoints``."""
+        share = total / max(1, endpoints)
+        return max(1, min(self.max_chunk, max(math.ceil(share / 8), min(math.ceil(share), 8))))
+
+    def size(self, *, total: int, endpoints: int, pending: int, weight: float | None) -> int:
+        """Prompts the next chunk should hold.
+
+        Parameters
+        ----------
+        total:
+            Prompts in the whole call.
+        endpoints:
+            Endpoints serving the call.
+        pending:
+            Prompts not yet assigned.
+        weight:
+            The endpoint's share of the fleet's speed (0..1), or ``None`` while unknown.
+        """
+        if self.chunk_size is not None:
+            return min(self.chunk_size, pending)
+        floor = self.floor(total, endpoints)
+        if weight is None:
+            size = floor  # probe chunk: speed unknown, keep the first bet small
+        else:
+            size = max(floor, math.ceil(pending * weight / (2 * self.max_in_flight)))
+        return max(1, min(size, self.max_chunk, pending))
+
+
+@attrs.define
+class Load:
+    """Work and observed speed of one endpoint (internal, shared across calls)."""
+
+    in_flight: int = 0
+    backlog: int = 0
+    busy_since: float = 0.0
+    busy: float = 0.0
+    done: float = 0.0
+    floor: float | None = None
+
+    def started(self, prompts: int, now: float) -> None:
+        if self.in_flight == 0:
+            self.busy_since = now
+        self.in_flight += 1
+        self.backlog += prompts
+
+    def finished(self, prompts: int, answered: int, latency: float, now: float) -> None:
+        self.in_flight -= 1
+        self.backlog -= prompts
+        if self.in_flight == 0:
+            self.busy += now - self.busy_since
+        if answered:
+            # Recent work weighs more: a server's speed drifts with its load.
+            self.done = self.done * 0.9 + answered
+            self.busy = self.busy * 0.9
+            self.floor = latency if self.floor is None else min(self.floor, latency)
+
+    def rate(self, now: float) -> float | None:
+        """Prompts per second while busy, or ``None`` before the first answer."""
+        busy = self.busy + (now - self.busy_since if self.in_flight else 0.0)
+        if self.done <= 0 or busy <= 0:
+            return None
+        return self.done / busy
+
+    def finish_time(self, extra: int, now: float, rate: float) -> float:
+        """When this endpoint would finish its backlog plus ``extra`` prompts."""
+        return now + max(self.floor or 0.0, (self.backlog + extra) / rate)
+
+
+def admit(size: int, mine: Load, rate: float | None, fleet_rate: float,
+          pending: int, backlog: int, now: float) -> int:
+    """Shrink ``size`` so this endpoint finishes no later than the fleet would drain everything.
+
+    ``fleet_rate`` is the summed rate of every endpoint with a known rate, ``backlog`` the
+    prompts in flight fleet-wide. Returns 0 when even one prompt would finish late here.
+    """
+    if rate is None or fleet_rate <= 0:
+        return size
+    drain = now + (pending + backlog) / fleet_rate
+    if mine.finish_time(size, now, rate) <= drain:
+        return size
+    if now + (mine.floor or 0.0) > drain:
+        return 0
+    fits = math.floor((drain - now) * rate) - mine.backlog
+    return max(0, min(size, fits))

@@ -1,0 +1,198 @@
+"""Counters a pool keeps per endpoint, and the snapshots :meth:`VLLMPool.stats` returns.
+
+Counters are updated once per request (never per prompt) and may be read at any time, also
+while a call runs, which is what progress displays do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+
+import attrs
+
+from ._endpoint import Endpoint
+
+__all__ = ["EndpointStats", "PoolStats"]
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0..100) of already sorted values, nearest-rank; None if empty."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+@attrs.define
+class Counters:
+    """Mutable per-endpoint counters (internal; read through :class:`EndpointStats`)."""
+
+    requests: int = 0
+    batch_requests: int = 0
+    prompts: int = 0
+    answered: int = 0
+    retries: int = 0
+    failures: Counter[str] = attrs.field(factory=Counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latencies: list[float] = attrs.field(factory=list)
+
+    def snapshot(self, endpoint: Endpoint) -> EndpointStats:
+        ordered = sorted(self.latencies)
+        return EndpointStats(
+            endpoint=endpoint,
+            requests=self.requests,
+            batch_requests=self.batch_requests,
+            prompts=self.prompts,
+            answered=self.answered,
+            retries=self.retries,
+            failures=dict(self.failures),
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            latency_p50=percentile(ordered, 50),
+            latency_p95=percentile(ordered, 95),
+            latency_p99=percentile(ordered, 99),
+        )
+
+
+@attrs.frozen
+class EndpointStats:
+    """What one endpoint did, as seen by the pool.
+
+    Attributes
+    ----------
+    endpoint:
+        The endpoint.
+    requests:
+        HTTP inference requests sent to it (each batched request counts once).
+    batch_requests:
+        Of those, batched ``/v1/completions`` or batch-chat requests.
+    prompts:
+        Prompts carried by those requests (a retried prompt counts again).
+    answered:
+        Prompts it answered successfully.
+    retries:
+        Prompts it carried that had been tried before.
+    failures:
+        Failed requests, counted by cause (``"HTTP 503"``, ``"ConnectError"``, ...), plus
+        prompts left unanswered inside otherwise good answers (``"BadResponseError"``).
+    prompt_tokens, completion_tokens:
+        Tokens the server reported.
+    latency_p50, latency_p95, latency_p99:
+        Request latency percentiles in seconds (``None`` before the first answer).
+    """
+
+    endpoint: Endpoint
+    requests: int
+    batch_requests: int
+    prompts: int
+    answered: int
+    retries: int
+    failures: Mapping[str, int]
+    prompt_tokens: int
+    completion_tokens: int
+    latency_p50: float | None
+    latency_p95: float | None
+    latency_p99: float | None
+
+
+@attrs.frozen
+class PoolStats:
+    """Pool-wide totals and the per-endpoint detail.
+
+    Attributes
+    ----------
+    endpoints:
+        One :class:`EndpointStats` per endpoint of the pool, in pool order.
+    """
+
+    endpoints: tuple[EndpointStats, ...]
+    latency_p50: float | None
+    latency_p95: float | None
+    latency_p99: float | None
+
+    @classmethod
+    def collect(cls, items: Iterable[tuple[Endpoint, Counters]]) -> PoolStats:
+        """Build a snapshot from live counters."""
+        pairs = list(items)
+        ordered = sorted(x for _, c in pairs for x in c.latencies)
+        return cls(
+            tuple(c.snapshot(e) for e, c in pairs),
+            percentile(ordered, 50),
+            percentile(ordered, 95),
+            percentile(ordered, 99),
+        )
+
+    @property
+    def requests(self) -> int:
+        """HTTP inference requests sent."""
+        return sum(e.requests for e in self.endpoints)
+
+    @property
+    def batch_requests(self) -> int:
+        """Batched requests sent."""
+        return sum(e.batch_requests for e in self.endpoints)
+
+    @property
+    def prompts(self) -> int:
+        """Prompts carried by requests (retries count again)."""
+        return sum(e.prompts for e in self.endpoints)
+
+    @property
+    def answered(self) -> int:
+        """Prompts answered successfully."""
+        return sum(e.answered for e in self.endpoints)
+
+    @property
+    def retries(self) -> int:
+        """Prompts sent again after a failure."""
+        return sum(e.retries for e in self.endpoints)
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """Failures by cause, summed over endpoints."""
+        total: Counter[str] = Counter()
+        for e in self.endpoints:
+            total.update(e.failures)
+        return dict(total)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens the servers reported."""
+        return sum(e.prompt_tokens for e in self.endpoints)
+
+    @property
+    def completion_tokens(self) -> int:
+        """Completion tokens the servers reported."""
+        return sum(e.completion_tokens for e in self.endpoints)
+
+    @property
+    def tokens(self) -> int:
+        """All tokens the servers reported."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def __sub__(self, earlier: PoolStats) -> PoolStats:
+        """Counts since ``earlier`` (a snapshot of the same pool); percentiles are this one's."""
+        before = {e.endpoint: e for e in earlier.endpoints}
+        rows = []
+        for now in self.endpoints:
+            old = before.get(now.endpoint)
+            if old is None:
+                rows.append(now)
+                continue
+            failures = Counter(now.failures)
+            failures.subtract(old.failures)
+            rows.append(attrs.evolve(
+                now,
+                requests=now.requests - old.requests,
+                batch_requests=now.batch_requests - old.batch_requests,
+                prompts=now.prompts - old.prompts,
+                answered=now.answered - old.answered,
+                retries=now.retries - old.retries,
+                failures={k: v for k, v in failures.items() if v},
+                prompt_tokens=now.prompt_tokens - old.prompt_tokens,
+                completion_tokens=now.completion_tokens - old.completion_tokens,
+            ))
+        return attrs.evolve(self, endpoints=tuple(rows))

@@ -1,0 +1,343 @@
+"""Request shaping and response parsing: the only module that speaks HTTP.
+
+One :class:`Transport` per pool family holds one shared HTTP connection pool and one
+``AsyncOpenAI`` client per endpoint (made on first use, sharing that connection pool). The
+OpenAI client's own retries are off: :mod:`aurora_swarm._retry` is the one retry layer.
+
+Responses are read as plain JSON (``cast_to=object``) rather than typed models: a batched
+answer holds thousands of choices, and building a model object per choice would cost more
+client CPU than everything else on the per-prompt path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+import attrs
+import httpx2
+import openai
+
+from ._endpoint import Endpoint
+from ._exceptions import (
+    BadResponseError,
+    ConnectError,
+    HTTPStatusError,
+    RequestError,
+    RequestTimeout,
+    SwarmError,
+)
+from ._response import Usage
+
+__all__ = ["Choice", "ModelInfo", "Transport"]
+
+Message = Mapping[str, Any]
+
+
+@attrs.frozen
+class Choice:
+    """One answered prompt of a request: the parsed choice, before it becomes a Response."""
+
+    text: str
+    finish_reason: str | None
+
+
+@attrs.frozen
+class BatchReply:
+    """What one batched request returned.
+
+    ``choices[k]`` answers the request's k-th prompt, or is a :class:`BadResponseError` when the
+    server's choices left that prompt unanswered (missing, duplicated or out-of-range index).
+    """
+
+    choices: list[Choice | BadResponseError]
+    usage: Usage | None
+    latency: float
+
+
+@attrs.frozen
+class ModelInfo:
+    """What ``/v1/models`` says about the served model."""
+
+    id: str
+    max_model_len: int | None
+    root: str | None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return float(value) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: rare from inference servers; fall back to our own backoff
+
+
+def translate_error(exc: BaseException, endpoint: Endpoint) -> RequestError:
+    """Map an exception from the HTTP stack to our error tree (keeping the original as cause)."""
+    if isinstance(exc, RequestError):
+        return exc
+    error: RequestError
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
+        error = RequestTimeout("no answer before the timeout", endpoint=endpoint)
+    elif isinstance(exc, openai.APIStatusError):
+        response = exc.response
+        body = response.text[:500] if response is not None else ""
+        error = HTTPStatusError(
+            exc.status_code,
+            _status_message(exc, body),
+            endpoint=endpoint,
+            retry_after=_retry_after(response.headers) if response is not None else None,
+            body=body,
+        )
+    elif isinstance(exc, openai.APIConnectionError | httpx2.TransportError | OSError):
+        reason = exc.__cause__ or exc
+        error = ConnectError(f"connection failed ({type(reason).__name__}: {reason})",
+                             endpoint=endpoint)
+    elif isinstance(exc, openai.APIResponseValidationError | ValueError | KeyError | TypeError):
+        error = BadResponseError(f"unreadable answer ({exc})", endpoint=endpoint)
+    else:
+        raise exc
+    error.__cause__ = exc
+    return error
+
+
+def _status_message(exc: openai.APIStatusError, body: str) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip() or exc.message
+    if isinstance(data, dict):
+        inner = data.get("error", data)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+        if isinstance(data.get("message"), str):
+            return str(data["message"])
+    return body.strip() or exc.message
+
+
+def place_choices(raw: Any, count: int, endpoint: Endpoint) -> list[Choice | BadResponseError]:
+    """Put each choice in the slot its ``index`` names.
+
+    Servers may return choices in any order. A missing, duplicated or out-of-range index marks
+    exactly the affected prompts as failed; everything else is kept.
+    """
+    if not isinstance(raw, list):
+        raise BadResponseError("answer has no 'choices' list", endpoint=endpoint)
+    slots: list[Choice | BadResponseError | None] = [None] * count
+    for position, item in enumerate(raw):
+        index = item.get("index") if isinstance(item, dict) else None
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count:
+            # A choice we cannot place answers nobody; the prompts it should have answered
+            # stay empty and are reported as missing below.
+            continue
+        if slots[index] is not None:
+            slots[index] = BadResponseError(
+                f"choice index {index} appears more than once (again at position {position})",
+                endpoint=endpoint,
+            )
+            continue
+        slots[index] = _read_choice(item, endpoint)
+    return [
+        slot if slot is not None
+        else BadResponseError(f"no choice with index {k} in the answer", endpoint=endpoint)
+        for k, slot in enumerate(slots)
+    ]
+
+
+def _read_choice(item: dict[str, Any], endpoint: Endpoint) -> Choice | BadResponseError:
+    text = item.get("text")
+    if text is None:
+        message = item.get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+        if text is None and isinstance(message, dict):
+            text = ""  # a chat answer with only reasoning/tool calls has no content
+    if not isinstance(text, str):
+        return BadResponseError(f"choice {item.get('index')} has no text", endpoint=endpoint)
+    reason = item.get("finish_reason")
+    return Choice(text, reason if isinstance(reason, str) else None)
+
+
+def read_usage(data: Mapping[str, Any]) -> Usage | None:
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    return Usage(
+        prompt if isinstance(prompt, int) else 0,
+        completion if isinstance(completion, int) else 0,
+    )
+
+
+class Transport:
+    """Shapes requests to many endpoints over one shared HTTP connection pool."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        connect_timeout: float,
+        max_connections: int | None,
+    ) -> None:
+        self._api_key = api_key
+        self._http = openai.DefaultAsyncHttpxClient(
+            timeout=httpx2.Timeout(None, connect=connect_timeout),
+            limits=httpx2.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=60.0,
+            ),
+        )
+        self._clients: dict[Endpoint, openai.AsyncOpenAI] = {}
+
+    def client(self, endpoint: Endpoint) -> openai.AsyncOpenAI:
+        """The endpoint's OpenAI client (made on first use, on the shared connection pool)."""
+        client = self._clients.get(endpoint)
+        if client is None:
+            client = openai.AsyncOpenAI(
+                base_url=endpoint.base_url,
+                api_key=self._api_key,
+                max_retries=0,
+                http_client=self._http,
+            )
+            self._clients[endpoint] = client
+        return client
+
+    async def _post(
+        self, endpoint: Endpoint, path: str, body: Mapping[str, Any], timeout: float | None
+    ) -> Any:
+        try:
+            return await self.client(endpoint).post(
+                path, cast_to=object, body=body, options={"timeout": timeout}
+            )
+        except (openai.OpenAIError, httpx2.HTTPError, OSError, ValueError) as exc:
+            raise translate_error(exc, endpoint) from exc
+
+    async def completions(
+        self,
+        endpoint: Endpoint,
+        prompts: Sequence[str],
+        params: Mapping[str, Any],
+        timeout: float | None,
+    ) -> BatchReply:
+        """ONE ``/v1/completions`` request with a list prompt; choices placed by index."""
+        start = time.perf_counter()
+        data = await self._post(endpoint, "/completions", {**params, "prompt": list(prompts)},
+                                timeout)
+        if not isinstance(data, dict):
+            raise BadResponseError("answer is not a JSON object", endpoint=endpoint)
+        choices = place_choices(data.get("choices"), len(prompts), endpoint)
+        return BatchReply(choices, read_usage(data), time.perf_counter() - start)
+
+    async def chat_batch(
+        self,
+        endpoint: Endpoint,
+        conversations: Sequence[Sequence[Message]],
+        params: Mapping[str, Any],
+        timeout: float | None,
+    ) -> BatchReply:
+        """ONE ``/v1/chat/completions/batch`` request with a list of conversations."""
+        start = time.perf_counter()
+        body = {**params, "messages": [list(c) for c in conversations]}
+        data = await self._post(endpoint, "/chat/completions/batch", body, timeout)
+        if not isinstance(data, dict):
+            raise BadResponseError("answer is not a JSON object", endpoint=endpoint)
+        choices = place_choices(data.get("choices"), len(conversations), endpoint)
+        return BatchReply(choices, read_usage(data), time.perf_counter() - start)
+
+    async def chat(
+        self,
+        endpoint: Endpoint,
+        messages: Sequence[Message],
+        params: Mapping[str, Any],
+        timeout: float | None,
+    ) -> tuple[Choice, Usage | None, float]:
+        """One ``/v1/chat/completions`` request."""
+        start = time.perf_counter()
+        data = await self._post(endpoint, "/chat/completions",
+                                {**params, "messages": list(messages)}, timeout)
+        if not isinstance(data, dict):
+            raise BadResponseError("answer is not a JSON object", endpoint=endpoint)
+        (choice,) = place_choices(data.get("choices"), 1, endpoint)
+        if isinstance(choice, SwarmError):
+            raise choice
+        return choice, read_usage(data), time.perf_counter() - start
+
+    async def _get_json(self, endpoint: Endpoint, url: str, timeout: float) -> Any:
+        try:
+            response = await self._http.get(url, timeout=timeout)
+            response.raise_for_status()
+            return response.json()
+        except httpx2.HTTPStatusError as exc:
+            raise HTTPStatusError(exc.response.status_code, exc.response.text[:200],
+                                  endpoint=endpoint) from exc
+        except (httpx2.HTTPError, OSError, ValueError) as exc:
+            raise translate_error(exc, endpoint) from exc
+
+    async def models(self, endpoint: Endpoint, timeout: float = 10.0) -> list[ModelInfo]:
+        """The models the endpoint serves, from ``/v1/models``."""
+        data = await self._get_json(endpoint, endpoint.base_url + "/models", timeout)
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise BadResponseError("/v1/models answer has no 'data' list", endpoint=endpoint)
+        found = []
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                length = item.get("max_model_len")
+                root = item.get("root")
+                found.append(ModelInfo(
+                    item["id"],
+                    length if isinstance(length, int) else None,
+                    root if isinstance(root, str) else None,
+                ))
+        return found
+
+    async def count_tokens(
+        self, endpoint: Endpoint, model: str, prompt: str, *, add_special_tokens: bool = True,
+        timeout: float = 30.0,
+    ) -> int:
+        """Exact prompt length in tokens, from vLLM's ``/tokenize``."""
+        try:
+            response = await self._http.post(
+                endpoint.url + "/tokenize",
+                json={"model": model, "prompt": prompt, "add_special_tokens": add_special_tokens},
+                timeout=timeout,
+            )
+            response.raise_for_status()
+            data = response.json()
+        except httpx2.HTTPStatusError as exc:
+            raise HTTPStatusError(exc.response.status_code, "/tokenize failed",
+                                  endpoint=endpoint) from exc
+        except (httpx2.HTTPError, OSError, ValueError) as exc:
+            raise translate_error(exc, endpoint) from exc
+        count = data.get("count") if isinstance(data, dict) else None
+        if not isinstance(count, int):
+            tokens = data.get("tokens") if isinstance(data, dict) else None
+            if not isinstance(tokens, list):
+                raise BadResponseError("/tokenize answer has no token count", endpoint=endpoint)
+            count = len(tokens)
+        return count
+
+    async def health(self, endpoint: Endpoint, timeout: float = 5.0) -> bool:
+        """Whether ``/health`` answers 200 within ``timeout`` seconds."""
+        try:
+            response = await self._http.get(endpoint.url + "/health", timeout=timeout)
+        except (httpx2.HTTPError, OSError):
+            return False
+        return response.status_code == 200
+
+    async def aclose(self) -> None:
+        """Close the shared connection pool (shielded: a cancellation cannot interrupt it)."""
+        with anyio.CancelScope(shield=True):
+            await self._http.aclose()

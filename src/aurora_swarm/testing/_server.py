@@ -1,0 +1,303 @@
+"""One fake vLLM endpoint: routes, fault injection, the latency model and its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ._answers import chat_token_ids, prompt_token_ids
+from ._behavior import ActionPicker, EndpointBehavior, is_status_action
+from ._counters import FleetGauge, LiveCounters
+from ._http import CLOSED, DROP, HANG, Reply, serve_connection
+from ._latency import LatencyModel, SlotSchedule
+from ._protocol import (
+    Answers,
+    RequestError,
+    answer_chats,
+    answer_prompts,
+    chat_body,
+    check_model,
+    completion_body,
+    conversations_of,
+    error_body,
+    messages_of,
+    models_body,
+    parse_body,
+    prompts_of,
+)
+
+__all__ = ["FakeServer", "ServerConfig"]
+
+COMPLETIONS = "/v1/completions"
+CHAT = "/v1/chat/completions"
+CHAT_BATCH = "/v1/chat/completions/batch"
+_GET_ROUTES = frozenset({"/health", "/v1/models", "/version"})
+_POST_ROUTES = frozenset({COMPLETIONS, CHAT, CHAT_BATCH, "/tokenize"})
+_NOT_FOUND = Reply.json({"detail": "Not Found"}, status=404)
+_NOT_ALLOWED = Reply.json({"detail": "Method Not Allowed"}, status=405)
+_HEALTHY = Reply(200, b"", content_type=b"text/plain")
+_BAD_JSON = b'{"id":"cmpl-broken","object":"text_completion","choices":[{"index":0,"te'
+_BACKLOG = 1024
+_Route = Callable[[bytes], Coroutine[Any, Any, Reply]]
+
+
+class ServerConfig:
+    """What every endpoint of a fleet shares."""
+
+    __slots__ = ("chat_batch", "created", "gauge", "latency", "max_model_len", "model", "root")
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        root: str,
+        max_model_len: int,
+        latency: LatencyModel,
+        chat_batch: bool,
+        gauge: FleetGauge,
+        created: int,
+    ) -> None:
+        self.model = model
+        self.root = root
+        self.max_model_len = max_model_len
+        self.latency = latency
+        self.chat_batch = chat_batch
+        self.gauge = gauge
+        self.created = created
+
+
+class FakeServer:
+    """One endpoint: an asyncio server on one port that speaks vLLM's OpenAI API."""
+
+    def __init__(
+        self, index: int, host: str, port: int, config: ServerConfig, behavior: EndpointBehavior
+    ) -> None:
+        self.index = index
+        self.host = host
+        self.port = port
+        self.config = config
+        self.counters = LiveCounters(config.gauge)
+        self.alive = False
+        self._behavior = behavior
+        self._picker = ActionPicker(behavior, index)
+        self._slots = SlotSchedule(config.latency.max_concurrent_seqs)
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._models = Reply.json(
+            models_body(config.model, config.root, config.max_model_len, config.created)
+        )
+        self._routes: dict[str, _Route] = {
+            COMPLETIONS: self._completions,
+            CHAT: self._chat,
+            CHAT_BATCH: self._chat_batch,
+            "/tokenize": self._tokenize,
+        }
+
+    @property
+    def behavior(self) -> EndpointBehavior:
+        """The endpoint's behavior."""
+        return self._behavior
+
+    async def start(self, behavior: EndpointBehavior | None = None) -> None:
+        """Listen (again, on the same port once known), as a freshly started server."""
+        if self.alive:
+            raise RuntimeError(f"endpoint {self.index} is running already")
+        if behavior is not None:
+            self._behavior = behavior
+        self._picker = ActionPicker(self._behavior, self.index)
+        self._slots = SlotSchedule(self.config.latency.max_concurrent_seqs)
+        self._server = await asyncio.start_server(
+            self._on_connect, self.host, self.port, backlog=_BACKLOG
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.alive = True
+
+    async def stop(self) -> None:
+        """Stop at once, like SIGKILL: stop listening and drop every connection."""
+        self._halt()
+        current = asyncio.current_task()
+        tasks = [task for task in self._connections if task is not current]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def _halt(self) -> None:
+        self.alive = False
+        if self._server is not None:
+            self._server.close()
+        current = asyncio.current_task()
+        for task, writer in list(self._connections.items()):
+            writer.transport.abort()
+            if task is not current:
+                task.cancel()
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if not self.alive or task is None:
+            writer.transport.abort()
+            return
+        self._connections[task] = writer
+        try:
+            await serve_connection(reader, writer, self.handle)
+        finally:
+            del self._connections[task]
+
+    async def handle(self, method: str, path: str, body: bytes) -> Reply:
+        """Answer one request."""
+        routes = self.counters.routes
+        if method == "GET" and path in _GET_ROUTES:
+            routes[path] += 1
+            if path == "/v1/models":
+                return self._models
+            if path == "/version":
+                return Reply.json({"version": "0.0.0+aurora-swarm-fake"})
+            return _HEALTHY
+        if method == "POST" and path in _POST_ROUTES:
+            routes[path] += 1
+            if path == CHAT_BATCH and not self.config.chat_batch:
+                return _NOT_FOUND
+            try:
+                return await self._routes[path](body)
+            except Exception:  # a bug in the fake server: show it to the client, keep serving
+                return Reply.json(error_body(traceback.format_exc(), 500), status=500)
+        if path in _GET_ROUTES or path in _POST_ROUTES:
+            routes[path] += 1
+            return _NOT_ALLOWED
+        routes["other"] += 1
+        return _NOT_FOUND
+
+    async def _completions(self, body: bytes) -> Reply:
+        self.counters.completion_requests += 1
+        return await self._infer(body, prompts_of, answer_prompts, completion_body)
+
+    async def _chat(self, body: bytes) -> Reply:
+        self.counters.chat_requests += 1
+
+        def one(doc: dict[str, Any]) -> list[list[dict[str, Any]]]:
+            return [messages_of(doc.get("messages"))]
+
+        return await self._infer(body, one, answer_chats, chat_body)
+
+    async def _chat_batch(self, body: bytes) -> Reply:
+        self.counters.chat_batch_requests += 1
+        return await self._infer(body, conversations_of, answer_chats, chat_body)
+
+    async def _infer(
+        self,
+        body: bytes,
+        items_of: Callable[[dict[str, Any]], list[Any]],
+        answer: Callable[[dict[str, Any], list[Any], int], Answers],
+        render: Callable[[str, Answers, list[int]], dict[str, Any]],
+    ) -> Reply:
+        counters = self.counters
+        counters.enter()
+        try:
+            action = self._picker.next_action()
+            try:
+                doc = parse_body(body)
+                counters.add_special_tokens[doc.get("add_special_tokens")] += 1
+                items = items_of(doc)
+                counters.prompts_received += len(items)
+            except RequestError as exc:
+                items, error = [], exc
+            else:
+                error = None
+            if action != "ok":
+                counters.faults[action] += 1
+                fault = self._fault(action)
+                if fault is not None:
+                    return fault
+            if error is None:
+                try:
+                    check_model(doc, self.config.model)
+                    answers = answer(doc, items, self.config.max_model_len)
+                except RequestError as exc:
+                    error = exc
+            if error is not None:
+                counters.rejected += 1
+                return Reply.json(error_body(error.message, error.status, error.param), error.status)
+            await self._serve_time(answers.completion_tokens)
+            order = self._order(action, len(items))
+            counters.choices_returned += len(order)
+            return Reply.json(render(self.config.model, answers, order))
+        finally:
+            counters.leave()
+
+    def _fault(self, action: str) -> Reply | None:
+        """The reply of a fault that ignores the request, or ``None`` for one that answers it."""
+        if is_status_action(action):
+            status = int(action)
+            headers: tuple[tuple[bytes, bytes], ...] = ()
+            if status == 429:
+                headers = ((b"retry-after", f"{self._behavior.retry_after:g}".encode()),)
+            message = f"injected fault: HTTP {status} from fake endpoint {self.index}"
+            return Reply.json(error_body(message, status), status, headers)
+        if action == "drop":
+            return DROP
+        if action == "hang":
+            return HANG
+        if action == "badjson":
+            return Reply(200, _BAD_JSON)
+        if action == "die":
+            self._halt()
+            return CLOSED
+        return None
+
+    def _order(self, action: str, n: int) -> list[int]:
+        """The list positions of the choices to send, as ``action`` garbles them."""
+        order = list(range(n))
+        if action == "shuffle" and n > 1:
+            self._picker.shuffle_rng.shuffle(order)
+            if order == sorted(order):
+                order.reverse()
+        elif action == "partial":
+            order.pop()
+        elif action == "dup":
+            if n > 1:
+                order[-1] = order[0]
+            else:
+                order.append(order[0])
+        return order
+
+    async def _serve_time(self, completion_tokens: list[int]) -> None:
+        latency = self.config.latency
+        if latency.is_instant:
+            return
+        loop = asyncio.get_running_loop()
+        ready = loop.time() + latency.request_overhead
+        slowness = self._behavior.slowness
+        if latency.token_time:
+            services = [latency.service_time(c, slowness) for c in completion_tokens]
+            done = self._slots.book(ready, services)
+        elif latency.prompt_time:
+            service = latency.prompt_time * slowness
+            done = self._slots.book(ready, [service] * len(completion_tokens))
+        else:
+            done = ready
+        delay = done - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _tokenize(self, body: bytes) -> Reply:
+        try:
+            doc = parse_body(body)
+            check_model(doc, self.config.model)
+            special = doc.get("add_special_tokens")
+            self.counters.add_special_tokens[special] += 1
+            if "messages" in doc:
+                messages = messages_of(doc.get("messages"))
+                tokens = chat_token_ids(messages, bool(special or False))
+            elif isinstance(doc.get("prompt"), str):
+                tokens = prompt_token_ids(doc["prompt"], True if special is None else bool(special))
+            else:
+                raise RequestError("give prompt (a string) or messages", param="prompt")
+        except RequestError as exc:
+            return Reply.json(error_body(exc.message, exc.status, exc.param), exc.status)
+        max_len = self.config.max_model_len
+        return Reply.json(
+            {"count": len(tokens), "max_model_len": max_len, "tokens": tokens, "token_strs": None}
+        )
