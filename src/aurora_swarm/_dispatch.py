@@ -97,6 +97,20 @@ class DispatchSettings:
 
 
 _SPLIT_STATUSES = frozenset({400, 413, 422})
+_INF = float("inf")
+
+
+@attrs.define(eq=False)
+class _Flight:
+    """One request in flight: which endpoint, which prompts, and how to call it off."""
+
+    position: int
+    budget: int
+    chunk: list[int]
+    started: float
+    scope: anyio.CancelScope
+    backup: bool = False
+    backed_up: bool = False
 
 
 class BatchJob(Generic[P]):
@@ -114,31 +128,36 @@ class BatchJob(Generic[P]):
         limiter: anyio.CapacityLimiter,
         on_result: ResultHook | None = None,
         split_refused: bool = True,
+        backups: bool = True,
     ) -> None:
         self._records = records
-        self._split_refused = split_refused
         self._payloads = payloads
+        self._budgets = budgets
         self._send = send
         self._probe = probe
         self._settings = settings
         self._limiter = limiter
         self._on_result = on_result
+        self._split_refused = split_refused
+        self._backups = backups and settings.chunking.adapt_to_speed and len(records) > 1
         count = len(payloads)
         self.results: list[Response | None] = [None] * count
         self._attempts = [0] * count
+        self._carriers = [0] * count  # requests in flight that carry the prompt
         self._last_error: list[RequestError | None] = [None] * count
-        self._budgets = budgets
         self._pending: dict[int, deque[int]] = {}
         for index, budget in enumerate(budgets):
             self._pending.setdefault(budget, deque()).append(index)
         self._pending_count = count
         self._forced: deque[list[int]] = deque()
         self._remaining = count
-        self._in_flight = 0
         self._total = count
+        self._flights: set[_Flight] = set()
+        self._carried = 0  # prompts in flight in this call
         self._changed = anyio.Event()
         self._fleet_rate = 0.0
         self._fleet_rate_at = -1.0
+        self.trace: list[tuple[int, float, float, int, str]] | None = None
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -168,11 +187,11 @@ class BatchJob(Generic[P]):
             if health.benched:
                 await self._probe_once(record)
                 continue
-            chunk = self._take(position, now)
-            if chunk is None:
+            work = self._take(position, now)
+            if work is None:
                 await self._wait_for_change(None)
                 continue
-            await self._run_chunk(position, chunk)
+            await self._run_chunk(position, *work)
 
     async def _probe_once(self, record: EndpointRecord) -> None:
         if record.probing:
@@ -188,7 +207,9 @@ class BatchJob(Generic[P]):
 
     async def _wait_for_change(self, timeout: float | None) -> None:
         event = self._changed
-        with anyio.move_on_after(timeout if timeout is not None else 1.0):
+        # Without a timeout, wake now and then anyway: an in-flight request may become worth
+        # backing up just by taking long, which no event announces.
+        with anyio.move_on_after(timeout if timeout is not None else 0.05):
             await event.wait()
 
     def _notify(self) -> None:
@@ -197,12 +218,12 @@ class BatchJob(Generic[P]):
 
     # -- taking work ----------------------------------------------------------------------------
 
-    def _take(self, position: int, now: float) -> tuple[int, list[int]] | None:
+    def _take(self, position: int, now: float) -> tuple[int, list[int], _Flight | None] | None:
         if self._forced:
             chunk = self._forced.popleft()
-            return self._budgets[chunk[0]], chunk
+            return self._budgets[chunk[0]], chunk, None
         if not self._pending_count:
-            return None
+            return self._backup_for(position, now) if self._backups else None
         budget, queue = max(self._pending.items(), key=lambda item: len(item[1]))
         chunking = self._settings.chunking
         load = self._records[position].load
@@ -212,8 +233,8 @@ class BatchJob(Generic[P]):
         size = chunking.size(total=self._total, endpoints=len(self._records),
                              pending=len(queue), weight=weight)
         if chunking.adapt_to_speed and chunking.chunk_size is None:
-            fleet_backlog = sum(r.load.backlog for r in self._records)
-            admitted = admit(size, load, rate, fleet_rate, self._pending_count, fleet_backlog, now)
+            admitted = admit(size, load, rate, fleet_rate, self._pending_count, self._carried,
+                             now)
             if admitted == 0 and not self._fastest_for(position, now):
                 return None
             size = max(1, admitted)
@@ -221,38 +242,87 @@ class BatchJob(Generic[P]):
         self._pending_count -= len(chunk)
         if not queue:
             del self._pending[budget]
-        return budget, chunk
+        return budget, chunk, None
 
     def _fleet_rate_now(self, now: float) -> float:
+        """Summed speed of the usable endpoints; one not yet measured counts as the mean."""
         # Summing over a thousand endpoints on every take would cost more than the take itself.
         if now - self._fleet_rate_at > 0.02:
-            rates = (r.load.rate(now) for r in self._records if not r.health.benched)
-            self._fleet_rate = sum(x for x in rates if x is not None)
+            known = 0.0
+            measured = unmeasured = 0
+            for record in self._records:
+                if record.health.benched:
+                    continue
+                rate = record.load.rate(now)
+                if rate is None:
+                    unmeasured += 1
+                else:
+                    known += rate
+                    measured += 1
+            self._fleet_rate = known + (unmeasured * known / measured if measured else 0.0)
             self._fleet_rate_at = now
         return self._fleet_rate
 
     def _fastest_for(self, position: int, now: float) -> bool:
         """Whether no other usable endpoint would finish one more prompt sooner than this one."""
-        mine = self._expected_finish(position, now)
+        mine = self._expected_finish(position, 1, now)
         return all(
-            other == position or self._expected_finish(other, now) >= mine
+            other == position or self._expected_finish(other, 1, now) >= mine
             for other in range(len(self._records))
         )
 
-    def _expected_finish(self, position: int, now: float) -> float:
+    def _expected_finish(self, position: int, extra: int, now: float) -> float:
         record = self._records[position]
         if record.health.benched:
-            return float("inf")
+            return _INF
         rate = record.load.rate(now)
         if rate is None:
-            return float("inf")
+            return _INF
         start = now + record.health.wait_time(now)
-        return record.load.finish_time(1, start, rate)
+        return record.load.finish_time(extra, start, rate)
+
+    def _backup_for(self, position: int, now: float) -> tuple[int, list[int], _Flight] | None:
+        """Copy the in-flight chunk that would finish latest, if this endpoint beats it clearly.
+
+        With nothing left to hand out, an idle fast endpoint re-sends the prompts a slow (or
+        stuck) endpoint still holds; the first answer wins and the loser is called off. This
+        keeps a straggler from holding the whole call.
+        """
+        worst: _Flight | None = None
+        worst_finish = now
+        for flight in self._flights:
+            if flight.backup or flight.backed_up or flight.position == position:
+                continue
+            finish = self._flight_finish(flight, now)
+            if finish > worst_finish:
+                worst, worst_finish = flight, finish
+        if worst is None:
+            return None
+        chunk = [i for i in worst.chunk if self.results[i] is None]
+        if not chunk:
+            return None
+        mine = self._expected_finish(position, len(chunk), now)
+        if mine == _INF:
+            return None
+        if worst_finish != _INF and mine + 0.25 * (worst_finish - now) >= worst_finish:
+            return None  # not worth a second request: the saving would be small
+        worst.backed_up = True
+        return worst.budget, chunk, worst
+
+    def _flight_finish(self, flight: _Flight, now: float) -> float:
+        load = self._records[flight.position].load
+        rate = load.rate(now)
+        if rate is None:
+            return _INF
+        expected = flight.started + max(load.floor or 0.0, len(flight.chunk) / rate)
+        # Long overdue: treat as stuck.
+        return _INF if now > flight.started + 2 * (expected - flight.started) + 1.0 else expected
 
     # -- one request ----------------------------------------------------------------------------
 
-    async def _run_chunk(self, position: int, taken: tuple[int, list[int]]) -> None:
-        budget, chunk = taken
+    async def _run_chunk(
+        self, position: int, budget: int, chunk: list[int], original: _Flight | None
+    ) -> None:
         record = self._records[position]
         counters = record.counters
         size = len(chunk)
@@ -260,41 +330,63 @@ class BatchJob(Generic[P]):
         counters.batch_requests += 1
         counters.prompts += size
         attempts = self._attempts
+        carriers = self._carriers
         for index in chunk:
             if attempts[index]:
                 counters.retries += 1
             attempts[index] += 1
-        record.load.started(size, time.monotonic())
-        self._in_flight += 1
+            carriers[index] += 1
+        started = time.monotonic()
+        flight = _Flight(position, budget, chunk, started, anyio.CancelScope(),
+                         backup=original is not None)
+        self._flights.add(flight)
+        self._carried += size
+        record.load.started(size, started)
+        reply: BatchReply | None = None
+        error: RequestError | None = None
         try:
-            payloads = [self._payloads[i] for i in chunk]
-            timeout = self._settings.timeouts.for_chunk(size)
-            async with self._limiter:
-                reply = await self._send(record.endpoint, payloads, budget, timeout)
+            with flight.scope:
+                payloads = [self._payloads[i] for i in chunk]
+                timeout = self._settings.timeouts.for_chunk(size)
+                async with self._limiter:
+                    reply = await self._send(record.endpoint, payloads, budget, timeout)
         except RequestError as exc:
-            self._in_flight -= 1
-            record.load.finished(size, 0, 0.0, time.monotonic())
-            counters.failures[exc.cause] += 1
-            record.health.record_failure(exc, self._settings.health, self._settings.retry)
-            self._return(chunk, exc, position)
-            return
-        except BaseException:
-            # Cancelled (or a programming error): keep the books straight, then let it go.
-            self._in_flight -= 1
-            record.load.finished(size, 0, 0.0, time.monotonic())
-            raise
-        self._in_flight -= 1
+            error = exc
+        finally:
+            self._flights.discard(flight)
+            self._carried -= size
+            for index in chunk:
+                carriers[index] -= 1
+            if reply is None:
+                record.load.finished(size, 0, 0.0, time.monotonic())
+        if self.trace is not None:
+            kind = "backup" if original else ("failed" if reply is None else "chunk")
+            self.trace.append((position, started, time.monotonic(), size, kind))
+        if error is not None:
+            counters.failures[error.cause] += 1
+            record.health.record_failure(error, self._settings.health, self._settings.retry)
+            self._return(chunk, error, position)
+        elif reply is not None:
+            self._accept(record, position, chunk, reply)
+        # else: called off because another request answered every prompt it carried.
+        self._notify()
+
+    def _accept(
+        self, record: EndpointRecord, position: int, chunk: list[int], reply: BatchReply
+    ) -> None:
+        counters = record.counters
         latency = reply.latency
         counters.latencies.append(latency)
         if reply.usage is not None:
             counters.prompt_tokens += reply.usage.prompt_tokens
             counters.completion_tokens += reply.usage.completion_tokens
+        results = self.results
+        attempts = self._attempts
+        endpoint = record.endpoint
+        hook = self._on_result
         answered = 0
         missing: list[int] = []
         first_error: BadResponseError | None = None
-        results = self.results
-        endpoint = record.endpoint
-        hook = self._on_result
         for index, choice in zip(chunk, reply.choices, strict=True):
             if isinstance(choice, BadResponseError):
                 missing.append(index)
@@ -302,7 +394,7 @@ class BatchJob(Generic[P]):
                 first_error = first_error or choice
                 continue
             if results[index] is not None:
-                continue  # answered already (first answer wins)
+                continue  # answered already by a backup (first answer wins)
             response = Response(
                 success=True, text=choice.text, agent_index=position,
                 finish_reason=choice.finish_reason, latency=latency,
@@ -312,21 +404,31 @@ class BatchJob(Generic[P]):
             answered += 1
             if hook is not None:
                 hook(index, response)
-        record.load.finished(size, answered, latency, time.monotonic())
+        record.load.finished(len(chunk), answered, latency, time.monotonic())
         counters.answered += answered
         self._remaining -= answered
-        if first_error is not None:
-            counters.failures[first_error.cause] += len(missing)
-            if answered:
-                record.health.record_success()
-            else:
-                record.health.record_failure(first_error, self._settings.health,
-                                             self._settings.retry)
-            for index in missing:
-                self._return_one(index, self._last_error[index] or first_error, position)
-        else:
+        if answered:
+            self._call_off_answered()
+        if first_error is None:
             record.health.record_success()
-        self._notify()
+            return
+        counters.failures[first_error.cause] += len(missing)
+        if answered:
+            record.health.record_success()
+        else:
+            record.health.record_failure(first_error, self._settings.health,
+                                         self._settings.retry)
+        for index in missing:
+            self._return_one(index, self._last_error[index] or first_error, position)
+
+    def _call_off_answered(self) -> None:
+        """Cancel requests whose every prompt has been answered by another request."""
+        results = self.results
+        for flight in self._flights:
+            if (flight.backup or flight.backed_up) and all(
+                results[i] is not None for i in flight.chunk
+            ):
+                flight.scope.cancel()
 
     # -- failures -------------------------------------------------------------------------------
 
@@ -340,18 +442,19 @@ class BatchJob(Generic[P]):
             # One bad prompt can make the server refuse the whole request: split to isolate it.
             half = len(chunk) // 2
             for part in (chunk[:half], chunk[half:]):
+                part = [i for i in part if self.results[i] is None and not self._carriers[i]]
                 for index in part:
                     self._attempts[index] -= 1  # a split is not the prompt's fault
-                self._forced.append(part)
+                if part:
+                    self._forced.append(part)
         else:
             for index in chunk:
                 self._return_one(index, exc, position)
-        self._notify()
 
     def _return_one(self, index: int, exc: RequestError, position: int) -> None:
         self._last_error[index] = exc
-        if self.results[index] is not None:
-            return
+        if self.results[index] is not None or self._carriers[index]:
+            return  # answered, or another request still carries it
         if exc.retryable and self._attempts[index] < self._settings.retry.max_attempts:
             budget = self._budgets[index]
             self._pending.setdefault(budget, deque()).appendleft(index)
@@ -367,7 +470,7 @@ class BatchJob(Generic[P]):
             self._on_result(index, response)
 
     def _all_down(self) -> bool:
-        return self._in_flight == 0 and all(
+        return not self._flights and all(
             r.health.benched and r.health.down for r in self._records
         )
 
@@ -386,4 +489,3 @@ class BatchJob(Generic[P]):
             exc.__cause__ = last
             self._fail(index, exc, -1)
         self._notify()
-

@@ -196,7 +196,8 @@ class FakeFleet:
         return len(self._servers)
 
     def __repr__(self) -> str:
-        return f"<FakeFleet {len(self._servers)} endpoints, model={self._model!r}, {self._state.value}>"
+        n, state = len(self._servers), self._state.value
+        return f"<FakeFleet {n} endpoints, model={self._model!r}, {state}>"
 
     def behavior(self, index: int) -> EndpointBehavior:
         """Return the behavior of endpoint ``index``."""
@@ -219,11 +220,11 @@ class FakeFleet:
 
     def total_requests(self) -> int:
         """Return the number of inference requests (completions and chat) the fleet received."""
-        c = self._servers
-        return sum(
-            s.counters.completion_requests + s.counters.chat_requests + s.counters.chat_batch_requests
-            for s in c
-        )
+        total = 0
+        for server in self._servers:
+            c = server.counters
+            total += c.completion_requests + c.chat_requests + c.chat_batch_requests
+        return total
 
     def total_prompts(self) -> int:
         """Return the number of prompts (and conversations) in the fleet's inference requests."""
@@ -287,7 +288,7 @@ class FakeFleet:
         """
         per_line = _tags_per_endpoint(len(self._servers), tags)
         lines = []
-        for server, extra in zip(self._servers, per_line):
+        for server, extra in zip(self._servers, per_line, strict=True):
             columns = [self._host, str(server.port), f"model={self._model}"]
             columns += [f"{key}={value}" for key, value in extra.items()]
             lines.append("\t".join(columns) + "\n")
@@ -318,7 +319,9 @@ async def _start(server: FakeServer) -> None:
                 f"cannot start fake endpoint {server.index} on {where}: too many open files; "
                 "raise the open-file limit (ulimit -n) or start fewer endpoints",
             ) from exc
-        raise OSError(exc.errno, f"cannot start fake endpoint {server.index} on {where}: {exc}") from exc
+        raise OSError(
+            exc.errno, f"cannot start fake endpoint {server.index} on {where}: {exc}"
+        ) from exc
 
 
 def _behaviors(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 from collections.abc import Awaitable, Callable, Sequence
@@ -144,7 +145,5 @@ def _answer_protocol_error(
         return
     status = exc.error_status_hint
     reply = Reply.json({"detail": f"bad HTTP request: {exc}"}, status=status)
-    try:
+    with contextlib.suppress(h11.LocalProtocolError, ConnectionError):
         writer.write(_encode(conn, reply))
-    except (h11.LocalProtocolError, ConnectionError):
-        pass

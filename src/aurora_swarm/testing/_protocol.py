@@ -145,9 +145,7 @@ class Answers:
         }
 
 
-def answer_prompts(
-    doc: Mapping[str, Any], prompts: Sequence[str], max_model_len: int
-) -> Answers:
+def answer_prompts(doc: Mapping[str, Any], prompts: Sequence[str], max_model_len: int) -> Answers:
     """Answer the prompts of a completion request (``max_tokens`` defaults to 16)."""
     _refuse_unsupported(doc)
     max_tokens = _max_tokens(doc, "max_tokens", _DEFAULT_COMPLETION_MAX_TOKENS)
@@ -256,7 +254,9 @@ def models_body(model: str, root: str, max_model_len: int, created: int) -> dict
 
 def _refuse_unsupported(doc: Mapping[str, Any]) -> None:
     if doc.get("stream"):
-        raise RequestError("the fake vLLM server does not stream; send stream=false", param="stream")
+        raise RequestError(
+            "the fake vLLM server does not stream; send stream=false", param="stream"
+        )
     n = doc.get("n")
     if n is not None and n != 1:
         raise RequestError("the fake vLLM server answers n=1 only", param="n")

@@ -143,6 +143,10 @@ class FakeServer:
         self._connections[task] = writer
         try:
             await serve_connection(reader, writer, self.handle)
+        except asyncio.CancelledError:
+            # Only stop() cancels this task, the root of the connection, and it waits for the
+            # task to end. Ending it cancelled would make asyncio (before 3.12) log an error.
+            pass
         finally:
             del self._connections[task]
 
@@ -197,6 +201,7 @@ class FakeServer:
         counters.enter()
         try:
             action = self._picker.next_action()
+            error: RequestError | None = None
             try:
                 doc = parse_body(body)
                 counters.add_special_tokens[doc.get("add_special_tokens")] += 1
@@ -204,8 +209,6 @@ class FakeServer:
                 counters.prompts_received += len(items)
             except RequestError as exc:
                 items, error = [], exc
-            else:
-                error = None
             if action != "ok":
                 counters.faults[action] += 1
                 fault = self._fault(action)
@@ -219,7 +222,9 @@ class FakeServer:
                     error = exc
             if error is not None:
                 counters.rejected += 1
-                return Reply.json(error_body(error.message, error.status, error.param), error.status)
+                return Reply.json(
+                    error_body(error.message, error.status, error.param), error.status
+                )
             await self._serve_time(answers.completion_tokens)
             order = self._order(action, len(items))
             counters.choices_returned += len(order)

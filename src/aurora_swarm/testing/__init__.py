@@ -1,0 +1,42 @@
+"""A fake vLLM fleet for tests, demos and CPU benchmarks.
+
+:class:`FakeFleet` starts many fake OpenAI-compatible vLLM servers on loopback ports in the
+caller's event loop. Answers are deterministic (:func:`expected_answer`), so a test can check that
+every output belongs to its input; :class:`LatencyModel` makes endpoints take time like a server
+with a limited number of concurrent sequences; :class:`EndpointBehavior` injects faults (HTTP 5xx,
+429, hangs, dropped connections, an endpoint that dies, choices out of order); and
+:class:`EndpointCounters` tell what each endpoint saw.
+
+>>> from aurora_swarm.testing import FakeFleet, EndpointBehavior, expected_answer
+>>> async def test_my_client():  # doctest: +SKIP
+...     async with FakeFleet(4, behaviors={2: EndpointBehavior(script=("503",))}) as fleet:
+...         results = await my_client(fleet.endpoints, ["a b", "c"])
+...         assert [r.text for r in results] == [expected_answer(p)[0] for p in ["a b", "c"]]
+...         assert fleet.total_prompts() == 2
+
+From a shell, ``python -m aurora_swarm.testing --endpoints 8 --hostfile fleet.hostfile`` runs a
+fleet until SIGINT or SIGTERM (see :func:`serve_fleet`).
+"""
+
+from __future__ import annotations
+
+from ._answers import chat_prompt_tokens, expected_answer, expected_chat_answer, prompt_tokens
+from ._behavior import ACTIONS, TRANSIENT_FAULTS, EndpointBehavior
+from ._cli import serve_fleet
+from ._counters import EndpointCounters
+from ._fleet import FakeFleet
+from ._latency import LatencyModel
+
+__all__ = [
+    "ACTIONS",
+    "TRANSIENT_FAULTS",
+    "EndpointBehavior",
+    "EndpointCounters",
+    "FakeFleet",
+    "LatencyModel",
+    "chat_prompt_tokens",
+    "expected_answer",
+    "expected_chat_answer",
+    "prompt_tokens",
+    "serve_fleet",
+]

@@ -1,0 +1,171 @@
+"""Retry, health and chunking policies as pure functions over tables of cases."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from aurora_swarm import (
+    BadResponseError,
+    Chunking,
+    ConfigurationError,
+    ConnectError,
+    HealthPolicy,
+    HTTPStatusError,
+    PromptError,
+    RequestTimeout,
+    RetryPolicy,
+)
+from aurora_swarm._health import Health
+from aurora_swarm._schedule import Load, admit
+
+
+@pytest.mark.parametrize(
+    ("exc", "retryable"),
+    [
+        (ConnectError("refused"), True),
+        (RequestTimeout("slow"), True),
+        (BadResponseError("garbage"), True),
+        (HTTPStatusError(408, "x"), True),
+        (HTTPStatusError(409, "x"), True),
+        (HTTPStatusError(429, "x"), True),
+        (HTTPStatusError(500, "x"), True),
+        (HTTPStatusError(503, "x"), True),
+        (HTTPStatusError(400, "x"), False),
+        (HTTPStatusError(404, "x"), False),
+        (HTTPStatusError(422, "x"), False),
+        (PromptError(3, "too long"), False),
+        (ValueError("bug"), False),
+    ],
+)
+def test_what_is_retried(exc: Exception, retryable: bool) -> None:
+    assert RetryPolicy.is_retryable(exc) is retryable
+
+
+def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
+    policy = RetryPolicy(initial_backoff=0.1, max_backoff=1.0, max_retry_after=5.0)
+    for failures in range(1, 12):
+        assert 0 <= policy.backoff(failures) <= 1.0
+    assert policy.backoff(1, HTTPStatusError(429, "slow down", retry_after=2.5)) >= 2.5
+    assert policy.backoff(1, HTTPStatusError(429, "slow down", retry_after=999)) <= 5.0
+
+
+def test_backoff_has_jitter() -> None:
+    policy = RetryPolicy(initial_backoff=1.0, max_backoff=100.0)
+    assert len({round(policy.backoff(5), 6) for _ in range(20)}) > 1
+
+
+@pytest.mark.parametrize("field", ["max_attempts"])
+def test_retry_policy_validation(field: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"RetryPolicy.{field} must be >= 1"):
+        RetryPolicy(**{field: 0})
+
+
+async def test_retry_call_stops_after_max_attempts() -> None:
+    policy = RetryPolicy(max_attempts=3, initial_backoff=0.0)
+    seen: list[int] = []
+
+    async def always_fails(attempt: int) -> int:
+        seen.append(attempt)
+        raise ConnectError("refused")
+
+    with pytest.raises(ConnectError):
+        await policy.call(always_fails)
+    assert seen == [1, 2, 3]
+
+
+async def test_retry_call_does_not_retry_a_bad_request() -> None:
+    policy = RetryPolicy(max_attempts=5, initial_backoff=0.0)
+    seen: list[int] = []
+
+    async def refused(attempt: int) -> int:
+        seen.append(attempt)
+        raise HTTPStatusError(400, "bad prompt")
+
+    with pytest.raises(HTTPStatusError):
+        await policy.call(refused)
+    assert seen == [1]
+
+
+def test_health_benches_after_threshold_and_probe_brings_back() -> None:
+    policy = HealthPolicy(failure_threshold=2, cooldown=0.0)
+    retry = RetryPolicy(initial_backoff=0.0)
+    health = Health()
+    health.record_failure(ConnectError("x"), policy, retry)
+    assert not health.benched
+    health.record_failure(ConnectError("x"), policy, retry)
+    assert health.benched and health.wait_time(time.monotonic()) == 0  # probe at once
+    health.probe_result(False, policy)
+    assert health.down and health.benched
+    health.probe_result(True, policy)
+    assert not health.benched and not health.down
+    # half-open: the next failure benches again
+    health.record_failure(ConnectError("x"), policy, retry)
+    assert health.benched
+
+
+def test_health_cooldown_doubles_and_is_capped() -> None:
+    policy = HealthPolicy(failure_threshold=1, cooldown=1.0, max_cooldown=3.0)
+    health = Health()
+    now = time.monotonic()
+    health.record_failure(ConnectError("x"), policy, RetryPolicy(initial_backoff=0.0))
+    first = health.benched_until - now
+    health.probe_result(False, policy)
+    second = health.benched_until - time.monotonic()
+    health.probe_result(False, policy)
+    third = health.benched_until - time.monotonic()
+    assert first == pytest.approx(1.0, abs=0.05)
+    assert second == pytest.approx(2.0, abs=0.05)
+    assert third == pytest.approx(3.0, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("total", "endpoints", "pending", "weight", "expected"),
+    [
+        (3200, 8, 3200, None, 50),       # probe chunk: an eighth of the fair share
+        (3200, 8, 3200, 1 / 8, 100),     # known speed: a quarter of the share of what is left
+        (3200, 8, 400, 1 / 8, 50),       # never below the floor...
+        (3200, 8, 30, 1 / 8, 30),        # ...but never more than is pending
+        (10, 4, 10, None, 3),            # tiny call: about one chunk per endpoint
+        (10**6, 10, 10**6, 0.1, 1024),   # capped by max_chunk
+        (3200, 8, 3200, 0.5, 400),       # a fast endpoint takes more
+    ],
+)
+def test_chunk_size(total: int, endpoints: int, pending: int, weight: float | None,
+                    expected: int) -> None:
+    size = Chunking().size(total=total, endpoints=endpoints, pending=pending, weight=weight)
+    assert size == expected
+
+
+def test_fixed_chunk_size() -> None:
+    assert Chunking(chunk_size=7).size(total=100, endpoints=2, pending=100, weight=0.5) == 7
+    with pytest.raises(ConfigurationError, match="chunk_size must be >= 1"):
+        Chunking(chunk_size=0)
+
+
+def test_uniform_fleet_request_count_is_bounded() -> None:
+    """Replaying the sizing rule on a uniform fleet gives at most 8 chunks per endpoint."""
+    chunking = Chunking()
+    for total, endpoints in [(3200, 8), (10_000, 100), (100, 4), (20_000, 100), (7, 3)]:
+        pending, chunks = total, 0
+        first = endpoints * chunking.max_in_flight
+        while pending:
+            weight = None if chunks < first else 1 / endpoints
+            pending -= chunking.size(total=total, endpoints=endpoints, pending=pending,
+                                     weight=weight)
+            chunks += 1
+        assert chunks / endpoints <= 8, (total, endpoints, chunks)
+
+
+def test_admit_keeps_slow_endpoint_out_of_the_tail() -> None:
+    now = 100.0
+    slow = Load(done=100.0, busy=1.0, floor=0.06)   # 100 prompts/s, 60 ms minimum
+    # plenty of work left: the slow endpoint takes its chunk
+    assert admit(50, slow, 100.0, 1000.0, pending=5000, backlog=0, now=now) == 50
+    # 40 prompts left for a fleet of 1000 prompts/s: drains in 40 ms, sooner than 60 ms here
+    assert admit(10, slow, 100.0, 1000.0, pending=40, backlog=0, now=now) == 0
+    # in between: a smaller chunk that still finishes in time
+    assert 0 < admit(50, slow, 100.0, 1000.0, pending=200, backlog=0, now=now) < 50
+    # unknown speed: no opinion
+    assert admit(50, Load(), None, 1000.0, pending=40, backlog=0, now=now) == 50
