@@ -98,6 +98,7 @@ class DispatchSettings:
 
 _SPLIT_STATUSES = frozenset({400, 413, 422})
 _INF = float("inf")
+_MIN_BACKUP_SAVING = 0.01  # seconds a backup request must save to be worth sending
 
 
 @attrs.define(eq=False)
@@ -293,7 +294,7 @@ class BatchJob(Generic[P]):
         for flight in self._flights:
             if flight.backup or flight.backed_up or flight.position == position:
                 continue
-            finish = self._flight_finish(flight, now)
+            finish = self._flight_finish(flight, now, self._records[position].load)
             if finish > worst_finish:
                 worst, worst_finish = flight, finish
         if worst is None:
@@ -304,19 +305,25 @@ class BatchJob(Generic[P]):
         mine = self._expected_finish(position, len(chunk), now)
         if mine == _INF:
             return None
-        if worst_finish != _INF and mine + 0.25 * (worst_finish - now) >= worst_finish:
+        if worst_finish - mine < max(0.25 * (worst_finish - now), _MIN_BACKUP_SAVING):
             return None  # not worth a second request: the saving would be small
         worst.backed_up = True
         return worst.budget, chunk, worst
 
-    def _flight_finish(self, flight: _Flight, now: float) -> float:
+    def _flight_finish(self, flight: _Flight, now: float, mine: Load) -> float:
+        """When ``flight`` should be answered; an endpoint not yet measured counts as average."""
         load = self._records[flight.position].load
         rate = load.rate(now)
         if rate is None:
-            return _INF
-        expected = flight.started + max(load.floor or 0.0, len(flight.chunk) / rate)
-        # Long overdue: treat as stuck.
-        return _INF if now > flight.started + 2 * (expected - flight.started) + 1.0 else expected
+            fleet_rate = self._fleet_rate_now(now)
+            if fleet_rate <= 0:
+                return _INF
+            rate = fleet_rate / len(self._records)
+        floor = load.floor if load.floor is not None else (mine.floor or 0.0)
+        expected = flight.started + max(floor, len(flight.chunk) / rate)
+        # Overdue: the estimate was wrong (a slow or stuck endpoint). Having run this long, it
+        # may well run as long again.
+        return expected if now <= expected else now + (now - flight.started)
 
     # -- one request ----------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
@@ -126,6 +127,7 @@ def _encode(conn: h11.Connection, reply: Reply) -> bytes:
     return b"".join(parts)
 
 
+@functools.cache
 def _reason(status: int) -> bytes:
     try:
         return HTTPStatus(status).phrase.encode("ascii")

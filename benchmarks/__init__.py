@@ -1,0 +1,1 @@
+"""Benchmarks for aurora_swarm (run as ``python -m benchmarks.<name>``)."""

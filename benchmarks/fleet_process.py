@@ -1,0 +1,72 @@
+"""Run the fake vLLM fleet in its own process, so the client measured here has a core to itself.
+
+A fleet in the client's own event loop would share one core with the client and its timings
+would mix both; a separate process keeps the fleet's latency model honest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from aurora_swarm import Endpoint, parse_hostfile
+
+
+@contextlib.contextmanager
+def fleet_process(
+    endpoints: int,
+    *,
+    request_overhead: float = 0.0,
+    prompt_time: float = 0.0,
+    token_time: float = 0.0,
+    max_concurrent_seqs: int = 0,
+    slow: Mapping[int, float] | None = None,
+    fault_rate: float = 0.0,
+    seed: int = 0,
+    extra: Sequence[str] = (),
+    start_timeout: float = 120.0,
+) -> Iterator[list[Endpoint]]:
+    """Start ``python -m aurora_swarm.testing`` and yield its endpoints; stop it afterwards."""
+    with tempfile.TemporaryDirectory(prefix="aurora-fleet-") as tmp:
+        hostfile = Path(tmp) / "fleet.hostfile"
+        command = [
+            sys.executable, "-m", "aurora_swarm.testing",
+            "--endpoints", str(endpoints), "--hostfile", str(hostfile),
+            "--request-overhead", str(request_overhead), "--prompt-time", str(prompt_time),
+            "--token-time", str(token_time), "--max-concurrent-seqs", str(max_concurrent_seqs),
+            "--fault-rate", str(fault_rate), "--seed", str(seed), *extra,
+        ]
+        for index, factor in (slow or {}).items():
+            command += ["--slow", f"{index}:{factor}"]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + start_timeout
+            while not hostfile.exists():
+                if process.poll() is not None:
+                    error = process.stderr.read().decode() if process.stderr else ""
+                    raise RuntimeError(f"fake fleet exited with {process.returncode}: {error}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError("fake fleet did not write its hostfile in time")
+                time.sleep(0.05)
+            time.sleep(0.05)  # the hostfile is written last; give the write a moment to finish
+            yield parse_hostfile(hostfile)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process so far."""
+    times = os.times()
+    return times.user + times.system

@@ -1,0 +1,113 @@
+"""Scatter/gather: many prompts over the whole pool, answers back in input order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .._response import Response
+from ._base import Pool, as_text, check_max_tokens, check_prompts, fill_template, require_placeholder
+
+__all__ = ["map_gather", "scatter_gather"]
+
+
+async def scatter_gather(
+    pool: Pool, prompts: Sequence[str], max_tokens: int | None = None
+) -> list[Response]:
+    """Send every prompt over the pool, batched; ``out[i]`` answers ``prompts[i]``.
+
+    One call of the pool's ``send_all_batched``: with a batching
+    :class:`~aurora_swarm.VLLMPool` many prompts share each HTTP request; with
+    ``use_batch=False`` the pool sends one request per prompt. A prompt that fails gets a
+    failed :class:`~aurora_swarm.Response` in its slot; no other prompt is lost.
+
+    Parameters
+    ----------
+    pool:
+        Any :class:`~aurora_swarm.patterns.Pool` (a pool or a sub-pool).
+    prompts:
+        The prompts; an empty list returns ``[]`` without a request.
+    max_tokens:
+        Tokens to generate per prompt; ``None`` leaves it to the pool.
+
+    Returns
+    -------
+    list of Response
+        One answer per prompt, in input order.
+
+    Examples
+    --------
+    .. code-block:: python
+
+        answers = await scatter_gather(pool, [f"Analyze gene {g}" for g in genes])
+        texts = [a.text for a in answers if a.success]
+    """
+    prompts = check_prompts(prompts)
+    check_max_tokens(max_tokens, "max_tokens")
+    if not prompts:
+        return []
+    return list(await pool.send_all_batched(prompts, max_tokens))
+
+
+async def map_gather(
+    pool: Pool,
+    items: Iterable[object],
+    prompt_template: str,
+    max_tokens: int | None = None,
+    *,
+    placeholder: str = "item",
+) -> list[Response]:
+    """Fill ``prompt_template`` with each item and :func:`scatter_gather` the prompts.
+
+    ``{item}`` is replaced by plain text replacement (see
+    :func:`~aurora_swarm.patterns.fill_template`), so braces in items or in the template are
+    safe. An item that is a :class:`~aurora_swarm.Response` stands for its ``text``, which is
+    how one pattern's answers feed the next; a *failed* response item is passed through as its
+    own answer, without a request.
+
+    Parameters
+    ----------
+    pool:
+        Any :class:`~aurora_swarm.patterns.Pool`.
+    items:
+        The work items: strings, responses, or anything ``str()`` renders.
+    prompt_template:
+        A prompt with a ``{item}`` placeholder.
+    max_tokens:
+        Tokens to generate per prompt; ``None`` leaves it to the pool.
+    placeholder:
+        The placeholder's name, ``"item"`` by default.
+
+    Returns
+    -------
+    list of Response
+        One answer per item, in input order.
+
+    Raises
+    ------
+    ~aurora_swarm.ConfigurationError
+        If the template has no ``{item}`` placeholder.
+
+    Examples
+    --------
+    .. code-block:: python
+
+        genes = await map_gather(pool, ["BRCA1", "TP53"], "Summarize what {item} does.")
+        verdicts = await map_gather(pool, genes, "Is this summary accurate? {item}")
+    """
+    require_placeholder(prompt_template, placeholder, "prompt_template")
+    check_max_tokens(max_tokens, "max_tokens")
+    items = list(items)
+    results: list[Response | None] = [None] * len(items)
+    prompts: list[str] = []
+    slots: list[int] = []
+    for index, item in enumerate(items):
+        if isinstance(item, Response) and not item.success:
+            results[index] = item
+            continue
+        prompts.append(fill_template(prompt_template, **{placeholder: as_text(item)}))
+        slots.append(index)
+    if prompts:
+        answers = await pool.send_all_batched(prompts, max_tokens)
+        for slot, answer in zip(slots, answers, strict=True):
+            results[slot] = answer
+    return [r for r in results if r is not None]

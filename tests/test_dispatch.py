@@ -1,0 +1,211 @@
+"""send_all_batched under faults: nothing lost, nothing answered twice, nothing mislabelled."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aurora_swarm import (
+    BatchError,
+    Chunking,
+    ConnectError,
+    EndpointUnavailable,
+    HealthPolicy,
+    HTTPStatusError,
+    RetryPolicy,
+    Timeouts,
+    VLLMPool,
+)
+from aurora_swarm.testing import EndpointBehavior, FakeFleet, LatencyModel, expected_answer
+
+from .conftest import FAST_RETRY, MODEL
+
+FAST_HEALTH = HealthPolicy(failure_threshold=3, cooldown=0.05, max_cooldown=0.2, probe_timeout=1)
+
+
+def check_all_correct(prompts: list[str], out: list, max_tokens: int = 64) -> None:
+    assert len(out) == len(prompts)
+    for index, (prompt, response) in enumerate(zip(prompts, out, strict=True)):
+        assert response.success, (index, response.error)
+        assert response.text == expected_answer(prompt, max_tokens)[0], index
+
+
+async def test_3000_prompts_survive_every_kind_of_trouble() -> None:
+    """503 at first, 429 with Retry-After, dropped connections, choices in random order."""
+    behaviors = {
+        0: EndpointBehavior(fail_first=3, fail_status=503),
+        1: EndpointBehavior(rate_limit_every=2, retry_after=0.05),
+        2: EndpointBehavior(script=("ok", "drop", "ok", "drop", "drop")),
+        3: EndpointBehavior(shuffle_choices=True),
+        4: EndpointBehavior(script=("partial", "dup", "badjson", "shuffle")),
+        5: EndpointBehavior(die_after=1),
+    }
+    latency = LatencyModel(prompt_time=0.001, max_concurrent_seqs=64)
+    prompts = [f"question {i} about {i % 7}" for i in range(3000)]
+    async with FakeFleet(6, behaviors=behaviors, latency=latency) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=64, retry=FAST_RETRY,
+                            health=FAST_HEALTH) as pool:
+            seen: list[int] = []
+            out = await pool.send_all_batched(prompts, on_result=lambda i, r: seen.append(i))
+            stats = pool.stats()
+    check_all_correct(prompts, out)
+    assert sorted(seen) == list(range(3000))  # each prompt settled exactly once
+    assert fleet.counters(0).faults["503"] >= 1
+    assert fleet.counters(1).faults.get("429", 0) >= 1
+    assert stats.failures  # the faults were seen, and survived
+    assert stats.retries >= 1
+
+
+async def test_dead_endpoint_loses_nothing() -> None:
+    async with FakeFleet(4, latency=LatencyModel(prompt_time=0.002, max_concurrent_seqs=16)) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, retry=FAST_RETRY,
+                            health=FAST_HEALTH) as pool:
+            prompts = [f"p {i}" for i in range(2000)]
+            async with anyio.create_task_group() as group:
+                group.start_soon(fleet.kill, 1)
+                out = await pool.send_all_batched(prompts)
+    check_all_correct(prompts, out, 512)
+
+
+async def test_every_endpoint_down_ends_promptly_with_per_prompt_errors() -> None:
+    async with FakeFleet(3) as fleet:
+        endpoints = fleet.endpoints
+        for index in range(3):
+            await fleet.kill(index)
+        async with VLLMPool(endpoints, model=MODEL, max_tokens=8, retry=FAST_RETRY,
+                            health=FAST_HEALTH) as pool:
+            start = time.monotonic()
+            out = await pool.send_all_batched([f"p{i}" for i in range(50)])
+            elapsed = time.monotonic() - start
+    assert elapsed < 5
+    assert not any(r.success for r in out)
+    for response in out:
+        assert isinstance(response.exception, EndpointUnavailable | ConnectError)
+        assert response.error
+
+
+async def test_hung_endpoint_times_out_and_work_moves() -> None:
+    behaviors = {0: EndpointBehavior(script=("hang", "hang", "hang"))}
+    async with FakeFleet(3, behaviors=behaviors) as fleet:
+        timeouts = Timeouts(request=0.3, per_prompt=0.0)
+        async with VLLMPool(fleet.endpoints, model=MODEL, timeout=timeouts, retry=FAST_RETRY,
+                            health=FAST_HEALTH) as pool:
+            prompts = [f"p{i}" for i in range(300)]
+            out = await pool.send_all_batched(prompts)
+    check_all_correct(prompts, out)
+
+
+async def test_a_refused_prompt_is_isolated_by_splitting() -> None:
+    """A server 400 for a whole chunk is split until the one bad prompt fails alone."""
+    async with FakeFleet(2, max_model_len=40) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, retry=FAST_RETRY,
+                            chunking=Chunking(chunk_size=16)) as pool:
+            prompts = [f"p{i}" for i in range(64)]
+            prompts[37] = " ".join(["w"] * 60)
+            out = await pool.send_all_batched(prompts, max_tokens=4)  # explicit: not pre-sized
+    assert [i for i, r in enumerate(out) if not r.success] == [37]
+    assert isinstance(out[37].exception, HTTPStatusError)
+    assert out[37].exception.status_code == 400
+    assert "maximum context length" in (out[37].error or "")
+
+
+async def test_strict_mode_raises_one_group_of_failures() -> None:
+    async with FakeFleet(1, max_model_len=40) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, strict=True, retry=FAST_RETRY,
+                            chunking=Chunking(chunk_size=4)) as pool:
+            prompts = ["ok", " ".join(["w"] * 60), "fine", " ".join(["w"] * 61)]
+            with pytest.raises(BatchError) as info:
+                await pool.send_all_batched(prompts, max_tokens=4)
+    group = info.value
+    assert "2 of 4 prompts failed" in str(group)
+    assert sorted(e.prompt_index for e in group.exceptions) == [1, 3]  # type: ignore[attr-defined]
+
+
+async def test_cancel_leaves_pool_usable_and_leaks_nothing() -> None:
+    latency = LatencyModel(prompt_time=0.05, max_concurrent_seqs=4)
+    async with FakeFleet(2, latency=latency) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL) as pool:
+            with anyio.move_on_after(0.2) as scope:
+                await pool.send_all_batched([f"p{i}" for i in range(400)])
+            assert scope.cancelled_caught
+            await anyio.sleep(0.05)
+            assert all(fleet.counters(k).in_flight == 0 for k in range(2))  # requests closed
+            out = await pool.send_all_batched(["after", "cancel"])
+            assert [r.text for r in out] == ["ECHO: after", "ECHO: cancel"]
+
+
+async def test_uniform_fleet_uses_few_requests_per_endpoint() -> None:
+    latency = LatencyModel(prompt_time=0.001, max_concurrent_seqs=64)
+    async with FakeFleet(8, latency=latency) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL) as pool:
+            await pool.send_all_batched([f"p{i}" for i in range(3200)])
+    per_endpoint = [fleet.counters(k).completion_requests for k in range(8)]
+    assert max(per_endpoint) <= 8, per_endpoint
+
+
+async def test_slow_endpoint_gets_less_work() -> None:
+    latency = LatencyModel(request_overhead=0.002, prompt_time=0.004, max_concurrent_seqs=8)
+    behaviors = {0: EndpointBehavior(slowness=6.0)}
+    async with FakeFleet(4, latency=latency, behaviors=behaviors) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL) as pool:
+            out = await pool.send_all_batched([f"p{i}" for i in range(1600)])
+    answered = [sum(1 for r in out if r.agent_index == k) for k in range(4)]
+    assert answered[0] < min(answered[1:]) / 2, answered
+
+
+ACTIONS = ["ok", "ok", "shuffle", "500", "503", "429", "drop", "partial", "dup", "badjson"]
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    n_prompts=st.integers(min_value=0, max_value=300),
+    scripts=st.lists(st.lists(st.sampled_from(ACTIONS), max_size=8), min_size=1, max_size=5),
+    chunk=st.one_of(st.none(), st.integers(min_value=1, max_value=64)),
+)
+def test_property_random_faults_lose_and_mislabel_nothing(
+    n_prompts: int, scripts: list[list[str]], chunk: int | None
+) -> None:
+    prompts = [f"prompt {i} " + "z " * (i % 5) for i in range(n_prompts)]
+
+    async def scenario() -> None:
+        behaviors = {k: EndpointBehavior(script=tuple(s), retry_after=0.01)
+                     for k, s in enumerate(scripts)}
+        async with FakeFleet(len(scripts), behaviors=behaviors) as fleet:
+            retry = RetryPolicy(max_attempts=len(scripts) * 8 + 8, initial_backoff=0.001,
+                                max_backoff=0.01)
+            async with VLLMPool(fleet.endpoints, model=MODEL, retry=retry, health=FAST_HEALTH,
+                                chunking=Chunking(chunk_size=chunk)) as pool:
+                settled: list[int] = []
+                out = await pool.send_all_batched(prompts,
+                                                  on_result=lambda i, r: settled.append(i))
+        assert sorted(settled) == list(range(n_prompts))  # none lost, none settled twice
+        check_all_correct(prompts, out)  # scripts run out, so every prompt gets answered
+
+    anyio.run(scenario)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    prompts=st.lists(st.text(min_size=1, max_size=30).filter(lambda s: s.strip()), max_size=120),
+    n_endpoints=st.integers(min_value=1, max_value=6),
+)
+def test_property_every_output_answers_its_own_input(
+    prompts: list[str], n_endpoints: int
+) -> None:
+    """Random prompts, random endpoint counts, servers returning choices in random order."""
+
+    async def scenario() -> None:
+        behaviors = [EndpointBehavior(shuffle_choices=True)] * n_endpoints
+        async with FakeFleet(n_endpoints, behaviors=behaviors) as fleet:
+            async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=64) as pool:
+                out = await pool.send_all_batched(prompts)
+                single = await pool.post_batch(n_endpoints - 1, prompts) if prompts else []
+        check_all_correct(prompts, out)
+        check_all_correct(prompts, single)
+
+    anyio.run(scenario)

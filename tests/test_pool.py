@@ -1,0 +1,299 @@
+"""VLLMPool's calls against a real HTTP fleet on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from aurora_swarm import (
+    BadResponseError,
+    ConfigurationError,
+    Endpoint,
+    PoolClosedError,
+    PromptError,
+    Response,
+    Usage,
+    VLLMPool,
+)
+from aurora_swarm._transport import place_choices
+from aurora_swarm.testing import EndpointBehavior, FakeFleet, expected_answer
+
+from .conftest import FAST_RETRY, MODEL
+
+
+async def test_post_is_one_chat_completion(pool: VLLMPool, fleet: FakeFleet) -> None:
+    response = await pool.post(2, "hello there world")
+    assert response.success and response.error is None
+    assert response.text == "ECHO: hello there world"
+    assert response.agent_index == 2
+    assert response.endpoint == fleet.endpoints[2]
+    assert response.finish_reason == "stop"
+    assert isinstance(response.usage, Usage) and response.usage.completion_tokens == 4
+    assert response.latency > 0 and response.attempts == 1
+    counters = fleet.counters(2)
+    assert counters.chat_requests == 1 and counters.completion_requests == 0
+
+
+async def test_post_batch_is_exactly_one_request(pool: VLLMPool, fleet: FakeFleet) -> None:
+    prompts = [f"prompt {i} " + "x " * i for i in range(40)]
+    out = await pool.post_batch(1, prompts)
+    assert [r.text for r in out] == [expected_answer(p, 64)[0] for p in prompts]
+    assert fleet.total_requests() == 1
+    assert fleet.counters(1).completion_requests == 1
+    assert fleet.counters(1).prompts_received == 40
+    assert {r.agent_index for r in out} == {1}
+
+
+async def test_post_batch_places_choices_by_index() -> None:
+    async with FakeFleet(1, behaviors={0: EndpointBehavior(shuffle_choices=True)}) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL) as pool:
+            prompts = [f"p{i}" for i in range(64)]
+            out = await pool.post_batch(0, prompts)
+    assert [r.text for r in out] == [f"ECHO: p{i}" for i in range(64)]
+
+
+@pytest.mark.parametrize(("action", "failed"), [("partial", [4]), ("dup", [0, 4])])
+async def test_post_batch_bad_choices_fail_exactly_the_affected_prompts(
+    action: str, failed: list[int]
+) -> None:
+    async with FakeFleet(1, behaviors={0: EndpointBehavior(script=(action,))}) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL) as pool:
+            out = await pool.post_batch(0, [f"p{i}" for i in range(5)])
+    assert [i for i, r in enumerate(out) if not r.success] == failed
+    for i, r in enumerate(out):
+        if r.success:
+            assert r.text == f"ECHO: p{i}"
+        else:
+            assert isinstance(r.exception, BadResponseError)
+            assert "index" in (r.error or "")
+
+
+def test_place_choices_table() -> None:
+    endpoint = Endpoint("h", 1)
+    raw = [
+        {"index": 2, "text": "c", "finish_reason": "stop"},
+        {"index": 0, "text": "a", "finish_reason": "length"},
+        {"index": 7, "text": "out of range"},
+        {"index": "1", "text": "not an int"},
+        {"index": 3, "text": "d"},
+        {"index": 3, "text": "d again"},
+    ]
+    placed = place_choices(raw, 4, endpoint)
+    assert [getattr(c, "text", None) for c in placed] == ["a", None, "c", None]
+    assert "no choice with index 1" in str(placed[1])
+    assert "appears more than once" in str(placed[3])
+    with pytest.raises(BadResponseError, match="no 'choices' list"):
+        place_choices(None, 1, endpoint)
+
+
+async def test_send_all_is_one_request_per_prompt_round_robin(
+    pool: VLLMPool, fleet: FakeFleet
+) -> None:
+    prompts = [f"q{i}" for i in range(20)]
+    out = await pool.send_all(prompts)
+    assert [r.text for r in out] == [f"ECHO: q{i}" for i in range(20)]
+    assert [r.agent_index for r in out] == [i % 4 for i in range(20)]
+    assert fleet.total_requests() == 20
+    assert [fleet.counters(k).chat_requests for k in range(4)] == [5, 5, 5, 5]
+
+
+async def test_send_all_batched_uses_few_requests_and_keeps_order(
+    pool: VLLMPool, fleet: FakeFleet
+) -> None:
+    prompts = [f"item {i}" for i in range(1000)]
+    out = await pool.send_all_batched(prompts)
+    assert [r.text for r in out] == [f"ECHO: item {i}" for i in range(1000)]
+    assert all(r.success for r in out)
+    assert fleet.total_requests() <= 4 * 8
+    assert fleet.totals().chat_requests == 0
+    assert pool.stats().requests == fleet.total_requests()
+
+
+async def test_use_batch_false_behaves_as_send_all(fleet: FakeFleet) -> None:
+    async with VLLMPool(fleet.endpoints, model=MODEL, use_batch=False) as pool:
+        out = await pool.send_all_batched([f"q{i}" for i in range(12)])
+    assert [r.text for r in out] == [f"ECHO: q{i}" for i in range(12)]
+    assert fleet.totals().chat_requests == 12 and fleet.totals().completion_requests == 0
+
+
+async def test_empty_prompt_list(pool: VLLMPool, fleet: FakeFleet) -> None:
+    assert await pool.send_all_batched([]) == []
+    assert await pool.send_all([]) == []
+    assert await pool.post_batch(0, []) == []
+    assert fleet.total_requests() == 0
+
+
+async def test_broadcast_prompt_reaches_every_agent(pool: VLLMPool, fleet: FakeFleet) -> None:
+    out = await pool.broadcast_prompt("same question")
+    assert [r.agent_index for r in out] == [0, 1, 2, 3]
+    assert {r.text for r in out} == {"ECHO: same question"}
+    assert [fleet.counters(k).chat_requests for k in range(4)] == [1, 1, 1, 1]
+
+
+async def test_sub_pools_share_connections_limits_and_stats(fleet: FakeFleet) -> None:
+    tagged = [Endpoint(e.host, e.port, {"role": "critic" if k % 2 else "worker"})
+              for k, e in enumerate(fleet.endpoints)]
+    async with VLLMPool(tagged, model=MODEL) as pool:
+        critics = pool.by_tag("role", "critic")
+        assert [e.port for e in critics.endpoints] == [fleet.endpoints[k].port for k in (1, 3)]
+        assert pool.select([3, 0]).endpoints == (tagged[3], tagged[0])
+        assert pool.slice(1, 3).endpoints == tuple(tagged[1:3])
+        assert len(pool.sample(3, seed=1)) == 3
+        assert critics._core is pool._core  # one connection pool, one limiter
+        await critics.send_all_batched(["a", "b", "c"])
+        assert pool.stats().requests == critics.stats().requests >= 1
+        assert fleet.counters(0).completion_requests == fleet.counters(2).completion_requests == 0
+        await critics.aclose()  # a sub-pool leaves the shared connections open
+        assert (await pool.post(0, "still open")).success
+    with pytest.raises(PoolClosedError):
+        await critics.post(0, "closed with its parent")
+
+
+async def test_sub_pool_errors(pool: VLLMPool) -> None:
+    with pytest.raises(ConfigurationError, match="no endpoint of this pool has the tag role=x"):
+        pool.by_tag("role", "x")
+    with pytest.raises(ConfigurationError, match="agent index 9 is out of range"):
+        pool.select([0, 9])
+    with pytest.raises(ConfigurationError, match=r"sample\(5\)"):
+        pool.sample(5)
+    with pytest.raises(ConfigurationError, match="is empty"):
+        pool.slice(4)
+
+
+async def test_stats_count_requests_prompts_tokens(pool: VLLMPool) -> None:
+    await pool.send_all_batched([f"a b {i}" for i in range(100)])
+    await pool.post(0, "one more")
+    stats = pool.stats()
+    assert stats.requests == stats.batch_requests + 1
+    assert stats.prompts == 101 and stats.answered == 101
+    assert stats.completion_tokens > 0 and stats.tokens > stats.completion_tokens
+    assert stats.latency_p50 is not None and stats.latency_p99 is not None
+    assert stats.latency_p50 <= stats.latency_p99
+    before = pool.stats()
+    await pool.post(1, "delta")
+    assert (pool.stats() - before).requests == 1
+
+
+async def test_pool_accepts_strings_and_urls(fleet: FakeFleet) -> None:
+    specs = [str(fleet.endpoints[0]), fleet.endpoints[1].base_url]
+    async with VLLMPool(specs, model=MODEL) as pool:
+        assert pool.endpoints == tuple(fleet.endpoints[:2])
+        assert (await pool.post(1, "via url")).text == "ECHO: via url"
+
+
+# -- bad arguments raise at once, naming the problem ------------------------------------------
+
+
+def test_empty_endpoint_list() -> None:
+    with pytest.raises(ConfigurationError, match="endpoints is empty"):
+        VLLMPool([], model=MODEL)
+
+
+def test_bad_endpoint_item_names_its_position() -> None:
+    with pytest.raises(ConfigurationError, match=r"endpoints\[1\]"):
+        VLLMPool(["h:1", 42], model=MODEL)  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match=r"endpoints\[0\]: cannot read endpoint"):
+        VLLMPool(["nonsense"], model=MODEL)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model": ""}, "model must be a non-empty string"),
+        ({"model": MODEL, "max_tokens": 0}, "max_tokens must be a positive int"),
+        ({"model": MODEL, "max_concurrency": 0}, "max_concurrency must be >= 1"),
+        ({"model": MODEL, "sampling": {"prompt": "x"}}, "sampling may not set"),
+    ],
+)
+def test_bad_pool_settings(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        VLLMPool(["h:1"], **kwargs)  # type: ignore[arg-type]
+
+
+async def test_unknown_agent_index(pool: VLLMPool) -> None:
+    with pytest.raises(ConfigurationError, match=r"agent index 4 is out of range.*\(0\.\.3\)"):
+        await pool.post(4, "x")
+    with pytest.raises(ConfigurationError, match="agent index -1 is out of range"):
+        await pool.post_batch(-1, ["x"])
+    with pytest.raises(ConfigurationError, match="agent index must be an int"):
+        await pool.post("0", "x")  # type: ignore[arg-type]
+
+
+async def test_non_string_prompt_names_its_index(pool: VLLMPool, fleet: FakeFleet) -> None:
+    with pytest.raises(PromptError, match="prompt 2: must be a str, got int") as info:
+        await pool.send_all_batched(["a", "b", 3, "d"])  # type: ignore[list-item]
+    assert info.value.index == 2
+    with pytest.raises(PromptError, match="prompt 1: must be a str, got NoneType"):
+        await pool.post_batch(0, ["a", None])  # type: ignore[list-item]
+    with pytest.raises(PromptError, match="must be a str, got bytes"):
+        await pool.post(0, b"raw")  # type: ignore[arg-type]
+    with pytest.raises(PromptError, match="not one string"):
+        await pool.send_all("abc")
+    assert fleet.total_requests() == 0  # nothing was sent
+
+
+async def test_bad_max_tokens_argument(pool: VLLMPool) -> None:
+    with pytest.raises(ConfigurationError, match="max_tokens must be a positive int, got -5"):
+        await pool.send_all_batched(["a"], max_tokens=-5)
+
+
+async def test_use_after_close(fleet: FakeFleet) -> None:
+    pool = VLLMPool(fleet.endpoints, model=MODEL)
+    await pool.aclose()
+    await pool.aclose()  # idempotent
+    for call in (pool.post(0, "x"), pool.post_batch(0, ["x"]), pool.send_all_batched(["x"]),
+                 pool.send_all(["x"]), pool.broadcast_prompt("x")):
+        with pytest.raises(PoolClosedError, match="closed"):
+            await call
+    with pytest.raises(PoolClosedError):
+        async with pool:
+            pass
+
+
+async def test_unserved_model_lists_what_is_served(fleet: FakeFleet) -> None:
+    async with VLLMPool(fleet.endpoints, model="no-such-model") as pool:
+        with pytest.raises(ConfigurationError, match="serves: 'fake-model'"):
+            await pool.send_all_batched(["x"])
+
+
+# -- max_tokens sized from the model's context ------------------------------------------------
+
+
+async def test_max_tokens_sized_from_context_never_above_cap() -> None:
+    async with FakeFleet(2, max_model_len=64) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=16) as pool:
+            info = await pool.model_info()
+            assert info is not None and info.max_model_len == 64
+            long_prompt = " ".join(["w"] * 40)   # 40 words = 41 tokens with BOS; room 23
+            out = await pool.send_all_batched(["short", long_prompt])
+    assert all(r.success for r in out)
+    assert out[0].finish_reason == "stop"
+    # the answer echoes 41 words; the budget was min(cap 16, 64 - 41) = 16 words
+    assert len(out[1].text.split()) == 16 and out[1].finish_reason == "length"
+    assert fleet.totals().rejected == 0
+
+
+async def test_prompt_that_cannot_fit_gets_a_clear_error_not_a_400() -> None:
+    async with FakeFleet(2, max_model_len=32) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+            too_long = " ".join(["w"] * 40)
+            out = await pool.send_all_batched(["fine", too_long, "also fine"])
+            single = await pool.post(0, too_long)
+    assert [r.success for r in out] == [True, False, True]
+    assert isinstance(out[1].exception, PromptError)
+    assert "prompt 1: is exactly 41 tokens long; the model's context is 32 tokens" in str(
+        out[1].error)
+    assert not single.success and isinstance(single.exception, PromptError)
+    assert fleet.totals().rejected == 0  # the server never saw a request it would refuse
+
+
+async def test_explicit_max_tokens_is_sent_as_given(pool: VLLMPool) -> None:
+    out = await pool.send_all_batched(["one two three four five"], max_tokens=2)
+    assert out[0].text == "ECHO: one" and out[0].finish_reason == "length"
+
+
+def test_response_failure_carries_typed_error() -> None:
+    exc = BadResponseError("bad", endpoint=Endpoint("h", 1))
+    response = Response.failure(exc, agent_index=3, attempts=2)
+    assert not response.success and response.text == ""
+    assert response.exception is exc and response.endpoint == Endpoint("h", 1)
+    assert response.error == "h:1: bad"
