@@ -1,13 +1,14 @@
 """Client-side chat templates: turn a conversation into the exact text a model was tuned on.
 
 Batched requests go to vLLM's ``/v1/completions`` endpoint as raw text, so the chat template
-of an instruction-tuned model has to be applied here, in the client.  :class:`~aurora_swarm.ChatTemplate`
-renders the model's own Jinja2 template the way Hugging Face transformers'
-``apply_chat_template(..., tokenize=False)`` does: the same sandboxed environment and
-options, the same helpers (``raise_exception``, ``strftime_now``, the ``tojson`` filter,
-``{% generation %}`` blocks, the restricted ``dict`` and ``namespace``), the same template
-variables, and the same clean-up of the messages (keys set to ``None`` dropped, values
-copied to plain JSON types, reasoning aliased as ``thinking`` and ``reasoning_content``).
+of an instruction-tuned model has to be applied here, in the client.
+:class:`~aurora_swarm.ChatTemplate` renders the model's own Jinja2 template the way Hugging
+Face transformers' ``apply_chat_template(..., tokenize=False)`` does: the same sandboxed
+environment and options, the same helpers (``raise_exception``, ``strftime_now``, the
+``tojson`` filter, ``{% generation %}`` blocks, the restricted ``dict`` and ``namespace``),
+the same template variables, and the same clean-up of the messages (keys set to ``None``
+dropped, values copied to plain JSON types, reasoning aliased as ``thinking`` and
+``reasoning_content``).
 
 One difference is deliberate: transformers turns an unsafe attribute access (such as
 ``''.__class__``) into an undefined value that fails only when it is used; here the access is
@@ -185,6 +186,8 @@ def _is_message(item: object) -> bool:
 class ChatTemplate:
     """A model's chat template, compiled once and rendered in a sandbox.
 
+    .. versionadded:: 0.1.0
+
     Parameters
     ----------
     source:
@@ -201,8 +204,6 @@ class ChatTemplate:
     ------
     ~aurora_swarm.ConfigurationError
         If the template has a syntax error; the message names the template and the line.
-
-    .. versionadded:: 0.1.0
     """
 
     __slots__ = ("_bos_token", "_eos_token", "_name", "_source", "_special_tokens", "_template")
@@ -261,7 +262,11 @@ class ChatTemplate:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> ChatTemplate:
-        """Read a template from a ``.jinja`` file; keyword arguments go to :class:`~aurora_swarm.ChatTemplate`."""
+        """Read a template from a ``.jinja`` file.
+
+        Keyword arguments (``bos_token``, ``eos_token``, ...) go to
+        :class:`~aurora_swarm.ChatTemplate`; ``name`` defaults to the path.
+        """
         try:
             source = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

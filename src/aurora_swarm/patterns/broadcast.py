@@ -1,0 +1,122 @@
+"""Broadcast: one prompt answered many times, and optionally merged into one answer."""
+
+from __future__ import annotations
+
+from .._exceptions import ConfigurationError
+from .._response import Response
+from ._base import DEFAULT_SEPARATOR, Pool, check_max_tokens, require_placeholder
+from .scatter_gather import scatter_gather
+from .tree_reduce import reduce_levels
+
+__all__ = ["broadcast", "broadcast_and_reduce"]
+
+
+def _copies(pool: Pool, copies: int | None) -> int:
+    if copies is None:
+        return pool.size
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
+        raise ConfigurationError(f"copies must be an int >= 0 or None, got {copies!r}")
+    return copies
+
+
+async def broadcast(
+    pool: Pool, prompt: str, max_tokens: int | None = None, *, copies: int | None = None
+) -> list[Response]:
+    """Send the same prompt ``copies`` times (default: once per agent), batched.
+
+    The copies go out in one batched call, so they take few requests; each answer's
+    ``agent_index`` tells which agent gave it. (With a batching pool, the copies are spread
+    over the agents by the pool's chunking, not pinned one per agent; for exactly one chat
+    request per agent use :meth:`VLLMPool.broadcast_prompt <aurora_swarm.VLLMPool.broadcast_prompt>`.)
+    Useful with a sampling temperature above zero, for votes and self-consistency.
+
+    Parameters
+    ----------
+    pool:
+        Any :class:`~aurora_swarm.patterns.Pool`.
+    prompt:
+        The prompt.
+    max_tokens:
+        Tokens per answer (``None``: the pool decides).
+    copies:
+        How many answers to ask for; ``None`` is ``pool.size``.
+
+    Returns
+    -------
+    list of Response
+        ``copies`` answers.
+
+    Examples
+    --------
+    .. code-block:: python
+
+        votes = await broadcast(pool, "Is 221 prime? Answer yes or no.", copies=16)
+        print(majority_vote(votes).winner)
+    """
+    if not isinstance(prompt, str):
+        raise ConfigurationError(f"prompt must be a str, got {type(prompt).__name__}")
+    return await scatter_gather(pool, [prompt] * _copies(pool, copies), max_tokens)
+
+
+async def broadcast_and_reduce(
+    pool: Pool,
+    prompt: str,
+    reduce_prompt: str,
+    max_tokens: int | None = None,
+    *,
+    copies: int | None = None,
+    reduce_max_tokens: int | None = None,
+    reducer: Pool | None = None,
+    separator: str = DEFAULT_SEPARATOR,
+) -> Response:
+    """:func:`broadcast`, then ONE merge of every usable answer with ``reduce_prompt``.
+
+    ``reduce_prompt`` gets ``{responses}`` (the usable answers joined by ``separator``) and
+    ``{level}`` (``1``). The merge runs even when only one answer is usable. Failed and empty
+    answers are left out; when none is usable, the result is a failed response carrying a
+    :class:`~aurora_swarm.patterns.NoAnswerError`. For many answers, prefer
+    :func:`~aurora_swarm.patterns.tree_reduce` (bounded supervisor prompts); for the
+    intermediate answers, :func:`~aurora_swarm.patterns.tree_reduce_tree` with
+    ``fanin=copies``.
+
+    Parameters
+    ----------
+    pool:
+        Any :class:`~aurora_swarm.patterns.Pool`.
+    prompt:
+        The prompt every copy answers.
+    reduce_prompt:
+        The merge prompt; needs ``{responses}``.
+    max_tokens:
+        Tokens per broadcast answer.
+    copies:
+        How many answers to merge; ``None`` is ``pool.size``.
+    reduce_max_tokens:
+        Tokens for the merged answer; defaults to ``max_tokens``.
+    reducer:
+        The pool that merges (default: ``pool``).
+    separator:
+        What joins the answers in ``{responses}``.
+
+    Returns
+    -------
+    ~aurora_swarm.Response
+        The merged answer.
+
+    Examples
+    --------
+    .. code-block:: python
+
+        best = await broadcast_and_reduce(
+            pool, "Propose a name for the compound.", "Pick the best name:\\n{responses}")
+    """
+    require_placeholder(reduce_prompt, "responses", "reduce_prompt")
+    check_max_tokens(reduce_max_tokens, "reduce_max_tokens")
+    answers = await broadcast(pool, prompt, max_tokens, copies=copies)
+    tree = await reduce_levels(
+        reducer if reducer is not None else pool,
+        answers, [prompt] * len(answers), reduce_prompt, max(2, len(answers)),
+        max_tokens=reduce_max_tokens if reduce_max_tokens is not None else max_tokens,
+        separator=separator, min_levels=1, what="broadcast_and_reduce",
+    )
+    return tree.root
