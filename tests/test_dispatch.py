@@ -61,7 +61,8 @@ async def test_3000_prompts_survive_every_kind_of_trouble() -> None:
 
 
 async def test_dead_endpoint_loses_nothing() -> None:
-    async with FakeFleet(4, latency=LatencyModel(prompt_time=0.002, max_concurrent_seqs=16)) as fleet:
+    latency = LatencyModel(prompt_time=0.002, max_concurrent_seqs=16)
+    async with FakeFleet(4, latency=latency) as fleet:
         async with VLLMPool(fleet.endpoints, model=MODEL, retry=FAST_RETRY,
                             health=FAST_HEALTH) as pool:
             prompts = [f"p {i}" for i in range(2000)]

@@ -17,7 +17,7 @@ from aurora_swarm import (
 from aurora_swarm._transport import place_choices
 from aurora_swarm.testing import EndpointBehavior, FakeFleet, expected_answer
 
-from .conftest import FAST_RETRY, MODEL
+from .conftest import MODEL
 
 
 async def test_post_is_one_chat_completion(pool: VLLMPool, fleet: FakeFleet) -> None:

@@ -5,7 +5,6 @@ from ._endpoint import AgentEndpoint, Endpoint, Tags
 from ._exceptions import (
     BadResponseError,
     BatchError,
-    Cancelled,
     ConfigurationError,
     ConnectError,
     EndpointUnavailable,
@@ -32,7 +31,6 @@ __all__ = [
     "AgentEndpoint",
     "BadResponseError",
     "BatchError",
-    "Cancelled",
     "Chunking",
     "ConfigurationError",
     "ConnectError",

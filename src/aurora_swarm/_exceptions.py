@@ -3,18 +3,17 @@
 The tree::
 
     SwarmError
-    ├── ConfigurationError (also ValueError)   bad arguments or settings
+    ├── ConfigurationError (a ValueError)     bad arguments or settings
     │   ├── HostfileError                      a hostfile line that cannot be read
-    │   └── PromptError                        a prompt that is malformed or cannot fit (prompt index)
-    ├── PoolClosedError (also RuntimeError)    the pool was used after ``aclose()``
+    │   └── PromptError                        a prompt that is malformed or cannot fit
+    ├── PoolClosedError (a RuntimeError)      the pool was used after ``aclose()``
     ├── OverloadError                          a bounded queue refused new work
     └── RequestError                           one request to one endpoint went wrong
         ├── ConnectError                       could not connect / connection dropped
         ├── RequestTimeout                     no answer in time
         ├── HTTPStatusError                    the server answered with a non-2xx status
         ├── BadResponseError                   the answer was not what the protocol promises
-        ├── EndpointUnavailable                no healthy endpoint was left to try
-        └── Cancelled                          the prompt's call was cancelled before it was answered
+        └── EndpointUnavailable                no healthy endpoint was left to try
 
 A failed prompt in a batch job is *data*: its :class:`~aurora_swarm.Response` has
 ``success=False`` and carries one of the :class:`RequestError` subclasses in ``exception``.
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BadResponseError",
     "BatchError",
-    "Cancelled",
     "ConfigurationError",
     "ConnectError",
     "EndpointUnavailable",
@@ -177,10 +175,6 @@ class BadResponseError(RequestError):
 
 class EndpointUnavailable(RequestError):
     """Every endpoint that could take the prompt is benched or has failed it."""
-
-
-class Cancelled(RequestError):
-    """The call was cancelled before this prompt was answered."""
 
 
 class BatchError(_ExceptionGroup[Exception]):

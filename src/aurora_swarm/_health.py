@@ -2,7 +2,7 @@
 
 Each endpoint moves between three states::
 
-    healthy ──(failure_threshold failures in a row)──> benched ──(probe ok after cooldown)──> healthy
+    healthy ──(threshold failures in a row)──> benched ──(probe ok after cooldown)──> healthy
                                                             │  ^
                                             (probe fails)   v  │ (cooldown over, probe again)
                                                            down

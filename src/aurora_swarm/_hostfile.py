@@ -24,7 +24,7 @@ def parse_hostfile(path: str | os.PathLike[str]) -> list[Endpoint]:
         http://gpu01:8000/v1
 
     Columns are separated by tabs or spaces. ``key=value`` columns after the address become
-    :attr:`Endpoint.tags <aurora_swarm.Endpoint.tags>`. ``#`` starts a comment, to the end of the line; blank lines are skipped.
+    ``Endpoint.tags``. ``#`` starts a comment, to the end of the line; blank lines are skipped.
 
     Raises
     ------

@@ -84,7 +84,7 @@ def expected_chat_answer(
 
     Parameters
     ----------
-    messages : sequence of mapping
+    messages : Sequence of Mapping
         The conversation, OpenAI style: ``[{"role": "user", "content": "..."}, ...]``.
     max_tokens : int or None
         The request's ``max_tokens``; ``None`` means no limit.
@@ -122,7 +122,7 @@ def chat_prompt_tokens(
 
     Parameters
     ----------
-    messages : sequence of mapping
+    messages : Sequence of Mapping
         The conversation.
     add_special_tokens : bool
         Whether one more BOS token is added (vLLM's default for chat is not to).

@@ -32,14 +32,14 @@ async def serve_fleet(
     ----------
     fleet : FakeFleet
         A fleet not started yet.
-    hostfile : str or os.PathLike
+    hostfile : str or ``os.PathLike``
         Where to write the hostfile (see :meth:`FakeFleet.write_hostfile
         <aurora_swarm.testing.FakeFleet.write_hostfile>`).
-    stop : asyncio.Event or None
+    stop : ``asyncio.Event`` or None
         Serve until this event is set; ``None`` serves until the task is cancelled.
     tags : Mapping, Sequence of Mapping, or None
         More ``key=value`` columns for the hostfile.
-    announce : callable or None
+    announce : Callable or None
         Called as ``announce(fleet, path)`` once the fleet listens and the hostfile is written.
     """
     async with fleet:

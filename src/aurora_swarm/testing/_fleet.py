@@ -54,7 +54,7 @@ class FakeFleet:
         The context length: prompt tokens plus ``max_tokens`` beyond it get vLLM's 400.
     latency : LatencyModel
         The latency model of every endpoint (by default, answers at once).
-    behaviors : Mapping of int to EndpointBehavior, Sequence of EndpointBehavior, or None
+    behaviors : Mapping, Sequence of EndpointBehavior, or None
         Per-endpoint behavior: a mapping from endpoint index (the others behave well), or one
         behavior per endpoint.
     chat_batch : bool
@@ -276,14 +276,14 @@ class FakeFleet:
 
         Parameters
         ----------
-        path : str or os.PathLike
+        path : str or ``os.PathLike``
             Where to write.
         tags : Mapping, Sequence of Mapping, or None
             More ``key=value`` columns: the same for every line, or one mapping per endpoint.
 
         Returns
         -------
-        pathlib.Path
+        ``pathlib.Path``
             The path written.
         """
         per_line = _tags_per_endpoint(len(self._servers), tags)

@@ -98,7 +98,7 @@ class SlotSchedule:
         ----------
         ready : float
             When the prompts may start (the request's arrival plus its overhead), in loop time.
-        services : sequence of float
+        services : Sequence of float
             Each prompt's service time, in seconds.
 
         Returns
