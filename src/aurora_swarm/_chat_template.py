@@ -34,6 +34,7 @@ import jinja2.sandbox
 import jinja2.utils
 
 from ._exceptions import ConfigurationError, PromptError
+from ._prompts import as_conversation, check_prompts
 
 __all__ = ["ChatTemplate"]
 
@@ -173,14 +174,6 @@ def _read_object(path: Path) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise ConfigurationError(f"{path}: expected a JSON object")
     return data
-
-
-def _is_message(item: object) -> bool:
-    return (
-        isinstance(item, Mapping)
-        and isinstance(item.get("role"), str)
-        and isinstance(item.get("content"), str)
-    )
 
 
 class ChatTemplate:
@@ -415,32 +408,15 @@ class ChatTemplate:
         ``system_prompt``, when given, is put first in every conversation that has no system
         message.  A malformed prompt raises :class:`~aurora_swarm.PromptError` naming its index.
         """
+        check_prompts(prompts, conversations=True)
         return [
             self.render(
-                self._conversation(index, prompt, system_prompt),
+                as_conversation(prompt, system_prompt),
                 add_generation_prompt=add_generation_prompt,
                 prompt_index=index,
             )
             for index, prompt in enumerate(prompts)
         ]
-
-    @staticmethod
-    def _conversation(
-        index: int, prompt: object, system_prompt: str | None
-    ) -> list[Mapping[str, Any]]:
-        if isinstance(prompt, str):
-            messages: list[Mapping[str, Any]] = [{"role": "user", "content": prompt}]
-        elif isinstance(prompt, (list, tuple)) and prompt and all(map(_is_message, prompt)):
-            messages = list(prompt)
-        else:
-            raise PromptError(
-                index,
-                "expected a string or a non-empty list of {'role': str, 'content': str} "
-                f"messages, got {type(prompt).__name__}",
-            )
-        if system_prompt is not None and not any(m["role"] == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": system_prompt})
-        return messages
 
     def starts_with_bos(self, text: str) -> bool:
         """Whether ``text`` starts with the BOS token.

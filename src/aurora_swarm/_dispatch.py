@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 import anyio
@@ -45,7 +45,8 @@ from ._transport import BatchReply
 __all__ = ["BatchJob", "EndpointRecord", "Timeouts"]
 
 P = TypeVar("P")
-Sender = Callable[[Endpoint, list[P], int, float | None], Awaitable[BatchReply]]
+K = TypeVar("K", bound=Hashable)
+Sender = Callable[[Endpoint, list[P], K, float | None], Awaitable[BatchReply]]
 Prober = Callable[[Endpoint], Awaitable[bool]]
 ResultHook = Callable[[int, Response], None]
 
@@ -106,7 +107,7 @@ class _Flight:
     """One request in flight: which endpoint, which prompts, and how to call it off."""
 
     position: int
-    budget: int
+    shape: Hashable
     chunk: list[int]
     started: float
     scope: anyio.CancelScope
@@ -114,16 +115,16 @@ class _Flight:
     backed_up: bool = False
 
 
-class BatchJob(Generic[P]):
+class BatchJob(Generic[P, K]):
     """One batched call over a list of endpoints (see the module docstring)."""
 
     def __init__(
         self,
         records: Sequence[EndpointRecord],
         payloads: Sequence[P],
-        budgets: Sequence[int],
+        shapes: Sequence[K],
         *,
-        send: Sender[P],
+        send: Sender[P, K],
         probe: Prober,
         settings: DispatchSettings,
         limiter: anyio.CapacityLimiter,
@@ -133,7 +134,7 @@ class BatchJob(Generic[P]):
     ) -> None:
         self._records = records
         self._payloads = payloads
-        self._budgets = budgets
+        self._shapes = shapes
         self._send = send
         self._probe = probe
         self._settings = settings
@@ -146,9 +147,9 @@ class BatchJob(Generic[P]):
         self._attempts = [0] * count
         self._carriers = [0] * count  # requests in flight that carry the prompt
         self._last_error: list[RequestError | None] = [None] * count
-        self._pending: dict[int, deque[int]] = {}
-        for index, budget in enumerate(budgets):
-            self._pending.setdefault(budget, deque()).append(index)
+        self._pending: dict[K, deque[int]] = {}
+        for index, shape in enumerate(shapes):
+            self._pending.setdefault(shape, deque()).append(index)
         self._pending_count = count
         self._forced: deque[list[int]] = deque()
         self._remaining = count
@@ -219,13 +220,13 @@ class BatchJob(Generic[P]):
 
     # -- taking work ----------------------------------------------------------------------------
 
-    def _take(self, position: int, now: float) -> tuple[int, list[int], _Flight | None] | None:
+    def _take(self, position: int, now: float) -> tuple[K, list[int], _Flight | None] | None:
         if self._forced:
             chunk = self._forced.popleft()
-            return self._budgets[chunk[0]], chunk, None
+            return self._shapes[chunk[0]], chunk, None
         if not self._pending_count:
             return self._backup_for(position, now) if self._backups else None
-        budget, queue = max(self._pending.items(), key=lambda item: len(item[1]))
+        shape, queue = max(self._pending.items(), key=lambda item: len(item[1]))
         chunking = self._settings.chunking
         load = self._records[position].load
         rate = load.rate(now) if chunking.adapt_to_speed else None
@@ -242,8 +243,8 @@ class BatchJob(Generic[P]):
         chunk = [queue.popleft() for _ in range(min(size, len(queue)))]
         self._pending_count -= len(chunk)
         if not queue:
-            del self._pending[budget]
-        return budget, chunk, None
+            del self._pending[shape]
+        return shape, chunk, None
 
     def _fleet_rate_now(self, now: float) -> float:
         """Summed speed of the usable endpoints; one not yet measured counts as the mean."""
@@ -282,7 +283,7 @@ class BatchJob(Generic[P]):
         start = now + record.health.wait_time(now)
         return record.load.finish_time(extra, start, rate)
 
-    def _backup_for(self, position: int, now: float) -> tuple[int, list[int], _Flight] | None:
+    def _backup_for(self, position: int, now: float) -> tuple[K, list[int], _Flight] | None:
         """Copy the in-flight chunk that would finish latest, if this endpoint beats it clearly.
 
         With nothing left to hand out, an idle fast endpoint re-sends the prompts a slow (or
@@ -308,7 +309,7 @@ class BatchJob(Generic[P]):
         if worst_finish - mine < max(0.25 * (worst_finish - now), _MIN_BACKUP_SAVING):
             return None  # not worth a second request: the saving would be small
         worst.backed_up = True
-        return worst.budget, chunk, worst
+        return worst.shape, chunk, worst  # type: ignore[return-value]
 
     def _flight_finish(self, flight: _Flight, now: float, mine: Load) -> float:
         """When ``flight`` should be answered; an endpoint not yet measured counts as average."""
@@ -328,7 +329,7 @@ class BatchJob(Generic[P]):
     # -- one request ----------------------------------------------------------------------------
 
     async def _run_chunk(
-        self, position: int, budget: int, chunk: list[int], original: _Flight | None
+        self, position: int, shape: K, chunk: list[int], original: _Flight | None
     ) -> None:
         record = self._records[position]
         counters = record.counters
@@ -344,7 +345,7 @@ class BatchJob(Generic[P]):
             attempts[index] += 1
             carriers[index] += 1
         started = time.monotonic()
-        flight = _Flight(position, budget, chunk, started, anyio.CancelScope(),
+        flight = _Flight(position, shape, chunk, started, anyio.CancelScope(),
                          backup=original is not None)
         self._flights.add(flight)
         self._carried += size
@@ -356,7 +357,7 @@ class BatchJob(Generic[P]):
                 payloads = [self._payloads[i] for i in chunk]
                 timeout = self._settings.timeouts.for_chunk(size)
                 async with self._limiter:
-                    reply = await self._send(record.endpoint, payloads, budget, timeout)
+                    reply = await self._send(record.endpoint, payloads, shape, timeout)
         except RequestError as exc:
             error = exc
         finally:
@@ -463,8 +464,8 @@ class BatchJob(Generic[P]):
         if self.results[index] is not None or self._carriers[index]:
             return  # answered, or another request still carries it
         if exc.retryable and self._attempts[index] < self._settings.retry.max_attempts:
-            budget = self._budgets[index]
-            self._pending.setdefault(budget, deque()).appendleft(index)
+            shape = self._shapes[index]
+            self._pending.setdefault(shape, deque()).appendleft(index)
             self._pending_count += 1
             return
         self._fail(index, exc, position)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -19,7 +19,16 @@ from ._exceptions import (
     PromptError,
     RequestError,
 )
+from ._formats import ChatTemplateSetting, FormatResolver, Prepared
 from ._health import HealthPolicy
+from ._prompts import (
+    Conversation,
+    Prompt,
+    as_conversation,
+    check_prompt,
+    check_prompts,
+    sizing_text,
+)
 from ._response import Response
 from ._retry import RetryPolicy
 from ._schedule import Chunking
@@ -30,6 +39,16 @@ from ._transport import BatchReply, ModelInfo, Transport
 __all__ = ["VLLMPool"]
 
 ResultHook = Callable[[int, Response], None]
+
+
+class _Unset:
+    """Marks an argument left out (where ``None`` is a meaningful value)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()
 
 
 @attrs.define(eq=False)
@@ -46,6 +65,9 @@ class _Core:
     strict: bool
     records: dict[Endpoint, EndpointRecord]
     sizer: ContextSizer
+    formats: FormatResolver
+    chat_template: ChatTemplateSetting
+    system_prompt: str | None
     closed: bool = False
 
 
@@ -90,6 +112,15 @@ class VLLMPool:
     strict:
         When true, calls raise :class:`~aurora_swarm.BatchError` (one exception group of
         per-prompt failures) instead of returning failed responses.
+    chat_template:
+        How batched prompts are formatted: ``None`` (raw text, the default), a
+        :class:`~aurora_swarm.ChatTemplate`, template text, a ``.jinja`` file or a model
+        directory (rendered here, sent to ``/v1/completions``), ``"server"`` (one
+        ``/v1/chat/completions/batch`` request per chunk) or ``"auto"`` (the best available).
+        With a chat template, prompts may also be conversations.
+    system_prompt:
+        A system message put first in every conversation that has none (needs a chat template
+        for batched calls; :meth:`post` and :meth:`send_all` always accept it).
 
     Examples
     --------
@@ -114,6 +145,8 @@ class VLLMPool:
         max_concurrency: int | None = None,
         sampling: Mapping[str, Any] | None = None,
         strict: bool = False,
+        chat_template: ChatTemplateSetting = None,
+        system_prompt: str | None = None,
     ) -> None:
         if isinstance(endpoints, str | Endpoint):
             raise ConfigurationError("endpoints must be a list of endpoints, not a single one")
@@ -135,6 +168,11 @@ class VLLMPool:
             raise ConfigurationError(f"sampling may not set {sorted(reserved)}: the pool sets them")
         transport = Transport(api_key=_api_key(api_key), connect_timeout=timeouts.connect,
                               max_connections=max_concurrency)
+        sizer = ContextSizer(transport, model)
+        FormatResolver.check(chat_template)  # a bad path or template fails here, not later
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise ConfigurationError(
+                f"system_prompt must be a str, got {type(system_prompt).__name__}")
         records: dict[Endpoint, EndpointRecord] = {}
         for endpoint in resolved:
             records.setdefault(endpoint, EndpointRecord(endpoint))
@@ -149,7 +187,10 @@ class VLLMPool:
             params=dict(sampling or {}),
             strict=strict,
             records=records,
-            sizer=ContextSizer(transport, model),
+            sizer=sizer,
+            formats=FormatResolver(transport, sizer),
+            chat_template=chat_template,
+            system_prompt=system_prompt,
         )
         self._endpoints: tuple[Endpoint, ...] = tuple(resolved)
         self._owner = True
@@ -276,26 +317,31 @@ class VLLMPool:
     # -- single requests ------------------------------------------------------------------------
 
     async def post(
-        self, agent_index: int, prompt: str, max_tokens: int | None = None
+        self, agent_index: int, prompt: Prompt, max_tokens: int | None = None,
+        *, system_prompt: str | _Unset | None = UNSET,
     ) -> Response:
         """One ``/v1/chat/completions`` request to agent ``agent_index``.
 
-        The prompt is sent as one user message. Retryable failures are retried on the same
-        agent under the pool's :class:`~aurora_swarm.RetryPolicy`; a failure that remains is
-        returned as a failed :class:`~aurora_swarm.Response` (raised in strict mode).
+        ``prompt`` is a string (sent as one user message) or a conversation; the server applies
+        the model's chat template. Retryable failures are retried on the same agent under the
+        pool's :class:`~aurora_swarm.RetryPolicy`; a failure that remains is returned as a failed
+        :class:`~aurora_swarm.Response` (raised in strict mode).
         """
         self._check_open()
-        endpoint = self._agent(agent_index)
-        _check_prompt(prompt, None)
-        if max_tokens is not None:
-            _check_max_tokens(max_tokens, "max_tokens")
+        self._agent(agent_index)
+        check_prompt(prompt, conversations=True)
+        _check_optional_max_tokens(max_tokens)
+        messages = as_conversation(prompt, self._system_prompt(system_prompt))
+        return self._finish_one(await self._post_unchecked(agent_index, messages, max_tokens))
+
+    async def _post_unchecked(
+        self, agent: int, messages: Conversation, max_tokens: int | None
+    ) -> Response:
         (budget,) = await self._core.sizer.budgets(
-            [prompt], max_tokens, self._core.max_tokens, self._endpoints
-        )
+            [sizing_text(messages)], max_tokens, self._core.max_tokens, self._endpoints)
         if isinstance(budget, PromptError):
-            return self._finish_one(Response.failure(budget, agent_index=agent_index))
-        response = await self._chat_with_retry(agent_index, endpoint, prompt, budget)
-        return self._finish_one(response)
+            return Response.failure(budget, agent_index=agent)
+        return await self._chat_with_retry(agent, self._endpoints[agent], messages, budget)
 
     def _finish_one(self, response: Response) -> Response:
         if self._core.strict and response.exception is not None:
@@ -303,13 +349,12 @@ class VLLMPool:
         return response
 
     async def _chat_with_retry(
-        self, agent_index: int, endpoint: Endpoint, prompt: str, budget: int
+        self, agent_index: int, endpoint: Endpoint, messages: Conversation, budget: int
     ) -> Response:
         core = self._core
         record = core.records[endpoint]
         settings = core.settings
         body = {**core.params, "model": core.model, "max_tokens": budget}
-        messages = [{"role": "user", "content": prompt}]
         timeout = settings.timeouts.for_chunk(1)
         attempts = 0
 
@@ -348,37 +393,31 @@ class VLLMPool:
                                     endpoint=endpoint)
 
     async def post_batch(
-        self, agent_index: int, prompts: Sequence[str], max_tokens: int | None = None
+        self, agent_index: int, prompts: Sequence[Prompt], max_tokens: int | None = None,
+        *, chat_template: ChatTemplateSetting | _Unset = UNSET,
+        system_prompt: str | _Unset | None = UNSET,
     ) -> list[Response]:
-        """Exactly ONE ``/v1/completions`` request carrying every prompt, to one agent.
+        """Exactly ONE batched request carrying every prompt, to one agent.
 
-        Answers are placed by each choice's ``index``. A missing, duplicated or out-of-range
-        index fails exactly the prompts it affects. There is no retry: a failed request fails
-        every prompt it carried (:meth:`send_all_batched` retries and moves work instead).
+        The request is ``/v1/completions`` with a list prompt (or, with
+        ``chat_template="server"``, one ``/v1/chat/completions/batch``). Answers are placed by
+        each choice's ``index``; a missing, duplicated or out-of-range index fails exactly the
+        prompts it affects. There is no retry: a failed request fails every prompt it carried
+        (:meth:`send_all_batched` retries and moves work instead).
         """
         self._check_open()
-        endpoint = self._agent(agent_index)
-        prompts = _check_prompts(prompts)
-        if max_tokens is not None:
-            _check_max_tokens(max_tokens, "max_tokens")
-        if not prompts:
-            return []
-        budgets = await self._core.sizer.budgets(
-            prompts, max_tokens, self._core.max_tokens, self._endpoints
-        )
-        results: list[Response | None] = [None] * len(prompts)
-        fit = []
-        for index, budget in enumerate(budgets):
-            if isinstance(budget, PromptError):
-                results[index] = Response.failure(budget, agent_index=agent_index)
-            else:
-                fit.append(index)
+        self._agent(agent_index)
+        plan = await self._plan(prompts, max_tokens, chat_template, system_prompt)
+        results: list[Response | None] = [None] * len(plan.shapes)
+        fit = plan.fitting(results, agent_index)
         if fit:
-            budget = min(b for b in budgets if isinstance(b, int))
-            record = self._core.records[endpoint]
-            job = BatchJob(
-                [record], [prompts[i] for i in fit], [budget] * len(fit),
-                send=self._send_completions, probe=self._probe,
+            # One request needs one max_tokens: the smallest budget of the prompts it carries.
+            shape = min((s for s in plan.shapes if isinstance(s, _Shape)),
+                        key=lambda s: s.max_tokens)
+            job: BatchJob[Any, _Shape] = BatchJob(
+                [self._core.records[self._endpoints[agent_index]]],
+                [plan.prepared.payloads[i] for i in fit], [shape] * len(fit),
+                send=plan.sender, probe=self._probe,
                 settings=attrs.evolve(
                     self._core.settings,
                     chunking=Chunking(chunk_size=len(fit), max_chunk=len(fit), max_in_flight=1),
@@ -394,20 +433,21 @@ class VLLMPool:
     # -- many prompts ---------------------------------------------------------------------------
 
     async def send_all(
-        self, prompts: Sequence[str], max_tokens: int | None = None,
-        *, on_result: ResultHook | None = None,
+        self, prompts: Sequence[Prompt], max_tokens: int | None = None,
+        *, system_prompt: str | _Unset | None = UNSET, on_result: ResultHook | None = None,
     ) -> list[Response]:
         """One chat request per prompt, round-robin over the agents (the non-batched baseline).
 
         ``out[i]`` answers ``prompts[i]``; prompt ``i`` goes to agent ``i % size``.
         """
         self._check_open()
-        prompts = _check_prompts(prompts)
-        if max_tokens is not None:
-            _check_max_tokens(max_tokens, "max_tokens")
+        prompts = check_prompts(prompts, conversations=True)
+        _check_optional_max_tokens(max_tokens)
+        system = self._system_prompt(system_prompt)
+        conversations = [as_conversation(p, system) for p in prompts]
         budgets = await self._core.sizer.budgets(
-            prompts, max_tokens, self._core.max_tokens, self._endpoints
-        )
+            [sizing_text(c) for c in conversations], max_tokens, self._core.max_tokens,
+            self._endpoints)
         results: list[Response | None] = [None] * len(prompts)
         next_index = 0
         size = self.size
@@ -423,7 +463,7 @@ class VLLMPool:
                     response = Response.failure(budget, agent_index=agent)
                 else:
                     response = await self._chat_with_retry(
-                        agent, self._endpoints[agent], prompts[index], budget)
+                        agent, self._endpoints[agent], conversations[index], budget)
                 results[index] = response
                 if on_result is not None:
                     on_result(index, response)
@@ -435,82 +475,103 @@ class VLLMPool:
         return self._finish_many([r for r in results if r is not None])
 
     async def send_all_batched(
-        self, prompts: Sequence[str], max_tokens: int | None = None,
-        *, on_result: ResultHook | None = None,
+        self, prompts: Sequence[Prompt], max_tokens: int | None = None,
+        *, chat_template: ChatTemplateSetting | _Unset = UNSET,
+        system_prompt: str | _Unset | None = UNSET, on_result: ResultHook | None = None,
     ) -> list[Response]:
         """Every prompt over every agent, batched; ``out[i]`` answers ``prompts[i]``.
 
         Prompts are cut into chunks that agents pull as they have room (fast agents take more),
-        each chunk ONE ``/v1/completions`` request. Failed chunks move to other agents; a prompt
-        that still fails gets a failed :class:`~aurora_swarm.Response` (or, in strict mode, the
-        call raises :class:`~aurora_swarm.BatchError`). With ``use_batch=False`` this is
-        :meth:`send_all`.
+        each chunk ONE request. Failed chunks move to other agents; a prompt that still fails gets
+        a failed :class:`~aurora_swarm.Response` (or, in strict mode, the call raises
+        :class:`~aurora_swarm.BatchError`). With ``use_batch=False`` this is :meth:`send_all`.
 
         Parameters
         ----------
         prompts:
-            The prompts (strings).
+            Strings, or conversations (lists of ``{"role", "content"}`` messages) when the pool
+            or call has a chat template.
         max_tokens:
             Tokens to generate per prompt; left out, sized from the model's context.
+        chat_template:
+            Overrides the pool's ``chat_template`` for this call.
+        system_prompt:
+            Overrides the pool's ``system_prompt`` for this call.
         on_result:
             Called as ``on_result(index, response)`` the moment each prompt is settled.
         """
         if not self._core.use_batch:
-            return await self.send_all(prompts, max_tokens, on_result=on_result)
+            return await self.send_all(prompts, max_tokens, system_prompt=system_prompt,
+                                       on_result=on_result)
         self._check_open()
-        prompts = _check_prompts(prompts)
-        if max_tokens is not None:
-            _check_max_tokens(max_tokens, "max_tokens")
-        if not prompts:
-            return []
-        budgets = await self._core.sizer.budgets(
-            prompts, max_tokens, self._core.max_tokens, self._endpoints
-        )
-        return await self._dispatch(prompts, budgets, on_result)
-
-    async def _dispatch(
-        self, prompts: Sequence[str], budgets: Sequence[int | PromptError],
-        on_result: ResultHook | None,
-    ) -> list[Response]:
-        results: list[Response | None] = [None] * len(prompts)
-        fit: list[int] = []
-        for index, budget in enumerate(budgets):
-            if isinstance(budget, PromptError):
-                results[index] = Response.failure(budget)
-                if on_result is not None:
-                    on_result(index, results[index])  # type: ignore[arg-type]
-            else:
-                fit.append(index)
-        if len(fit) == len(prompts):
-            payloads: Sequence[str] = prompts
-            fit_budgets = budgets
-            hook = on_result
-        else:
-            payloads = [prompts[i] for i in fit]
-            fit_budgets = [budgets[i] for i in fit]
-            hook = None if on_result is None else (lambda k, r: on_result(fit[k], r))
-        job = BatchJob(
-            [self._core.records[e] for e in self._endpoints], payloads,
-            fit_budgets,  # type: ignore[arg-type]
-            send=self._send_completions, probe=self._probe, settings=self._core.settings,
-            limiter=self._core.limiter, on_result=hook,
+        plan = await self._plan(prompts, max_tokens, chat_template, system_prompt)
+        results: list[Response | None] = [None] * len(plan.shapes)
+        fit = plan.fitting(results, -1, on_result)
+        if not fit:
+            return self._finish_many([r for r in results if r is not None])
+        whole = len(fit) == len(results)
+        payloads = plan.prepared.payloads
+        job: BatchJob[Any, _Shape] = BatchJob(
+            [self._core.records[e] for e in self._endpoints],
+            payloads if whole else [payloads[i] for i in fit],
+            [s for s in plan.shapes if isinstance(s, _Shape)],
+            send=plan.sender, probe=self._probe, settings=self._core.settings,
+            limiter=self._core.limiter,
+            on_result=on_result if whole or on_result is None
+            else (lambda k, r: on_result(fit[k], r)),
         )
         answers = await job.run()
-        if len(fit) == len(prompts):
+        if whole:
             return self._finish_many(answers)
         for k, response in zip(fit, answers, strict=True):
             results[k] = response
         return self._finish_many([r for r in results if r is not None])
 
+    async def _plan(
+        self, prompts: Sequence[Prompt], max_tokens: int | None,
+        chat_template: ChatTemplateSetting | _Unset, system_prompt: str | _Unset | None,
+    ) -> _Plan:
+        """Validate, format and size a batched call's prompts."""
+        core = self._core
+        setting = core.chat_template if isinstance(chat_template, _Unset) else chat_template
+        known = FormatResolver.check(setting)
+        prompts = check_prompts(prompts, conversations=known is None or known.conversations)
+        _check_optional_max_tokens(max_tokens)
+        form = known or await core.formats.resolve(setting, self._endpoints)
+        prepared = form.prepare(prompts, self._system_prompt(system_prompt))
+        budgets = await core.sizer.budgets(prepared.sizing, max_tokens, core.max_tokens,
+                                           self._endpoints)
+        shapes = [
+            b if isinstance(b, PromptError) else _Shape(b, special)
+            for b, special in zip(budgets, prepared.add_special_tokens, strict=True)
+        ]
+        sender = self._send_chat_batch if form.kind == "server" else self._send_completions
+        return _Plan(prepared, shapes, sender)
+
     async def _send_completions(
-        self, endpoint: Endpoint, prompts: list[str], budget: int, timeout: float | None
+        self, endpoint: Endpoint, prompts: list[str], shape: _Shape, timeout: float | None
     ) -> BatchReply:
-        params = {**self._core.params, "model": self._core.model, "max_tokens": budget}
+        params = {**self._core.params, "model": self._core.model, "max_tokens": shape.max_tokens}
+        if shape.add_special_tokens is not None:
+            params["add_special_tokens"] = shape.add_special_tokens
         return await self._core.transport.completions(endpoint, prompts, params, timeout)
+
+    async def _send_chat_batch(
+        self, endpoint: Endpoint, conversations: list[Conversation], shape: _Shape,
+        timeout: float | None,
+    ) -> BatchReply:
+        params = {**self._core.params, "model": self._core.model, "max_tokens": shape.max_tokens}
+        return await self._core.transport.chat_batch(endpoint, conversations, params, timeout)
 
     async def _probe(self, endpoint: Endpoint) -> bool:
         return await self._core.transport.health(
             endpoint, self._core.settings.health.probe_timeout)
+
+    def _system_prompt(self, value: str | _Unset | None) -> str | None:
+        system = self._core.system_prompt if isinstance(value, _Unset) else value
+        if system is not None and not isinstance(system, str):
+            raise ConfigurationError(f"system_prompt must be a str, got {type(system).__name__}")
+        return system
 
     def _finish_many(self, responses: list[Response]) -> list[Response]:
         if self._core.strict:
@@ -525,46 +586,62 @@ class VLLMPool:
         return responses
 
     async def broadcast_prompt(
-        self, prompt: str, max_tokens: int | None = None
+        self, prompt: Prompt, max_tokens: int | None = None,
+        *, system_prompt: str | _Unset | None = UNSET,
     ) -> list[Response]:
         """Send the same prompt to every agent (one chat request each); ``out[k]`` is agent k's."""
         self._check_open()
-        _check_prompt(prompt, None)
+        check_prompt(prompt, conversations=True)
+        _check_optional_max_tokens(max_tokens)
+        messages = as_conversation(prompt, self._system_prompt(system_prompt))
         results: list[Response | None] = [None] * self.size
 
         async def one(agent: int) -> None:
-            results[agent] = await self._post_unchecked(agent, prompt, max_tokens)
+            results[agent] = await self._post_unchecked(agent, messages, max_tokens)
 
         async with anyio.create_task_group() as group:
             for agent in range(self.size):
                 group.start_soon(one, agent)
         return self._finish_many([r for r in results if r is not None])
 
-    async def _post_unchecked(self, agent: int, prompt: str, max_tokens: int | None) -> Response:
-        (budget,) = await self._core.sizer.budgets(
-            [prompt], max_tokens, self._core.max_tokens, self._endpoints)
-        if isinstance(budget, PromptError):
-            return Response.failure(budget, agent_index=agent)
-        return await self._chat_with_retry(agent, self._endpoints[agent], prompt, budget)
+
+@attrs.frozen
+class _Shape:
+    """What must be equal for prompts to share one request."""
+
+    max_tokens: int
+    add_special_tokens: bool | None
+
+
+@attrs.frozen
+class _Plan:
+    """A batched call, ready to dispatch."""
+
+    prepared: Prepared
+    shapes: list[_Shape | PromptError]
+    sender: Callable[..., Awaitable[BatchReply]]
+
+    def fitting(
+        self, results: list[Response | None], agent: int, on_result: ResultHook | None = None
+    ) -> list[int]:
+        """Indices of prompts that fit; the others get a failed response now."""
+        fit = []
+        for index, shape in enumerate(self.shapes):
+            if isinstance(shape, PromptError):
+                response = Response.failure(shape, agent_index=agent)
+                results[index] = response
+                if on_result is not None:
+                    on_result(index, response)
+            else:
+                fit.append(index)
+        return fit
+
+
+def _check_optional_max_tokens(value: object) -> None:
+    if value is not None:
+        _check_max_tokens(value, "max_tokens")
 
 
 def _check_max_tokens(value: object, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
-
-
-def _check_prompt(prompt: object, index: int | None) -> None:
-    if not isinstance(prompt, str):
-        raise PromptError(index, f"must be a str, got {type(prompt).__name__}")
-
-
-def _check_prompts(prompts: Sequence[str]) -> Sequence[str]:
-    if isinstance(prompts, str):
-        raise PromptError(None, "prompts must be a list of strings, not one string")
-    if not isinstance(prompts, Sequence):
-        prompts = list(prompts)
-    for index, prompt in enumerate(prompts):
-        if type(prompt) is not str:
-            _check_prompt(prompt, index)
-    return prompts
-

@@ -329,6 +329,19 @@ class Transport:
             count = len(tokens)
         return count
 
+    async def offers_chat_batch(self, endpoint: Endpoint, timeout: float = 10.0) -> bool:
+        """Whether the endpoint serves ``/v1/chat/completions/batch``.
+
+        Asked with an empty body, which a server that has the route refuses as invalid (400 or
+        422) without generating anything, and one that lacks it answers 404 or 405.
+        """
+        try:
+            response = await self._http.post(endpoint.base_url + "/chat/completions/batch",
+                                             json={}, timeout=timeout)
+        except (httpx2.HTTPError, OSError):
+            return False
+        return response.status_code not in (404, 405) and response.status_code < 500
+
     async def health(self, endpoint: Endpoint, timeout: float = 5.0) -> bool:
         """Whether ``/health`` answers 200 within ``timeout`` seconds."""
         try:

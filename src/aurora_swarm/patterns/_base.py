@@ -133,7 +133,7 @@ def drop_reason(response: Response) -> Literal["failed", "empty"]:
 
 
 def as_text(value: object) -> str:
-    """The text a value stands for in a prompt: a string itself, a response's ``text``, else ``str``.
+    """The text a value stands for in a prompt: a string, a response's ``text``, else ``str()``.
 
     Examples
     --------

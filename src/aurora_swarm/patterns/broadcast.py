@@ -27,7 +27,8 @@ async def broadcast(
     The copies go out in one batched call, so they take few requests; each answer's
     ``agent_index`` tells which agent gave it. (With a batching pool, the copies are spread
     over the agents by the pool's chunking, not pinned one per agent; for exactly one chat
-    request per agent use :meth:`VLLMPool.broadcast_prompt <aurora_swarm.VLLMPool.broadcast_prompt>`.)
+    request per agent use
+    :meth:`VLLMPool.broadcast_prompt <aurora_swarm.VLLMPool.broadcast_prompt>`.)
     Useful with a sampling temperature above zero, for votes and self-consistency.
 
     Parameters

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .._response import Response
-from ._base import Pool, as_text, check_max_tokens, check_prompts, fill_template, require_placeholder
+from ._base import (
+    Pool,
+    as_text,
+    check_max_tokens,
+    check_prompts,
+    fill_template,
+    require_placeholder,
+)
 
 __all__ = ["map_gather", "scatter_gather"]
 

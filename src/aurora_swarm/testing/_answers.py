@@ -80,7 +80,9 @@ def expected_chat_answer(
     """Return what the fake fleet answers a chat conversation with.
 
     The answer to a conversation is :func:`expected_answer` of the content of its last
-    ``user`` message (of ``""`` when it has none).
+    ``user`` message (of ``""`` when it has none). A chat request without ``max_tokens`` is
+    limited, as in vLLM, by the room its prompt leaves in the context (``max_model_len`` minus
+    the prompt tokens), which only matters for answers that long.
 
     Parameters
     ----------

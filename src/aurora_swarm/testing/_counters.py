@@ -44,7 +44,8 @@ class EndpointCounters:
         Inference requests answered with a 4xx because the request was wrong (unknown model,
         prompt too long, malformed body), not because of a fault.
     in_flight : int
-        Inference requests being served now.
+        Inference requests being served now (a ``"hang"`` request stops counting once it is
+        left hanging).
     max_in_flight : int
         The most inference requests in flight at one time; for fleet totals, on the whole fleet.
     add_special_tokens : dict

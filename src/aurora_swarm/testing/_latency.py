@@ -25,7 +25,9 @@ class LatencyModel:
     the endpoint's (:class:`~aurora_swarm.testing.EndpointBehavior`). The slots are shared by all
     requests in flight on the endpoint, like vLLM's ``--max-num-seqs``; prompts take free slots
     first come, first served, across requests, in arrival order. A request is answered when its
-    last prompt is done. The request overhead is not scaled by ``slowness``.
+    last prompt is done. The request overhead is not scaled by ``slowness``. A prompt keeps its
+    slot until its time is up even when its client has gone away (the fake server never aborts
+    work), and injected faults are answered at once, without taking slots.
 
     The default (all zero) answers at once. ``max_concurrent_seqs=0`` means unlimited slots.
 

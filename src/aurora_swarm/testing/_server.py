@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -108,10 +109,14 @@ class FakeServer:
             self._behavior = behavior
         self._picker = ActionPicker(self._behavior, self.index)
         self._slots = SlotSchedule(self.config.latency.max_concurrent_seqs)
-        self._server = await asyncio.start_server(
+        server = await asyncio.start_server(
             self._on_connect, self.host, self.port, backlog=_BACKLOG
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        if not server.sockets:  # asyncio skips sockets it cannot create, e.g. out of files
+            server.close()
+            raise OSError(errno.EMFILE, "no listening socket could be created")
+        self._server = server
+        self.port = server.sockets[0].getsockname()[1]
         self.alive = True
 
     async def stop(self) -> None:

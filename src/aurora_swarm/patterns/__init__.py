@@ -1,0 +1,86 @@
+"""Patterns that compose: scatter/gather, map, tree reduce, broadcast, blackboard, pipelines.
+
+Every pattern talks to a pool only through the small :class:`Pool` protocol (``size`` and
+``send_all_batched``), so patterns run on any :class:`~aurora_swarm.VLLMPool` or sub-pool, and
+on a pool of the user's own. Each batched step is one call of the pool, which keeps the number
+of HTTP requests close to the number of agents. Patterns return
+:class:`~aurora_swarm.Response` objects in input order, and accept them as input, so the
+output of one feeds the next without glue::
+
+    summaries = await map_gather(pool, papers, "Summarize: {item}")
+    overview = await tree_reduce(pool, None, "Merge:\\n{responses}", fanin=8, items=summaries)
+
+Templates are filled by plain placeholder replacement (:func:`fill_template`), so braces in
+data (JSON, code) are safe. Aggregators (:func:`majority_vote`, :func:`structured_merge`, ...)
+are pure functions over lists of responses.
+"""
+
+from ._base import (
+    DEFAULT_SEPARATOR,
+    Dropped,
+    NoAnswerError,
+    Pool,
+    SliceablePool,
+    TaggedPool,
+    as_text,
+    fill_template,
+    usable,
+)
+from .aggregators import (
+    FailureReport,
+    MergeResult,
+    NumberSummary,
+    VoteResult,
+    best_of,
+    concat,
+    failure_report,
+    first_number,
+    majority_vote,
+    statistics,
+    structured_merge,
+    top_k,
+)
+from .blackboard import Blackboard, BoardSnapshot, BoardState, render_board
+from .broadcast import broadcast, broadcast_and_reduce
+from .pipeline import Stage, StageResult, fan_out_fan_in, run_pipeline
+from .scatter_gather import map_gather, scatter_gather
+from .tree_reduce import ReduceTree, tree_reduce, tree_reduce_tree
+
+__all__ = [
+    "DEFAULT_SEPARATOR",
+    "Blackboard",
+    "BoardSnapshot",
+    "BoardState",
+    "Dropped",
+    "FailureReport",
+    "MergeResult",
+    "NoAnswerError",
+    "NumberSummary",
+    "Pool",
+    "ReduceTree",
+    "SliceablePool",
+    "Stage",
+    "StageResult",
+    "TaggedPool",
+    "VoteResult",
+    "as_text",
+    "best_of",
+    "broadcast",
+    "broadcast_and_reduce",
+    "concat",
+    "failure_report",
+    "fan_out_fan_in",
+    "fill_template",
+    "first_number",
+    "majority_vote",
+    "map_gather",
+    "render_board",
+    "run_pipeline",
+    "scatter_gather",
+    "statistics",
+    "structured_merge",
+    "top_k",
+    "tree_reduce",
+    "tree_reduce_tree",
+    "usable",
+]
