@@ -1,5 +1,6 @@
 """aurora_swarm: drive a swarm of vLLM OpenAI-compatible servers from one script or notebook."""
 
+from ._chat_template import ChatTemplate
 from ._dispatch import Timeouts
 from ._endpoint import AgentEndpoint, Endpoint, Tags
 from ._exceptions import (
@@ -20,6 +21,7 @@ from ._exceptions import (
 from ._health import HealthPolicy
 from ._hostfile import parse_hostfile
 from ._pool import VLLMPool
+from ._prompts import Conversation, Message, Prompt
 from ._response import Response, Usage
 from ._retry import RetryPolicy
 from ._schedule import Chunking
@@ -31,19 +33,23 @@ __all__ = [
     "AgentEndpoint",
     "BadResponseError",
     "BatchError",
+    "ChatTemplate",
     "Chunking",
     "ConfigurationError",
     "ConnectError",
+    "Conversation",
     "Endpoint",
     "EndpointStats",
     "EndpointUnavailable",
     "HTTPStatusError",
     "HealthPolicy",
     "HostfileError",
+    "Message",
     "ModelInfo",
     "OverloadError",
     "PoolClosedError",
     "PoolStats",
+    "Prompt",
     "PromptError",
     "RequestError",
     "RequestTimeout",
