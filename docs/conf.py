@@ -26,7 +26,7 @@ nitpick_ignore_regex = [
     (r"py:class", r"(P|T|_K|ResponseT)"),
     (r"py:class", r"(ExceptionGroup|BaseExceptionGroup)"),
     (r"py:class", r"Tags"),
-    (r"py:class", r"EndpointLike"),
+    (r"py:class", r"(EndpointLike|ChatTemplateSetting|_Unset|ResultHook|Prompt|Conversation|Message)"),
     # The standard library: its inventory is not fetched (builds run offline).
     (r"py:.*", r"(collections\.abc|os|pathlib|asyncio|typing|types|datetime|json)\..*"),
     # Plain-language types in NumPy-style docstrings ("sequence of str", "mapping of int to X").
