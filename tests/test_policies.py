@@ -162,10 +162,10 @@ def test_admit_keeps_slow_endpoint_out_of_the_tail() -> None:
     now = 100.0
     slow = Load(done=100.0, busy=1.0, floor=0.06)   # 100 prompts/s, 60 ms minimum
     # plenty of work left: the slow endpoint takes its chunk
-    assert admit(50, slow, 100.0, 1000.0, pending=5000, backlog=0, now=now) == 50
+    assert admit(50, slow, 100.0, 1000.0, 0.01, pending=5000, backlog=0, now=now) == 50
     # 40 prompts left for a fleet of 1000 prompts/s: drains in 40 ms, sooner than 60 ms here
-    assert admit(10, slow, 100.0, 1000.0, pending=40, backlog=0, now=now) == 0
+    assert admit(10, slow, 100.0, 1000.0, 0.01, pending=40, backlog=0, now=now) == 0
     # in between: a smaller chunk that still finishes in time
-    assert 0 < admit(50, slow, 100.0, 1000.0, pending=200, backlog=0, now=now) < 50
+    assert 0 < admit(50, slow, 100.0, 1000.0, 0.01, pending=200, backlog=0, now=now) < 50
     # unknown speed: no opinion
-    assert admit(50, Load(), None, 1000.0, pending=40, backlog=0, now=now) == 50
+    assert admit(50, Load(), None, 1000.0, 0.01, pending=40, backlog=0, now=now) == 50

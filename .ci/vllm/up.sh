@@ -154,10 +154,21 @@ start_server() { # index
             $EXTRA_ARGS
     ) >"$logf" 2>&1 </dev/null &
     local pid=$!
+    disown "$pid" # no "Killed" job notices from this shell when down.sh stops it
     PIDS[i]=$pid
     echo "$pid" >>"$PIDFILE"
     log "started server $i: pid $pid port $port cpu-bind=$bind log $logf"
 }
+
+alive() { # pid: running and not a zombie
+    local state
+    state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || true
+    [[ -n $state && $state != Z ]]
+}
+
+# A server that is still starting ignores SIGTERM (its EngineCore exits, the API
+# server waits on it), so on failure the grace period before SIGKILL is short.
+stop_all() { AURORA_VLLM_STOP_GRACE=${AURORA_VLLM_STOP_GRACE:-5} bash "$HERE/down.sh" >&2 || true; }
 
 fail() { # message, indices whose logs to show
     local msg=$1 i
@@ -167,13 +178,13 @@ fail() { # message, indices whose logs to show
         echo "----- last lines of $LOG_DIR/server-${PORTS[i]}.log -----" >&2
         grep -v 'is ignored: it is neither' "$LOG_DIR/server-${PORTS[i]}.log" | tail -n 40 >&2 || true
     done
-    bash "$HERE/down.sh" >&2 || true
+    stop_all
     exit 1
 }
 
 on_signal() {
     log "interrupted; stopping servers"
-    bash "$HERE/down.sh" >&2 || true
+    stop_all
     exit 130
 }
 trap on_signal INT TERM
@@ -188,7 +199,7 @@ wait_healthy() { # indices
             port=${PORTS[i]}
             if curl -sf -m 2 -o /dev/null "http://127.0.0.1:$port/health"; then
                 log "server $i (port $port) is healthy after $((SECONDS - t_wait))s"
-            elif ! kill -0 "${PIDS[i]}" 2>/dev/null; then
+            elif ! alive "${PIDS[i]}"; then
                 fail "server $i (port $port, pid ${PIDS[i]}) exited during start-up" "$i"
             else
                 still+=("$i")

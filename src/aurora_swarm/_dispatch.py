@@ -99,7 +99,7 @@ class DispatchSettings:
 
 _SPLIT_STATUSES = frozenset({400, 413, 422})
 _INF = float("inf")
-_MIN_BACKUP_SAVING = 0.01  # seconds a backup request must save to be worth sending
+_MIN_BACKUP_SAVING = 0.05  # seconds a backup request must save to be worth sending
 
 
 @attrs.define(eq=False)
@@ -131,6 +131,7 @@ class BatchJob(Generic[P, K]):
         on_result: ResultHook | None = None,
         split_refused: bool = True,
         backups: bool = True,
+        homes: Sequence[int] | None = None,
     ) -> None:
         self._records = records
         self._payloads = payloads
@@ -147,9 +148,16 @@ class BatchJob(Generic[P, K]):
         self._attempts = [0] * count
         self._carriers = [0] * count  # requests in flight that carry the prompt
         self._last_error: list[RequestError | None] = [None] * count
-        self._pending: dict[K, deque[int]] = {}
-        for index, shape in enumerate(shapes):
-            self._pending.setdefault(shape, deque()).append(index)
+        # Work waits in queues keyed by (request shape, home endpoint). Without prefix affinity
+        # every prompt's home is None: one queue per shape, shared by all endpoints.
+        self._homes = homes
+        self._pending: dict[tuple[K, int | None], deque[int]] = {}
+        if homes is None:
+            for index, shape in enumerate(shapes):
+                self._pending.setdefault((shape, None), deque()).append(index)
+        else:
+            for index in sorted(range(count), key=homes.__getitem__):
+                self._pending.setdefault((shapes[index], homes[index]), deque()).append(index)
         self._pending_count = count
         self._forced: deque[list[int]] = deque()
         self._remaining = count
@@ -158,6 +166,7 @@ class BatchJob(Generic[P, K]):
         self._carried = 0  # prompts in flight in this call
         self._changed = anyio.Event()
         self._fleet_rate = 0.0
+        self._fleet_floor = 0.0
         self._fleet_rate_at = -1.0
         self.trace: list[tuple[int, float, float, int, str]] | None = None
 
@@ -167,8 +176,10 @@ class BatchJob(Generic[P, K]):
         """Dispatch every prompt; return one :class:`Response` per prompt, in input order."""
         if self._remaining:
             async with anyio.create_task_group() as group:
-                for position in range(len(self._records)):
-                    for _ in range(self._settings.chunking.max_in_flight):
+                # Every endpoint's first worker starts before any second one, so a small call
+                # spreads over all endpoints instead of filling the first ones twice.
+                for _ in range(self._settings.chunking.max_in_flight):
+                    for position in range(len(self._records)):
                         group.start_soon(self._worker, position)
         return [r for r in self.results if r is not None]
 
@@ -226,42 +237,60 @@ class BatchJob(Generic[P, K]):
             return self._shapes[chunk[0]], chunk, None
         if not self._pending_count:
             return self._backup_for(position, now) if self._backups else None
-        shape, queue = max(self._pending.items(), key=lambda item: len(item[1]))
+        key, queue = self._queue_for(position)
         chunking = self._settings.chunking
         load = self._records[position].load
         rate = load.rate(now) if chunking.adapt_to_speed else None
         fleet_rate = self._fleet_rate_now(now) if rate is not None else 0.0
         weight = rate / fleet_rate if rate is not None and fleet_rate > 0 else None
         size = chunking.size(total=self._total, endpoints=len(self._records),
-                             pending=len(queue), weight=weight)
+                             pending=self._pending_count, weight=weight)
         if chunking.adapt_to_speed and chunking.chunk_size is None:
-            admitted = admit(size, load, rate, fleet_rate, self._pending_count, self._carried,
-                             now)
-            if admitted == 0 and not self._fastest_for(position, now):
-                return None
-            size = max(1, admitted)
-        chunk = [queue.popleft() for _ in range(min(size, len(queue)))]
+            admitted = admit(size, load, rate, fleet_rate, self._fleet_floor,
+                             self._pending_count, self._carried, now)
+            if admitted == 0:
+                if not self._fastest_for(position, now):
+                    return None  # a faster endpoint will take it
+            else:
+                size = admitted
+        take = queue.popleft if key[1] in (None, position) else queue.pop  # steal from the tail
+        chunk = [take() for _ in range(min(size, len(queue)))]
         self._pending_count -= len(chunk)
         if not queue:
-            del self._pending[shape]
-        return shape, chunk, None
+            del self._pending[key]
+        return key[0], chunk, None
+
+    def _queue_for(self, position: int) -> tuple[tuple[K, int | None], deque[int]]:
+        """This endpoint's own largest queue; with none left, the largest queue of all."""
+        best: tuple[tuple[K, int | None], deque[int]] | None = None
+        for key, queue in self._pending.items():
+            if key[1] in (None, position) and (best is None or len(queue) > len(best[1])):
+                best = (key, queue)
+        if best is None:
+            best = max(self._pending.items(), key=lambda item: len(item[1]))
+        return best
 
     def _fleet_rate_now(self, now: float) -> float:
         """Summed speed of the usable endpoints; one not yet measured counts as the mean."""
         # Summing over a thousand endpoints on every take would cost more than the take itself.
-        if now - self._fleet_rate_at > 0.02:
+        if now - self._fleet_rate_at > 0.02 or self._fleet_rate <= 0:
             known = 0.0
             measured = unmeasured = 0
+            floor = _INF
             for record in self._records:
                 if record.health.benched:
                     continue
-                rate = record.load.rate(now)
+                load = record.load
+                rate = load.rate(now)
                 if rate is None:
                     unmeasured += 1
                 else:
                     known += rate
                     measured += 1
+                    if load.floor is not None and load.floor < floor:
+                        floor = load.floor
             self._fleet_rate = known + (unmeasured * known / measured if measured else 0.0)
+            self._fleet_floor = 0.0 if floor == _INF else floor
             self._fleet_rate_at = now
         return self._fleet_rate
 
@@ -318,7 +347,8 @@ class BatchJob(Generic[P, K]):
         if rate is None:
             fleet_rate = self._fleet_rate_now(now)
             if fleet_rate <= 0:
-                return _INF
+                # Nothing measured yet: having run this long, it may well run as long again.
+                return now + (now - flight.started)
             rate = fleet_rate / len(self._records)
         floor = load.floor if load.floor is not None else (mine.floor or 0.0)
         expected = flight.started + max(floor, len(flight.chunk) / rate)
@@ -368,7 +398,8 @@ class BatchJob(Generic[P, K]):
             if reply is None:
                 record.load.finished(size, 0, 0.0, time.monotonic())
         if self.trace is not None:
-            kind = "backup" if original else ("failed" if reply is None else "chunk")
+            kind = ("backup" if original else "chunk") if reply is not None else (
+                "failed" if error is not None else "called off")
             self.trace.append((position, started, time.monotonic(), size, kind))
         if error is not None:
             counters.failures[error.cause] += 1
@@ -464,8 +495,8 @@ class BatchJob(Generic[P, K]):
         if self.results[index] is not None or self._carriers[index]:
             return  # answered, or another request still carries it
         if exc.retryable and self._attempts[index] < self._settings.retry.max_attempts:
-            shape = self._shapes[index]
-            self._pending.setdefault(shape, deque()).appendleft(index)
+            home = None if self._homes is None else self._homes[index]
+            self._pending.setdefault((self._shapes[index], home), deque()).appendleft(index)
             self._pending_count += 1
             return
         self._fail(index, exc, position)

@@ -31,7 +31,7 @@ from ._prompts import (
 )
 from ._response import Response
 from ._retry import RetryPolicy
-from ._schedule import Chunking
+from ._schedule import Chunking, prefix_homes
 from ._sizing import ContextSizer
 from ._stats import PoolStats
 from ._transport import BatchReply, ModelInfo, Transport
@@ -68,6 +68,7 @@ class _Core:
     formats: FormatResolver
     chat_template: ChatTemplateSetting
     system_prompt: str | None
+    prefix_chars: int
     closed: bool = False
 
 
@@ -121,6 +122,12 @@ class VLLMPool:
     system_prompt:
         A system message put first in every conversation that has none (needs a chat template
         for batched calls; :meth:`post` and :meth:`send_all` always accept it).
+    prefix_affinity:
+        Route batched prompts that start alike to the same endpoints, so each server's prefix
+        cache computes a shared system prompt or rubric once. ``True`` compares the first
+        256 characters (after chat formatting); an int sets that length; ``False`` (default)
+        spreads prompts without regard to their text. Idle endpoints still take others' work,
+        so nothing waits on a busy server.
 
     Examples
     --------
@@ -147,6 +154,7 @@ class VLLMPool:
         strict: bool = False,
         chat_template: ChatTemplateSetting = None,
         system_prompt: str | None = None,
+        prefix_affinity: int | bool = False,
     ) -> None:
         if isinstance(endpoints, str | Endpoint):
             raise ConfigurationError("endpoints must be a list of endpoints, not a single one")
@@ -170,6 +178,7 @@ class VLLMPool:
                               max_connections=max_concurrency)
         sizer = ContextSizer(transport, model)
         FormatResolver.check(chat_template)  # a bad path or template fails here, not later
+        affinity = _affinity_chars(prefix_affinity)
         if system_prompt is not None and not isinstance(system_prompt, str):
             raise ConfigurationError(
                 f"system_prompt must be a str, got {type(system_prompt).__name__}")
@@ -191,6 +200,7 @@ class VLLMPool:
             formats=FormatResolver(transport, sizer),
             chat_template=chat_template,
             system_prompt=system_prompt,
+            prefix_chars=affinity,
         )
         self._endpoints: tuple[Endpoint, ...] = tuple(resolved)
         self._owner = True
@@ -511,6 +521,10 @@ class VLLMPool:
             return self._finish_many([r for r in results if r is not None])
         whole = len(fit) == len(results)
         payloads = plan.prepared.payloads
+        homes = None
+        if self._core.prefix_chars and self.size > 1:
+            sizing = plan.prepared.sizing
+            homes = prefix_homes([sizing[i] for i in fit], self.size, self._core.prefix_chars)
         job: BatchJob[Any, _Shape] = BatchJob(
             [self._core.records[e] for e in self._endpoints],
             payloads if whole else [payloads[i] for i in fit],
@@ -519,6 +533,7 @@ class VLLMPool:
             limiter=self._core.limiter,
             on_result=on_result if whole or on_result is None
             else (lambda k, r: on_result(fit[k], r)),
+            homes=homes,
         )
         answers = await job.run()
         if whole:
@@ -635,6 +650,17 @@ class _Plan:
             else:
                 fit.append(index)
         return fit
+
+
+def _affinity_chars(value: int | bool) -> int:
+    if value is True:
+        return 256
+    if value is False:
+        return 0
+    if not isinstance(value, int) or value < 0:
+        raise ConfigurationError(
+            f"prefix_affinity must be True, False or a number of characters >= 0, got {value!r}")
+    return value
 
 
 def _check_optional_max_tokens(value: object) -> None:

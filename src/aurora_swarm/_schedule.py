@@ -7,8 +7,8 @@ plain numbers, so it can be tested with tables of cases; :mod:`aurora_swarm._dis
 Sizing (guided self-scheduling with factoring): an endpoint takes ``1 / (2 * max_in_flight)`` of
 its speed-weighted share of what is left, so chunks start large (few requests) and shrink toward
 the end (a small, balanced tail). Chunks never go below an eighth of the fair share (which
-bounds the request count: about 7 per endpoint on a uniform fleet) and the first chunk of an
-endpoint whose speed is unknown is such a small "probe" chunk.
+bounds the request count: about 7 per endpoint on a uniform fleet) nor below ``min_chunk``, and
+the first chunk of an endpoint whose speed is unknown is such a small "probe" chunk.
 
 Admission: near the end, a slow endpoint that would finish a chunk after the rest of the fleet
 could drain all remaining work gets a smaller chunk, or none; its prompts go to faster endpoints.
@@ -17,12 +17,14 @@ could drain all remaining work gets a smaller chunk, or none; its prompts go to 
 from __future__ import annotations
 
 import math
+import zlib
+from collections.abc import Sequence
 
 import attrs
 
 from ._exceptions import ConfigurationError
 
-__all__ = ["Chunking"]
+__all__ = ["Chunking", "prefix_homes"]
 
 
 def _optional_positive(_inst: object, attr: attrs.Attribute[int | None], value: int | None) -> None:
@@ -50,19 +52,28 @@ class Chunking:
         Requests one endpoint may have in flight at once. Two keep a server busy while the
         client reads the previous answer.
     adapt_to_speed:
-        Weigh shares by each endpoint's observed throughput and keep slow endpoints from taking
-        work they would finish after everyone else.
+        Weigh shares by each endpoint's observed throughput, keep slow endpoints from taking
+        work they would finish after everyone else, and send backup requests for stragglers.
+    min_chunk:
+        Smallest adaptive chunk (unless an endpoint's share is smaller): a GPU server runs at
+        least this many sequences at once, so smaller requests only cost more requests.
     """
 
     chunk_size: int | None = attrs.field(default=None, validator=_optional_positive)
     max_chunk: int = attrs.field(default=1024, validator=_positive)
     max_in_flight: int = attrs.field(default=2, validator=_positive)
     adapt_to_speed: bool = True
+    min_chunk: int = attrs.field(default=32, validator=_positive)
 
     def floor(self, total: int, endpoints: int) -> int:
-        """Smallest adaptive chunk for a call of ``total`` prompts over ``endpoints``."""
-        share = total / max(1, endpoints)
-        return max(1, min(self.max_chunk, max(math.ceil(share / 8), min(math.ceil(share), 8))))
+        """Smallest adaptive chunk for a call of ``total`` prompts over ``endpoints``.
+
+        An eighth of the fair share, but not below ``min_chunk`` (a server runs at least that
+        many sequences at once, so a smaller request finishes no sooner), and never more than
+        the share itself (a small call sends about one request per endpoint).
+        """
+        share = math.ceil(total / max(1, endpoints))
+        return max(1, min(self.max_chunk, share, max(math.ceil(share / 8), self.min_chunk)))
 
     def size(self, *, total: int, endpoints: int, pending: int, weight: float | None) -> int:
         """Prompts the next chunk should hold.
@@ -128,19 +139,35 @@ class Load:
         return now + max(self.floor or 0.0, (self.backlog + extra) / rate)
 
 
-def admit(size: int, mine: Load, rate: float | None, fleet_rate: float,
+DRAIN_SLACK = 1.5
+
+
+def admit(size: int, mine: Load, rate: float | None, fleet_rate: float, fleet_floor: float,
           pending: int, backlog: int, now: float) -> int:
     """Shrink ``size`` so this endpoint finishes no later than the fleet would drain everything.
 
-    ``fleet_rate`` is the summed rate of every endpoint with a known rate, ``backlog`` the
-    prompts in flight fleet-wide. Returns 0 when even one prompt would finish late here.
+    ``fleet_rate`` is the summed rate of the usable endpoints, ``fleet_floor`` the shortest
+    request latency among them (no request finishes sooner, however small), ``backlog`` the
+    prompts in flight in the call. Returns 0 when even one prompt would finish late here.
     """
     if rate is None or fleet_rate <= 0:
         return size
-    drain = now + (pending + backlog) / fleet_rate
+    # Half again the ideal drain time: endpoints nearly as fast as the best still take work
+    # (their estimates are noisy); only clearly slower ones are held back.
+    drain = now + DRAIN_SLACK * max(fleet_floor, (pending + backlog) / fleet_rate)
     if mine.finish_time(size, now, rate) <= drain:
         return size
     if now + (mine.floor or 0.0) > drain:
         return 0
     fits = math.floor((drain - now) * rate) - mine.backlog
     return max(0, min(size, fits))
+
+
+def prefix_homes(texts: Sequence[str], endpoints: int, chars: int) -> list[int]:
+    """A home endpoint for each prompt: prompts whose first ``chars`` characters agree share one.
+
+    Prompts that start alike (a long system prompt or rubric) then land on the same server,
+    whose prefix cache computes the shared part once. The hash is stable across calls and
+    processes (CRC-32), so a later call with the same prefixes finds them cached too.
+    """
+    return [zlib.crc32(text[:chars].encode("utf-8")) % endpoints for text in texts]

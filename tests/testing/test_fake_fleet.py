@@ -529,6 +529,19 @@ async def test_unlimited_slots_and_request_overhead(client: httpx2.AsyncClient) 
         assert 0.088 <= await timed_completion(client, ep, 100) < 0.4
 
 
+async def test_a_client_that_goes_away_aborts_its_work_and_frees_its_slots() -> None:
+    latency = LatencyModel(prompt_time=0.2, max_concurrent_seqs=1)
+    async with FakeFleet(1, latency=latency) as fleet, httpx2.AsyncClient() as c:
+        ep = fleet.endpoints[0]
+        body = {"prompt": ["a", "b", "c", "d", "e"]}  # five prompts on one slot: a whole second
+        with pytest.raises(httpx2.ReadTimeout):
+            await c.post(ep.base_url + "/completions", json=body, timeout=0.1)
+        await asyncio.sleep(0.05)
+        counters = fleet.counters(0)
+        assert (counters.in_flight, counters.abandoned, counters.choices_returned) == (0, 1, 0)
+        assert 0.19 <= await timed_completion(c, ep, 1) < 0.6  # not after the abandoned second
+
+
 # -- counters, control, hostfile, many endpoints ---------------------------------------------------
 
 

@@ -40,6 +40,9 @@ class EndpointCounters:
         Choices in the answers sent.
     faults : dict
         Injected actions other than ``"ok"``, by action (``"503"``, ``"shuffle"``, ...).
+    abandoned : int
+        Inference requests whose client closed the connection before the answer was ready (the
+        endpoint stops working on them, as vLLM aborts them).
     rejected : int
         Inference requests answered with a 4xx because the request was wrong (unknown model,
         prompt too long, malformed body), not because of a fault.
@@ -60,6 +63,7 @@ class EndpointCounters:
     prompts_received: int
     choices_returned: int
     faults: dict[str, int]
+    abandoned: int
     rejected: int
     in_flight: int
     max_in_flight: int
@@ -90,6 +94,7 @@ class LiveCounters:
     """The mutable counts of one endpoint; :meth:`snapshot` freezes them."""
 
     __slots__ = (
+        "abandoned",
         "add_special_tokens",
         "chat_batch_requests",
         "chat_requests",
@@ -118,6 +123,7 @@ class LiveCounters:
         self.prompts_received = 0
         self.choices_returned = 0
         self.faults: Counter[str] = Counter()
+        self.abandoned = 0
         self.rejected = 0
         self.max_in_flight = self.in_flight
         self.add_special_tokens: Counter[bool | None] = Counter()
@@ -147,6 +153,7 @@ class LiveCounters:
             prompts_received=self.prompts_received,
             choices_returned=self.choices_returned,
             faults=dict(self.faults),
+            abandoned=self.abandoned,
             rejected=self.rejected,
             in_flight=self.in_flight,
             max_in_flight=self.max_in_flight,
@@ -165,6 +172,7 @@ def sum_counters(parts: Iterable[EndpointCounters], max_in_flight: int) -> Endpo
         prompts_received=sum(c.prompts_received for c in items),
         choices_returned=sum(c.choices_returned for c in items),
         faults=_merge(c.faults for c in items),
+        abandoned=sum(c.abandoned for c in items),
         rejected=sum(c.rejected for c in items),
         in_flight=sum(c.in_flight for c in items),
         max_in_flight=max_in_flight,

@@ -13,7 +13,7 @@ from typing import Any
 
 import h11
 
-__all__ = ["Handler", "Reply", "ReplyKind", "serve_connection"]
+__all__ = ["Handler", "Peer", "Reply", "ReplyKind", "serve_connection"]
 
 _CHUNK = 256 * 1024
 _JSON = b"application/json"
@@ -57,8 +57,44 @@ class Reply:
         return cls(status, body, headers=headers)
 
 
-Handler = Callable[[str, str, bytes], Awaitable[Reply]]
-"""``handler(method, path, body) -> Reply``; ``path`` has no query string."""
+class Peer:
+    """The client end of a connection, as a handler sees it while it works on a request."""
+
+    __slots__ = ("_reader", "early")
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+        self.early: list[bytes] = []  # bytes of the next request, sent before this answer
+
+    async def sleep(self, delay: float) -> bool:
+        """Sleep ``delay`` seconds; return ``False`` at once if the client closes the connection.
+
+        vLLM aborts a request whose client went away; a handler that models time uses this to do
+        the same. One read task per call, so it costs nothing when no time is modelled.
+        """
+        loop = asyncio.get_running_loop()
+        end = loop.time() + delay
+        while (remaining := end - loop.time()) > 0:
+            if self._reader.at_eof():
+                return False
+            read = loop.create_task(self._reader.read(_CHUNK))
+            try:
+                await asyncio.wait((read,), timeout=remaining)
+            finally:
+                if not read.done():
+                    read.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await read  # the reader takes one waiter at a time
+            if read.cancelled():
+                continue
+            if read.exception() is not None or not read.result():
+                return False
+            self.early.append(read.result())
+        return True
+
+
+Handler = Callable[[str, str, bytes, Peer], Awaitable[Reply]]
+"""``handler(method, path, body, peer) -> Reply``; ``path`` has no query string."""
 
 DROP = Reply(kind=ReplyKind.DROP)
 HANG = Reply(kind=ReplyKind.HANG)
@@ -70,12 +106,13 @@ async def serve_connection(
 ) -> None:
     """Serve requests on one connection until it closes; never raises a network error."""
     conn = h11.Connection(h11.SERVER)
+    peer = Peer(reader)
     try:
         while True:
             request = await _receive(conn, reader)
             if request is None:
                 return
-            reply = await handler(*request)
+            reply = await handler(*request, peer)
             if reply.kind is not ReplyKind.ANSWER:
                 if reply.kind is ReplyKind.HANG:
                     await _until_eof(reader)
@@ -85,6 +122,9 @@ async def serve_connection(
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
+            if peer.early:
+                conn.receive_data(b"".join(peer.early))
+                peer.early.clear()
     except h11.RemoteProtocolError as exc:
         _answer_protocol_error(conn, writer, exc)
     except (ConnectionError, h11.LocalProtocolError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from collections.abc import Sequence
 
@@ -84,8 +85,9 @@ class SlotSchedule:
     """The sequence slots of one endpoint, as a heap of the times each slot becomes free.
 
     Booking a request costs ``O(n log S)`` arithmetic for ``n`` prompts on ``S`` slots and no task:
-    the caller sleeps once, until the time :meth:`book` returns. Slots booked by a request whose
-    client went away stay booked (the fake server does not abort work).
+    the caller sleeps once, until the time :meth:`book` returns. A request whose client goes away
+    gives back the slot time it has not used yet (:meth:`release`) to requests that arrive later;
+    requests booked already keep their times.
     """
 
     __slots__ = ("_free",)
@@ -93,7 +95,9 @@ class SlotSchedule:
     def __init__(self, slots: int) -> None:
         self._free: list[float] | None = [0.0] * slots if slots > 0 else None
 
-    def book(self, ready: float, services: Sequence[float]) -> float:
+    def book(
+        self, ready: float, services: Sequence[float], booked: list[tuple[float, float]]
+    ) -> float:
         """Give each service a slot from ``ready`` on, first come first served.
 
         Parameters
@@ -102,6 +106,8 @@ class SlotSchedule:
             When the prompts may start (the request's arrival plus its overhead), in loop time.
         services : Sequence of float
             Each prompt's service time, in seconds.
+        booked : list
+            Receives ``(slot free before, slot free after)`` per prompt, for :meth:`release`.
 
         Returns
         -------
@@ -113,9 +119,24 @@ class SlotSchedule:
             return ready + max(services, default=0.0)
         last = ready
         for service in services:
-            start = free[0] if free[0] > ready else ready
-            end = start + service
+            before = free[0]
+            end = (before if before > ready else ready) + service
             heapq.heapreplace(free, end)
+            booked.append((before, end))
             if end > last:
                 last = end
         return last
+
+    def release(self, booked: Sequence[tuple[float, float]], now: float) -> None:
+        """Give back what is left at ``now`` of the slot time :meth:`book` booked."""
+        free = self._free
+        if free is None:
+            return
+        changed = False
+        for before, end in reversed(booked):  # undo the request's own chain of slots last first
+            if end > now:
+                with contextlib.suppress(ValueError):  # the heap is a multiset of free times
+                    free[free.index(end)] = before if before > now else now
+                    changed = True
+        if changed:
+            heapq.heapify(free)

@@ -11,7 +11,7 @@ from typing import Any
 from ._answers import chat_token_ids, prompt_token_ids
 from ._behavior import ActionPicker, EndpointBehavior, is_status_action
 from ._counters import FleetGauge, LiveCounters
-from ._http import CLOSED, DROP, HANG, Reply, serve_connection
+from ._http import CLOSED, DROP, HANG, Peer, Reply, serve_connection
 from ._latency import LatencyModel, SlotSchedule
 from ._protocol import (
     Answers,
@@ -41,7 +41,7 @@ _NOT_ALLOWED = Reply.json({"detail": "Method Not Allowed"}, status=405)
 _HEALTHY = Reply(200, b"", content_type=b"text/plain")
 _BAD_JSON = b'{"id":"cmpl-broken","object":"text_completion","choices":[{"index":0,"te'
 _BACKLOG = 1024
-_Route = Callable[[bytes], Coroutine[Any, Any, Reply]]
+_Route = Callable[[bytes, Peer], Coroutine[Any, Any, Reply]]
 
 
 class ServerConfig:
@@ -155,7 +155,7 @@ class FakeServer:
         finally:
             del self._connections[task]
 
-    async def handle(self, method: str, path: str, body: bytes) -> Reply:
+    async def handle(self, method: str, path: str, body: bytes, peer: Peer) -> Reply:
         """Answer one request."""
         routes = self.counters.routes
         if method == "GET" and path in _GET_ROUTES:
@@ -170,7 +170,7 @@ class FakeServer:
             if path == CHAT_BATCH and not self.config.chat_batch:
                 return _NOT_FOUND
             try:
-                return await self._routes[path](body)
+                return await self._routes[path](body, peer)
             except Exception:  # a bug in the fake server: show it to the client, keep serving
                 return Reply.json(error_body(traceback.format_exc(), 500), status=500)
         if path in _GET_ROUTES or path in _POST_ROUTES:
@@ -179,25 +179,26 @@ class FakeServer:
         routes["other"] += 1
         return _NOT_FOUND
 
-    async def _completions(self, body: bytes) -> Reply:
+    async def _completions(self, body: bytes, peer: Peer) -> Reply:
         self.counters.completion_requests += 1
-        return await self._infer(body, prompts_of, answer_prompts, completion_body)
+        return await self._infer(body, peer, prompts_of, answer_prompts, completion_body)
 
-    async def _chat(self, body: bytes) -> Reply:
+    async def _chat(self, body: bytes, peer: Peer) -> Reply:
         self.counters.chat_requests += 1
 
         def one(doc: dict[str, Any]) -> list[list[dict[str, Any]]]:
             return [messages_of(doc.get("messages"))]
 
-        return await self._infer(body, one, answer_chats, chat_body)
+        return await self._infer(body, peer, one, answer_chats, chat_body)
 
-    async def _chat_batch(self, body: bytes) -> Reply:
+    async def _chat_batch(self, body: bytes, peer: Peer) -> Reply:
         self.counters.chat_batch_requests += 1
-        return await self._infer(body, conversations_of, answer_chats, chat_body)
+        return await self._infer(body, peer, conversations_of, answer_chats, chat_body)
 
     async def _infer(
         self,
         body: bytes,
+        peer: Peer,
         items_of: Callable[[dict[str, Any]], list[Any]],
         answer: Callable[[dict[str, Any], list[Any], int], Answers],
         render: Callable[[str, Answers, list[int]], dict[str, Any]],
@@ -230,7 +231,9 @@ class FakeServer:
                 return Reply.json(
                     error_body(error.message, error.status, error.param), error.status
                 )
-            await self._serve_time(answers.completion_tokens)
+            if not await self._serve_time(answers.completion_tokens, peer):
+                counters.abandoned += 1
+                return CLOSED
             order = self._order(action, len(items))
             counters.choices_returned += len(order)
             return Reply.json(render(self.config.model, answers, order))
@@ -273,26 +276,30 @@ class FakeServer:
                 order.append(order[0])
         return order
 
-    async def _serve_time(self, completion_tokens: list[int]) -> None:
+    async def _serve_time(self, completion_tokens: list[int], peer: Peer) -> bool:
+        """Wait as the latency model says; ``False`` if the client left first (work aborted)."""
         latency = self.config.latency
         if latency.is_instant:
-            return
+            return True
         loop = asyncio.get_running_loop()
         ready = loop.time() + latency.request_overhead
         slowness = self._behavior.slowness
+        booked: list[tuple[float, float]] = []
         if latency.token_time:
             services = [latency.service_time(c, slowness) for c in completion_tokens]
-            done = self._slots.book(ready, services)
+            done = self._slots.book(ready, services, booked)
         elif latency.prompt_time:
             service = latency.prompt_time * slowness
-            done = self._slots.book(ready, [service] * len(completion_tokens))
+            done = self._slots.book(ready, [service] * len(completion_tokens), booked)
         else:
             done = ready
         delay = done - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        if delay > 0 and not await peer.sleep(delay):
+            self._slots.release(booked, loop.time())
+            return False
+        return True
 
-    async def _tokenize(self, body: bytes) -> Reply:
+    async def _tokenize(self, body: bytes, _peer: Peer) -> Reply:
         try:
             doc = parse_body(body)
             check_model(doc, self.config.model)
