@@ -163,8 +163,12 @@ def test_admit_keeps_slow_endpoint_out_of_the_tail() -> None:
     slow = Load(done=100.0, busy=1.0, floor=0.06)   # 100 prompts/s, 60 ms minimum
     # plenty of work left: the slow endpoint takes its chunk
     assert admit(50, slow, 100.0, 1000.0, 0.01, pending=5000, backlog=0, now=now) == 50
-    # 40 prompts left for a fleet of 1000 prompts/s: drains in 40 ms, sooner than 60 ms here
-    assert admit(10, slow, 100.0, 1000.0, 0.01, pending=40, backlog=0, now=now) == 0
+    # 20 prompts left for a fleet of 1000 prompts/s: drains in 20 ms (30 ms with the slack),
+    # sooner than the 60 ms this endpoint needs for even one prompt
+    assert admit(10, slow, 100.0, 1000.0, 0.01, pending=20, backlog=0, now=now) == 0
+    # an endpoint about as fast as the fleet's best is not held back by noise
+    peer = Load(done=1000.0, busy=1.0, floor=0.012)
+    assert admit(10, peer, 1000.0, 8000.0, 0.01, pending=16, backlog=0, now=now) == 10
     # in between: a smaller chunk that still finishes in time
     assert 0 < admit(50, slow, 100.0, 1000.0, 0.01, pending=200, backlog=0, now=now) < 50
     # unknown speed: no opinion

