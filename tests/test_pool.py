@@ -224,7 +224,7 @@ async def test_non_string_prompt_names_its_index(pool: VLLMPool, fleet: FakeFlee
     assert info.value.index == 2
     with pytest.raises(PromptError, match="prompt 1: must be a str, got NoneType"):
         await pool.post_batch(0, ["a", None])  # type: ignore[list-item]
-    with pytest.raises(PromptError, match="must be a str or a non-empty list .* got bytes"):
+    with pytest.raises(PromptError, match=r"must be a str or a non-empty list .* got bytes"):
         await pool.post(0, b"raw")  # type: ignore[arg-type]
     with pytest.raises(PromptError, match="not one string"):
         await pool.send_all("abc")

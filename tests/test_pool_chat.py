@@ -107,7 +107,7 @@ def test_bad_chat_template_setting_fails_at_construction(tmp_path: Path) -> None
 
 async def test_conversation_without_template_is_refused_with_advice(fleet: FakeFleet) -> None:
     async with VLLMPool(fleet.endpoints, model=MODEL) as pool:
-        with pytest.raises(PromptError, match="prompt 1: is a conversation.*chat_template="):
+        with pytest.raises(PromptError, match=r"prompt 1: is a conversation.*chat_template="):
             await pool.send_all_batched(["a", [{"role": "user", "content": "b"}]])
         with pytest.raises(ConfigurationError, match="system_prompt needs a chat template"):
             await pool.send_all_batched(["a"], system_prompt="be nice")
@@ -120,7 +120,7 @@ async def test_template_error_names_the_prompt(fleet: FakeFleet) -> None:
     strict = ("{% for m in messages %}{% if m['role'] == 'system' %}"
               "{{ raise_exception('no system role') }}{% endif %}{{ m['content'] }}{% endfor %}")
     async with VLLMPool(fleet.endpoints, model=MODEL, chat_template=strict) as pool:
-        with pytest.raises(PromptError, match="prompt 1: chat template .*no system role"):
+        with pytest.raises(PromptError, match=r"prompt 1: chat template .*no system role"):
             await pool.send_all_batched(
                 ["fine", [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]])
 

@@ -351,7 +351,8 @@ class MicroBatcher:
             When ``prompt`` is not a string.
         """
         if self._state is not _State.OPEN:
-            hint = "enter it with `async with`" if self._state is _State.UNOPENED else "make a new one"
+            unopened = self._state is _State.UNOPENED
+            hint = "enter it with `async with`" if unopened else "make a new one"
             raise PoolClosedError(f"this MicroBatcher is {self._state.value}; {hint}")
         if not isinstance(prompt, str):
             raise PromptError(None, f"submit() takes a str prompt, got {type(prompt).__name__}")
