@@ -1,0 +1,172 @@
+"""VLLMPool against real vLLM servers (CPU build, a tiny random-weight model).
+
+A random model's text is noise, so these tests check structure, counts, order and failure
+handling, not wording. Order is checked with vLLM's ``echo`` option: each answer then starts
+with the prompt it answers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import anyio
+import httpx2
+import pytest
+
+from aurora_swarm import ChatTemplate, Endpoint, PromptError, VLLMPool
+from aurora_swarm.patterns.scatter_gather import map_gather, scatter_gather
+from aurora_swarm.patterns.tree_reduce import tree_reduce_tree
+
+from .conftest import MODEL, PIDFILE
+
+ECHO = {"echo": True, "temperature": 0.0}
+
+
+def words(i: int) -> str:
+    return f"item {i} says hello to the swarm number {i * 7 % 13}"
+
+
+async def test_post_is_a_chat_completion(pool: VLLMPool) -> None:
+    response = await pool.post(0, "Hello there")
+    assert response.success, response.error
+    assert isinstance(response.text, str)
+    assert response.finish_reason in ("stop", "length")
+    assert response.usage is not None and response.usage.prompt_tokens > 0
+    assert pool.stats().requests == 1
+
+
+async def test_post_batch_is_one_request_with_choices_by_index(endpoints: list[Endpoint]) -> None:
+    async with VLLMPool(endpoints, model=MODEL, max_tokens=4, sampling=ECHO) as pool:
+        prompts = [words(i) for i in range(64)]
+        out = await pool.post_batch(1, prompts)
+        assert pool.stats().requests == 1
+    assert all(r.success for r in out)
+    for prompt, response in zip(prompts, out, strict=True):
+        assert response.text.startswith(prompt)
+
+
+async def test_send_all_batched_keeps_order_over_both_servers(endpoints: list[Endpoint]) -> None:
+    async with VLLMPool(endpoints, model=MODEL, max_tokens=4, sampling=ECHO) as pool:
+        prompts = [words(i) for i in range(600)]
+        out = await pool.send_all_batched(prompts)
+        stats = pool.stats()
+    assert all(r.success for r in out)
+    for prompt, response in zip(prompts, out, strict=True):
+        assert response.text.startswith(prompt)
+    assert {r.agent_index for r in out} == set(range(len(endpoints)))
+    assert stats.requests <= 8 * len(endpoints)
+
+
+async def test_max_tokens_sized_from_models(pool: VLLMPool, endpoints: list[Endpoint]) -> None:
+    info = await pool.model_info()
+    assert info is not None and info.id == MODEL and info.max_model_len == 2048
+    url = endpoints[0].url + "/tokenize"
+    async with httpx2.AsyncClient(timeout=30) as http:
+        async def count(text: str) -> int:
+            reply = await http.post(url, json={"model": MODEL, "prompt": text})
+            return int(reply.json()["count"])
+
+        per_word = (await count("swarm " * 101) - await count("swarm " * 1)) / 100
+        near = "swarm " * int((2048 - 20) / per_word)  # leaves about 20 tokens for the answer
+        room = 2048 - await count(near)
+    assert 0 < room < 64
+    async with VLLMPool(endpoints, model=MODEL, max_tokens=64,
+                        sampling={"temperature": 0.0, "ignore_eos": True}) as big:
+        out = await big.post_batch(0, [near])
+        assert out[0].success, out[0].error
+        assert big.stats().completion_tokens == room  # sized to the room left, not the cap
+        too_long = await big.send_all_batched(["fine", "swarm " * 3000])
+    assert too_long[0].success
+    assert not too_long[1].success and isinstance(too_long[1].exception, PromptError)
+    assert "model's context is 2048 tokens" in (too_long[1].error or "")
+
+
+async def test_patterns_on_real_servers(pool: VLLMPool) -> None:
+    answers = await scatter_gather(pool, [words(i) for i in range(40)])
+    assert len(answers) == 40 and all(a.success for a in answers)
+    mapped = await map_gather(pool, ["alpha", "beta", "gamma"], "Describe {item}.")
+    assert all(a.success for a in mapped)
+    tree = await tree_reduce_tree(pool, "Think about {item}.", "Merge:\n{responses}", fanin=4,
+                                  items=[f"topic {i}" for i in range(16)], max_tokens=4,
+                                  reduce_max_tokens=4)
+    assert [len(level) for level in tree.levels] == [16, 4, 1]
+    assert tree.root.success
+
+
+async def test_client_rendered_template_tokenizes_like_the_server_chat_path(
+    endpoints: list[Endpoint],
+) -> None:
+    """Token ids of our rendered text equal the ids vLLM computes for the conversation."""
+    async with VLLMPool(endpoints, model=MODEL) as pool:
+        info = await pool.model_info()
+    assert info is not None and info.root is not None
+    template = ChatTemplate.from_model_dir(info.root)
+    conversations = [
+        [{"role": "user", "content": "Hello, swarm!"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why?"}],
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+         {"role": "user", "content": "c {json: [1, 2]}"}],
+    ]
+    url = endpoints[0].url + "/tokenize"
+    async with httpx2.AsyncClient(timeout=30) as http:
+        for conversation in conversations:
+            server = (await http.post(url, json={
+                "model": MODEL, "messages": conversation, "add_generation_prompt": True,
+            })).json()["tokens"]
+            text = template.render(conversation)
+            assert template.starts_with_bos(text)
+            ours = (await http.post(url, json={
+                "model": MODEL, "prompt": text, "add_special_tokens": False,
+            })).json()["tokens"]
+            assert ours == server, (text, ours, server)
+
+
+async def test_chat_formatting_modes_on_real_servers(endpoints: list[Endpoint]) -> None:
+    conversations = [[{"role": "user", "content": f"question {i}"}] for i in range(20)]
+    async with VLLMPool(endpoints, model=MODEL, max_tokens=4, chat_template="auto") as pool:
+        auto = await pool.send_all_batched(conversations)
+    async with VLLMPool(endpoints, model=MODEL, max_tokens=4, chat_template="server") as pool:
+        server = await pool.send_all_batched(conversations)
+        assert pool.stats().requests <= 4 * len(endpoints)
+    async with VLLMPool(endpoints, model=MODEL, max_tokens=4) as pool:
+        info = await pool.model_info()
+        assert info is not None and info.root is not None
+        client = await pool.send_all_batched(conversations, chat_template=info.root)
+    for out in (auto, server, client):
+        assert all(r.success for r in out), [r.error for r in out if not r.success][:3]
+
+
+async def test_a_server_killed_mid_run_loses_no_prompt(endpoints: list[Endpoint]) -> None:
+    """SIGKILL one of the two servers while a few thousand prompts are in flight.
+
+    Runs last in this file: the killed server stays down.
+    """
+    if PIDFILE is None or len(endpoints) < 2:
+        pytest.skip("needs AURORA_SWARM_VLLM_PIDFILE and two servers")
+    with open(PIDFILE, encoding="utf-8") as handle:
+        victim = int(handle.read().split()[1])  # the second server, in hostfile order
+    prompts = [words(i) for i in range(3000)]
+    async with VLLMPool(endpoints, model=MODEL, max_tokens=4, sampling=ECHO,
+                        timeout=60.0) as pool:
+        killed_at: list[float] = []
+
+        async def kill_when_busy() -> None:
+            while pool.stats().endpoints[1].requests == 0:
+                await anyio.sleep(0.05)
+            await anyio.sleep(0.5)
+            os.killpg(victim, signal.SIGKILL)
+            killed_at.append(time.monotonic())
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(kill_when_busy)
+            out = await pool.send_all_batched(prompts)
+            group.cancel_scope.cancel()
+        stats = pool.stats()
+    assert killed_at, "the server was not killed while the call ran"
+    failed = [(i, r.error) for i, r in enumerate(out) if not r.success]
+    assert not failed, failed[:3]
+    for prompt, response in zip(prompts, out, strict=True):
+        assert response.text.startswith(prompt)
+    assert stats.endpoints[1].failures, "the killed server's failures were not seen"
