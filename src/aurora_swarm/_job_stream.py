@@ -58,7 +58,8 @@ class ResultStream:
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._group is not None and self._receive is not None
+        assert self._group is not None
+        assert self._receive is not None
         self._group.cancel_scope.cancel()
         # The producer keeps its errors to itself, so the group has none to add: an error in
         # the ``async with`` body leaves unwrapped, not inside an exception group.

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from aurora_swarm import Chunking, ConfigurationError, Response, VLLMPool
+from aurora_swarm import BatchError, Chunking, ConfigurationError, Response, VLLMPool
 from aurora_swarm.patterns import NoAnswerError, ReduceTree, tree_reduce, tree_reduce_tree
 from aurora_swarm.testing import EndpointBehavior, FakeFleet, LatencyModel
 
@@ -58,42 +58,30 @@ async def run_256(pool: VLLMPool, fleet: FakeFleet) -> tuple[ReduceTree, Countin
     return tree, counting
 
 
-async def test_256_items_fanin_8_fits_32_requests_with_chunked_pool() -> None:
-    chunking = Chunking(chunk_size=64)
-    async with FakeFleet(4, model=MODEL, max_model_len=LONG_CONTEXT) as fleet:
+VLLM_LIKE = LatencyModel(request_overhead=0.005, prompt_time=0.002, max_concurrent_seqs=32)
+
+
+@pytest.mark.parametrize(
+    ("latency", "chunking"),
+    [
+        (None, None),
+        (VLLM_LIKE, None),
+        (None, Chunking(chunk_size=64)),
+    ],
+    ids=["instant", "vllm-like", "chunk-64"],
+)
+async def test_256_items_fanin_8_on_4_endpoints_within_32_requests(
+    latency: LatencyModel | None, chunking: Chunking | None
+) -> None:
+    async with FakeFleet(4, model=MODEL, max_model_len=LONG_CONTEXT, latency=latency) as fleet:
         async with open_pool(fleet.endpoints, chunking=chunking) as pool:
             tree, counting = await run_256(pool, fleet)
             stats = pool.stats()
     assert [len(level) for level in tree.levels] == [256, 32, 4, 1]
     assert [prompts for prompts, _ in counting.calls] == [256, 32, 4, 1]  # one call per level
-    assert fleet.total_requests() <= 32
+    assert fleet.total_requests() <= 32, counting.calls  # one request per prompt would be 293
     assert stats.requests <= 32
     check_every_leaf_reaches_the_root(tree, ITEMS)
-
-
-async def test_256_items_default_chunking_batches_every_level(fleet: FakeFleet) -> None:
-    async with open_pool(fleet.endpoints) as pool:
-        tree, counting = await run_256(pool, fleet)
-        stats = pool.stats()
-    assert [prompts for prompts, _ in counting.calls] == [256, 32, 4, 1]
-    assert stats.requests == fleet.total_requests()
-    assert fleet.total_requests() < 293 // 4  # far from one request per prompt
-    assert counting.calls[0][1] <= 32  # the leaves' 256 prompts, batched
-    check_every_leaf_reaches_the_root(tree, ITEMS)
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="default Chunking: ~26 requests for the leaves and several chunks per endpoint "
-    "for the 32/4-prompt supervisor levels (pool chunk policy in _schedule.py)",
-)
-async def test_256_items_default_chunking_within_32_requests() -> None:
-    latency = LatencyModel(request_overhead=0.005, prompt_time=0.002, max_concurrent_seqs=32)
-    async with FakeFleet(4, model=MODEL, max_model_len=LONG_CONTEXT, latency=latency) as fleet:
-        async with open_pool(fleet.endpoints) as pool:
-            tree, counting = await run_256(pool, fleet)
-    assert tree.success
-    assert fleet.total_requests() <= 32, counting.calls
 
 
 async def test_without_batching_it_is_one_request_per_prompt(fleet: FakeFleet) -> None:
@@ -234,3 +222,10 @@ async def test_bad_arguments_raise_at_once(
     with pytest.raises(ConfigurationError, match=message.replace("{", r"\{").replace("}", r"\}")):
         await tree_reduce(pool, *args, **kwargs)  # type: ignore[arg-type]
     assert pool.calls == []
+
+
+async def test_a_strict_pool_raises_instead() -> None:
+    async with FakeFleet(1, model=MODEL, behaviors=[EndpointBehavior(die_after=0)]) as fleet:
+        async with open_pool(fleet.endpoints, strict=True) as pool:
+            with pytest.raises(BatchError):
+                await tree_reduce(pool, LEAF, REDUCE, items=["a", "b"])

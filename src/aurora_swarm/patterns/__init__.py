@@ -10,6 +10,10 @@ output of one feeds the next without glue::
     summaries = await map_gather(pool, papers, "Summarize: {item}")
     overview = await tree_reduce(pool, None, "Merge:\\n{responses}", fanin=8, items=summaries)
 
+Failures are data: a failed or empty answer is left out of a merge and recorded (see
+:attr:`ReduceTree.dropped`), never lost silently. On a pool made with ``strict=True`` the pool
+itself raises :class:`~aurora_swarm.BatchError` instead, and so does the pattern.
+
 Templates are filled by plain placeholder replacement (:func:`fill_template`), so braces in
 data (JSON, code) are safe. Aggregators (:func:`majority_vote`, :func:`structured_merge`, ...)
 are pure functions over lists of responses.

@@ -48,6 +48,7 @@ class Pool(Protocol):
     ...     size = 1
     ...     async def send_all_batched(self, prompts, max_tokens=None):
     ...         return [Response(success=True, text=p.upper()) for p in prompts]
+    >>> from aurora_swarm.patterns import Pool
     >>> isinstance(Upper(), Pool)
     True
     >>> from aurora_swarm.patterns import map_gather
@@ -121,6 +122,8 @@ def usable(response: Response) -> bool:
 
     Examples
     --------
+    >>> from aurora_swarm import Response
+    >>> from aurora_swarm.patterns import usable
     >>> usable(Response(success=True, text="42")), usable(Response(success=True, text=" "))
     (True, False)
     """
@@ -137,6 +140,8 @@ def as_text(value: object) -> str:
 
     Examples
     --------
+    >>> from aurora_swarm import Response
+    >>> from aurora_swarm.patterns import as_text
     >>> as_text("x"), as_text(Response(success=True, text="y")), as_text(3)
     ('x', 'y', '3')
     """
@@ -150,12 +155,13 @@ def as_text(value: object) -> str:
 def fill_template(template: str, /, **values: object) -> str:
     """Replace each ``{name}`` placeholder of ``template`` with ``values[name]``.
 
-    Plain replacement in one pass, not :meth:`str.format`: other braces (JSON, code, set
+    Plain replacement in one pass, not ``str.format``: other braces (JSON, code, set
     notation) are left as they are, and a value that itself contains ``{name}`` is not filled
     again. Values go through :func:`as_text`.
 
     Examples
     --------
+    >>> from aurora_swarm.patterns import fill_template
     >>> fill_template('Parse {item} as {"json": true}', item='{"a": [1]}')
     'Parse {"a": [1]} as {"json": true}'
     >>> fill_template("{x} and {y}", x="{y}", y="1")

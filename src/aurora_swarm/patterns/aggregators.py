@@ -97,6 +97,7 @@ def majority_vote(
     Examples
     --------
     >>> from aurora_swarm import Response
+    >>> from aurora_swarm.patterns import majority_vote
     >>> votes = [Response(success=True, text=t) for t in ["yes", "no ", "yes"]]
     >>> result = majority_vote(votes)
     >>> result.winner, result.count, result.total, round(result.share, 2)
@@ -124,6 +125,7 @@ def concat(responses: Sequence[Response], separator: str = "\n") -> str:
     Examples
     --------
     >>> from aurora_swarm import Response
+    >>> from aurora_swarm.patterns import concat
     >>> concat([Response(success=True, text="a"), Response(success=False),
     ...         Response(success=True, text="b")], separator=", ")
     'a, b'
@@ -139,6 +141,7 @@ def best_of(responses: Sequence[Response], score: Score) -> Response | None:
     Examples
     --------
     >>> from aurora_swarm import Response
+    >>> from aurora_swarm.patterns import best_of
     >>> answers = [Response(success=True, text=t) for t in ["short", "much longer", "mid"]]
     >>> best_of(answers, score=lambda r: len(r.text)).text
     'much longer'
@@ -160,6 +163,7 @@ def top_k(responses: Sequence[Response], k: int, score: Score) -> list[Response]
     Examples
     --------
     >>> from aurora_swarm import Response
+    >>> from aurora_swarm.patterns import top_k
     >>> answers = [Response(success=True, text=t) for t in ["3", "9", "5", "9"]]
     >>> [r.text for r in top_k(answers, 3, score=lambda r: float(r.text))]
     ['9', '9', '5']
@@ -242,6 +246,7 @@ def structured_merge(responses: Sequence[Response]) -> MergeResult:
     Examples
     --------
     >>> from aurora_swarm import Response
+    >>> from aurora_swarm.patterns import structured_merge
     >>> answers = [Response(success=True, text=t) for t in
     ...            ['{"genes": ["A"], "n": 1}', '```json\\n{"genes": ["B"], "n": 2}\\n```', "nope"]]
     >>> result = structured_merge(answers)
@@ -309,6 +314,7 @@ def first_number(text: str) -> float | None:
 
     Examples
     --------
+    >>> from aurora_swarm.patterns import first_number
     >>> first_number("About -1.5e3 cells"), first_number("none")
     (-1500.0, None)
     """
@@ -332,6 +338,7 @@ def statistics(
     Examples
     --------
     >>> from aurora_swarm import Response
+    >>> from aurora_swarm.patterns import statistics
     >>> answers = [Response(success=True, text=t) for t in ["4", "about 6 K", "n/a", "8.0"]]
     >>> s = statistics(answers)
     >>> s.count, s.mean, s.median, s.min, s.max, s.rejected
@@ -422,6 +429,7 @@ def failure_report(responses: Sequence[Response]) -> FailureReport:
     Examples
     --------
     >>> from aurora_swarm import HTTPStatusError, Response
+    >>> from aurora_swarm.patterns import failure_report
     >>> answers = [Response(success=True, text="ok"), Response(success=True, text=""),
     ...            Response.failure(HTTPStatusError(503, "busy"))]
     >>> report = failure_report(answers)

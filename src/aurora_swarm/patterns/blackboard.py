@@ -31,11 +31,11 @@ __all__ = [
 ]
 
 BoardState = dict[str, list[str]]
-"""The board: each section's entries, oldest first."""
+"""The board, as each section's entries, oldest first."""
 PromptFn = Callable[[str, BoardState], str]
 """``prompt_fn(role, board) -> prompt`` for the agents of ``role``."""
 ConvergenceFn = Callable[[BoardState], bool]
-"""``convergence_fn(board) -> bool``: true stops the rounds."""
+"""``convergence_fn(board) -> bool``, true to stop the rounds."""
 
 _RESERVED = frozenset({"board", "round"})
 
@@ -72,6 +72,7 @@ def render_board(board: Mapping[str, Sequence[str]], separator: str = DEFAULT_SE
 
     Examples
     --------
+    >>> from aurora_swarm.patterns import render_board
     >>> print(render_board({"ideas": ["a", "b"], "critiques": []}, separator=" | "))
     ideas:
     a | b
@@ -124,7 +125,7 @@ class Blackboard:
     def __init__(
         self,
         sections: Sequence[str],
-        prompt_fn: PromptFn | Mapping[str, str],
+        prompt_fn: Callable[[str, BoardState], str] | Mapping[str, str],
         *,
         role_key: str = "role",
         max_tokens: int | None = None,
@@ -203,7 +204,7 @@ class Blackboard:
         self,
         pool: Pool,
         max_rounds: int = 10,
-        convergence_fn: ConvergenceFn | None = None,
+        convergence_fn: Callable[[BoardState], bool] | None = None,
         *,
         roles: Mapping[str, Pool] | None = None,
     ) -> BoardState:

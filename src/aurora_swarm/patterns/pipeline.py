@@ -75,6 +75,7 @@ class Stage:
 
     Examples
     --------
+    >>> from aurora_swarm.patterns import Stage
     >>> Stage("draft", "Write a title for: {input}", n_agents=4).n_agents
     4
     """

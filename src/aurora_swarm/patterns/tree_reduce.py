@@ -98,12 +98,11 @@ class ReduceTree:
         The path reaches the top level when the leaf's answer made it into the root.
         """
         path = [(0, leaf)]
-        index: int | None = leaf
         for level in range(len(self.levels) - 1):
-            index = self.parent(level, path[-1][1])
-            if index is None:
+            above = self.parent(level, path[-1][1])
+            if above is None:
                 break
-            path.append((level + 1, index))
+            path.append((level + 1, above))
         return path
 
 

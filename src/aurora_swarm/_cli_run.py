@@ -1,0 +1,284 @@
+"""``aurora-swarm run``: a resumable batch job from a prompts file to a results file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import time
+from typing import Any, TextIO
+
+import anyio
+
+from ._exceptions import ConfigurationError, EndpointUnavailable, SwarmError
+from ._hostfile import parse_hostfile
+from ._job_input import JSONL_KEYS, PromptFile
+from ._jobs import JobProgress, JobSummary, run_job
+from ._pool import VLLMPool
+
+__all__ = ["add_parser", "main"]
+
+EXIT_FAILED_ITEMS = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+_DESCRIPTION = """\
+Send every prompt of PROMPTS to the fleet listed in a hostfile and append one JSON line per
+prompt to the results file. Rerun the same command after a crash (even kill -9) or an
+interruption: prompts already in the results file are skipped, the rest are sent, and no id is
+written twice. Prompts that failed are sent again by a rerun (--no-retry-failed keeps them).
+
+PROMPTS is a text file (one prompt a line; blank lines are skipped; the id is the line number)
+or a JSONL file (*.jsonl, *.ndjson, *.json, or --format jsonl), one object a line with keys:
+""" + "\n".join(f"  {key:<13} {meaning}" for key, meaning in JSONL_KEYS.items())
+
+_EPILOG = """\
+Each results line holds: id, index (0-based input position), success, text, finish_reason,
+usage, endpoint, attempts, latency, error, cause (and meta when given). Lines appear in the
+order prompts settle; sort by index for input order.
+
+exit status: 0 every prompt answered; 1 some prompts failed (they are in the results file with
+their error; rerun to retry them); 2 bad arguments or input; 3 the fleet is unreachable;
+128+N stopped by signal N (rerun to continue).
+
+example:
+  aurora-swarm run prompts.jsonl --hostfile ready.hostfile --model meta-llama/Llama-3.1-8B \\
+      --max-tokens 256 --chat-template auto -o results.jsonl
+"""
+
+
+def add_parser(commands: Any) -> None:
+    """Add the ``run`` sub-command to an ``argparse`` sub-parsers object."""
+    p = commands.add_parser(
+        "run", help="send a prompts file to the fleet, resumably, into a results file",
+        description=_DESCRIPTION, epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(handler=lambda args: main(args, p))
+    p.add_argument("prompts", metavar="PROMPTS", help="prompts file (text or JSONL)")
+    p.add_argument("--hostfile", required=True, metavar="H",
+                   help="the fleet: host<TAB>port[<TAB>key=value...] lines")
+    p.add_argument("--model", required=True, metavar="M", help="served model name")
+    p.add_argument("-o", "--output", required=True, metavar="RESULTS",
+                   help="results file (JSONL); appended to, created if missing")
+    p.add_argument("--format", choices=("auto", "text", "jsonl"), default="auto",
+                   help="how to read PROMPTS (default: by file name)")
+    p.add_argument("--template", metavar="TEXT",
+                   help="map-style prompts: fill TEXT's {item} with each line (or JSONL 'item'; "
+                        "an object item fills {key} for each key)")
+    gen = p.add_argument_group("generation")
+    gen.add_argument("--max-tokens", type=_positive_int, default=512, metavar="N",
+                     help="most tokens to generate per prompt (default 512; less when the "
+                          "context is short)")
+    gen.add_argument("--chat-template", metavar="T",
+                     help="format prompts with a chat template: 'auto', 'server', a template "
+                          "file or a model directory (default: raw prompts)")
+    gen.add_argument("--system-prompt", metavar="TEXT",
+                     help="system message for every prompt (needs --chat-template)")
+    gen.add_argument("--sampling", type=_sampling, action="append", default=[],
+                     metavar="KEY=VALUE",
+                     help="request field for every prompt, e.g. temperature=0 (repeatable; "
+                          "VALUE is read as JSON when it can be)")
+    gen.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                     help="seconds for a one-prompt request (batches get more; default 600)")
+    job = p.add_argument_group("job")
+    job.add_argument("--retry-failed", action=argparse.BooleanOptionalAction, default=True,
+                     help="send prompts that failed in an earlier run again (default: yes)")
+    job.add_argument("--window", type=_positive_int, default=20_000, metavar="N",
+                     help="prompts per batched call; two run at once (default 20000)")
+    job.add_argument("--fsync-interval", type=_fsync_interval, default=1.0, metavar="S",
+                     help="seconds between fsyncs of the results file; 0: every write; "
+                          "'never' (default 1)")
+    job.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
+                     help="progress on stderr: a bar on a terminal, plain lines otherwise")
+    job.add_argument("--progress-interval", type=float, default=None, metavar="S",
+                     help="seconds between progress updates (default 0.5 for the bar, 10 for "
+                          "lines)")
+
+
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the ``run`` sub-command; return the exit status."""
+    if args.system_prompt is not None and args.chat_template is None:
+        parser.error("--system-prompt needs --chat-template (raw prompts have no roles)")
+    try:
+        endpoints = parse_hostfile(args.hostfile)
+        pool = VLLMPool(endpoints, args.model, max_tokens=args.max_tokens,
+                        timeout=args.timeout, sampling=dict(args.sampling) or None,
+                        chat_template=args.chat_template, system_prompt=args.system_prompt)
+        prompts = PromptFile(args.prompts, args.format, args.template)
+    except ConfigurationError as exc:
+        return _error(str(exc), EXIT_USAGE)
+    display = Progress.choose(args.progress, args.progress_interval, sys.stderr)
+    return anyio.run(_run, pool, prompts, args, display)
+
+
+async def _run(pool: VLLMPool, prompts: PromptFile, args: argparse.Namespace,
+               display: Progress | None) -> int:
+    summary: JobSummary | None = None
+    error: SwarmError | None = None
+    stopped: int | None = None
+    async with pool, anyio.create_task_group() as group:
+
+        async def watch_signals() -> None:
+            nonlocal stopped
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    stopped = signum
+                    group.cancel_scope.cancel()
+                    return
+
+        group.start_soon(watch_signals)
+        try:
+            summary = await run_job(
+                pool, prompts, args.output, retry_failed=args.retry_failed, window=args.window,
+                sync_interval=args.fsync_interval, progress=display,
+                progress_interval=display.interval if display else 1.0)
+        except SwarmError as exc:
+            error = exc
+        finally:
+            group.cancel_scope.cancel()
+    if display is not None:
+        display.close()
+    if stopped is not None:
+        name = signal.Signals(stopped).name
+        print(f"aurora-swarm run: stopped by {name}; every result settled so far is in "
+              f"{args.output}; rerun the same command to continue", file=sys.stderr)
+        return 128 + stopped
+    if error is not None:
+        code = EXIT_UNREACHABLE if isinstance(error, EndpointUnavailable) else EXIT_USAGE
+        return _error(str(error), code)
+    assert summary is not None
+    print(format_summary(summary, prompts.path))
+    return 0 if summary.complete else EXIT_FAILED_ITEMS
+
+
+def _error(message: str, code: int) -> int:
+    print(f"aurora-swarm run: error: {message}", file=sys.stderr)
+    return code
+
+
+def format_summary(summary: JobSummary, source: str) -> str:
+    """The summary ``aurora-swarm run`` prints at the end."""
+    stats = summary.stats
+    rows = [
+        ("items", f"{summary.total} in {source}: {summary.skipped} done before, "
+                  f"{summary.sent} sent now"),
+        ("answered", f"{summary.answered} in {summary.elapsed:.1f} s "
+                     f"({summary.rate:.0f} prompts/s)"),
+        ("failed", f"{summary.failed}{_causes(summary.failures)}"),
+        ("requests", f"{stats.requests} HTTP requests"
+                     + (f"; failed and retried or moved:{_causes(stats.failures, '')}"
+                        if stats.failures else "")),
+        ("tokens", f"{stats.tokens} (prompt {stats.prompt_tokens}, "
+                   f"completion {stats.completion_tokens})"),
+    ]
+    if summary.torn_bytes:
+        rows.append(("repaired", f"cut a torn last line ({summary.torn_bytes} bytes) left by "
+                                 "an interrupted run"))
+    if summary.retried_failures:
+        rows.append(("retried", f"{summary.retried_failures} prompts that failed before"))
+    if summary.complete:
+        outcome = f"{summary.output}: every prompt answered"
+    else:
+        left = summary.failed + summary.kept_failures
+        outcome = (f"{summary.output}: {left} prompts failed (their lines hold the error); "
+                   + ("rerun the same command to retry them" if not summary.kept_failures
+                      else "rerun with --retry-failed to retry them"))
+    rows.append(("results", outcome))
+    width = max(len(name) for name, _ in rows)
+    return "aurora-swarm run: done\n" + "\n".join(
+        f"  {name:<{width}}  {value}" for name, value in rows)
+
+
+def _causes(counts: Any, lead: str = " ") -> str:
+    if not counts:
+        return ""
+    parts = ", ".join(f"{cause}: {n}" for cause, n in sorted(counts.items(),
+                                                            key=lambda kv: -kv[1]))
+    return f"{lead}({parts})" if lead else f" {parts}"
+
+
+class Progress:
+    """Progress on a stream: one redrawn bar on a terminal, or a plain line every few seconds."""
+
+    def __init__(self, stream: TextIO, bar: bool, interval: float) -> None:
+        self.stream = stream
+        self.bar = bar
+        self.interval = interval
+        self._drawn = False
+        self._last_line = -math.inf
+
+    @classmethod
+    def choose(cls, mode: str, interval: float | None, stream: TextIO) -> Progress | None:
+        """The display ``--progress MODE`` asks for (``auto``: a bar on a terminal)."""
+        if mode == "none":
+            return None
+        bar = mode == "bar" or (mode == "auto" and stream.isatty())
+        return cls(stream, bar, interval if interval is not None else (0.5 if bar else 10.0))
+
+    def __call__(self, p: JobProgress) -> None:
+        settled = p.skipped + p.done
+        share = settled / p.total if p.total else 1.0
+        eta = "--" if p.eta is None else _clock(p.eta)
+        rate = "--" if p.rate is None else f"{p.rate:,.0f}/s"
+        if self.bar:
+            filled = int(share * 24)
+            text = (f"\r[{'#' * filled}{'.' * (24 - filled)}] {share:4.0%} "
+                    f"{settled:,}/{p.total:,}  failed {p.failed:,}  {rate}  ETA {eta} ")
+            self.stream.write(text + "\x1b[K")
+            self._drawn = True
+        else:
+            now = time.monotonic()
+            if now - self._last_line < self.interval * 0.9 and p.remaining:
+                return
+            self._last_line = now
+            self.stream.write(f"progress: {settled}/{p.total} done ({share:.1%}), "
+                              f"{p.failed} failed, {rate}, ETA {eta}, "
+                              f"{p.elapsed:.0f} s elapsed\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _fsync_interval(text: str) -> float | None:
+    if text == "never":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 or 'never', got {text!r}")
+    return value
+
+
+def _sampling(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as temperature=0, got {text!r}")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value

@@ -1,0 +1,473 @@
+"""Checkpointed batch jobs: :func:`run_job` sends what a results file does not hold yet.
+
+A job is a list of items (id, prompt, settings), a pool, and a results file. The runner checks
+every item first (ids unique, prompts well formed), asks the fleet whether it serves the model,
+opens the results file (cutting a torn last line a killed run left), and sends only the items
+whose id the file does not hold, in windows, so that memory stays bounded for millions of
+prompts. Each settled item becomes one line, appended at once (see :mod:`._job_output`).
+
+The rule for failures: a failed item is written with its error. A rerun retries it (its failed
+line is removed first, so each id stays in the file once) unless ``retry_failed=False``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeAlias
+
+import anyio
+import anyio.to_thread
+import attrs
+from anyio.abc import TaskGroup
+
+from ._exceptions import BatchError, ConfigurationError, EndpointUnavailable, PromptError
+from ._formats import ChatTemplateSetting
+from ._job_input import ItemId, JobFileError, JobItem, PromptFile, as_items
+from ._job_output import JobResult, ResultsFile, ResultWriter, failure_cause
+from ._pool import UNSET, VLLMPool, _Unset
+from ._prompts import Prompt
+from ._response import Response
+from ._stats import PoolStats
+
+__all__ = ["JobProgress", "JobSummary", "run_job", "run_job_sync"]
+
+_RATE_WINDOW = 30.0  # seconds of history behind the rate (and so the ETA)
+
+
+@attrs.frozen
+class JobProgress:
+    """Where a running job stands; handed to the ``progress`` callback of :func:`run_job`.
+
+    Attributes
+    ----------
+    total:
+        Items in the input.
+    skipped:
+        Items the results file held already (done by an earlier run).
+    done:
+        Items settled by this run (answered or failed).
+    failed:
+        Of those, items that failed.
+    elapsed:
+        Seconds since this run started sending.
+    rate:
+        Items settled per second, over the last half minute (``None`` before the first).
+    stats:
+        The pool's counters for this run so far.
+    """
+
+    total: int
+    skipped: int
+    done: int
+    failed: int
+    elapsed: float
+    rate: float | None
+    stats: PoolStats
+
+    @property
+    def remaining(self) -> int:
+        """Items still to settle in this run."""
+        return max(0, self.total - self.skipped - self.done)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until every item has settled, at the current rate (``None`` if unknown)."""
+        if not self.remaining:
+            return 0.0
+        return self.remaining / self.rate if self.rate else None
+
+
+@attrs.frozen
+class JobSummary:
+    """What a run of :func:`run_job` did.
+
+    Attributes
+    ----------
+    output:
+        The results file.
+    total:
+        Items in the input.
+    skipped:
+        Items done by earlier runs, not sent again.
+    answered:
+        Items answered by this run.
+    failed:
+        Items that failed in this run (written with their error).
+    failures:
+        This run's failed items, counted by cause (``"HTTP 503"``, ``"RequestTimeout"``, ...).
+    stats:
+        The pool's counters for this run: requests, failed requests by cause (each retried
+        or moved, so most do not fail an item), tokens, latency.
+    elapsed:
+        Seconds this run took, from the first request to the last line written.
+    retried_failures:
+        Failed records of earlier runs removed from the file, so their items ran again.
+    kept_failures:
+        Failed records of earlier runs kept (``retry_failed=False``).
+    torn_bytes:
+        Bytes of a torn last line (left by a killed run) cut off the results file.
+    """
+
+    output: str
+    total: int
+    skipped: int
+    answered: int
+    failed: int
+    failures: Mapping[str, int]
+    stats: PoolStats
+    elapsed: float
+    retried_failures: int = 0
+    kept_failures: int = 0
+    torn_bytes: int = 0
+
+    @property
+    def sent(self) -> int:
+        """Items this run settled (answered or failed)."""
+        return self.answered + self.failed
+
+    @property
+    def rate(self) -> float:
+        """Items settled per second in this run."""
+        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def complete(self) -> bool:
+        """Whether the results file now holds an answer for every item (no failure left)."""
+        return self.failed == 0 and self.kept_failures == 0
+
+
+ItemsLike: TypeAlias = "PromptFile | Iterable[JobItem | Prompt | Mapping[str, Any]]"
+
+
+async def run_job(
+    pool: VLLMPool,
+    items: ItemsLike,
+    output: str | os.PathLike[str],
+    *,
+    max_tokens: int | None = None,
+    chat_template: ChatTemplateSetting | _Unset = UNSET,
+    system_prompt: str | _Unset | None = UNSET,
+    retry_failed: bool = True,
+    window: int = 20_000,
+    sync_interval: float | None = 1.0,
+    progress: Callable[[JobProgress], object] | None = None,
+    progress_interval: float = 1.0,
+    check_model: bool = True,
+) -> JobSummary:
+    """Send every item the results file ``output`` does not hold yet; append each result.
+
+    Rerunning the same job after a crash, even ``kill -9``, sends only what is missing: the
+    results file is the checkpoint. Each settled item is one JSON line (see
+    :class:`JobResult`), written as soon as its batch settles; lines appear in the order
+    items settle, each naming its ``id`` and input ``index`` (:func:`read_results` sorts
+    them back).
+
+    Parameters
+    ----------
+    pool:
+        The pool that sends (any sub-pool).
+    items:
+        A :class:`PromptFile`, or :class:`JobItem` objects, prompts (the id is the position)
+        or mappings with the keys of a JSONL prompts line. Read twice: once to check, once to
+        send (a one-shot iterator is read into a list first).
+    output:
+        The results file (JSON lines); created if missing, appended to otherwise.
+    max_tokens:
+        Tokens to generate per item (an item's own ``max_tokens`` wins); ``None`` sizes them
+        from the model's context, capped by the pool's ``max_tokens``.
+    chat_template, system_prompt:
+        As for :meth:`VLLMPool.send_all_batched <aurora_swarm.VLLMPool.send_all_batched>` (an
+        item's own ``system_prompt`` wins).
+    retry_failed:
+        Whether items that failed in an earlier run are sent again (their failed lines are
+        removed first) or count as done.
+    window:
+        Items per batched call. Two windows run at once, so the next keeps the fleet busy
+        while the last of the previous one finishes; memory stays bounded by two windows.
+    sync_interval:
+        Seconds between ``fsync`` calls on the results file (``0``: after every write,
+        ``None``: never). Each burst of results is written at once either way, so a killed
+        process loses nothing written; ``fsync`` guards against a crash of the machine.
+    progress:
+        Called with a :class:`JobProgress` every ``progress_interval`` seconds and at the end.
+    progress_interval:
+        Seconds between ``progress`` calls.
+    check_model:
+        Ask ``/v1/models`` first and fail at once when the fleet is unreachable or does not
+        serve the pool's model.
+
+    Returns
+    -------
+    JobSummary
+        What this run did.
+
+    Raises
+    ------
+    JobFileError
+        An item is malformed or repeats an id (naming its line), or the results file is not
+        one (naming the line) or is locked by another run.
+    ConfigurationError
+        The fleet does not serve the model (the message lists what it serves).
+    EndpointUnavailable
+        No endpoint answered ``/v1/models``.
+
+    .. versionadded:: 0.2
+    """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ConfigurationError(f"window must be a positive int, got {window!r}")
+    if sync_interval is not None and sync_interval < 0:
+        raise ConfigurationError(f"sync_interval must be >= 0 or None, got {sync_interval!r}")
+    runner = _Runner(pool, as_items(items), os.fspath(output), window, max_tokens,
+                     chat_template, system_prompt)
+    ids, total = await anyio.to_thread.run_sync(runner.check_items)
+    if check_model:
+        await check_fleet(pool)
+    results = await anyio.to_thread.run_sync(
+        lambda: ResultsFile.open(runner.output, retry_failed=retry_failed))
+    try:
+        skipped = sum(1 for i in results.done if i in ids)
+        del ids
+        return await runner.run(results, total, skipped, sync_interval, progress,
+                                progress_interval)
+    finally:
+        results.close()
+
+
+def run_job_sync(
+    endpoints: Iterable[Any] | str | os.PathLike[str],
+    model: str,
+    items: ItemsLike,
+    output: str | os.PathLike[str],
+    *,
+    pool_options: Mapping[str, Any] | None = None,
+    **job_options: Any,
+) -> JobSummary:
+    """:func:`run_job` from synchronous code: make a pool, run the job, close the pool.
+
+    Parameters
+    ----------
+    endpoints:
+        A hostfile path, or what :class:`~aurora_swarm.VLLMPool` accepts.
+    model:
+        The served model name.
+    items, output:
+        As for :func:`run_job`.
+    pool_options:
+        More keyword arguments for :class:`~aurora_swarm.VLLMPool`.
+    **job_options:
+        Keyword arguments of :func:`run_job`.
+
+    Examples
+    --------
+    .. code-block:: python
+
+        summary = run_job_sync("agents.hostfile", "my-model", PromptFile("prompts.jsonl"),
+                               "results.jsonl", pool_options={"max_tokens": 256})
+
+    .. versionadded:: 0.2
+    """
+    from ._hostfile import parse_hostfile
+
+    if isinstance(endpoints, str | os.PathLike):
+        endpoints = parse_hostfile(endpoints)
+
+    async def main() -> JobSummary:
+        async with VLLMPool(endpoints, model, **dict(pool_options or {})) as pool:
+            return await run_job(pool, items, output, **job_options)
+
+    return anyio.run(main)
+
+
+async def check_fleet(pool: VLLMPool) -> None:
+    """Fail at once if no endpoint answers ``/v1/models`` or the model is not served."""
+    if await pool.model_info() is not None:
+        return
+    from ._transport import Transport
+
+    transport = Transport(api_key="EMPTY", connect_timeout=5.0, max_connections=1)
+    reason = "no answer"
+    try:
+        await transport.models(pool.endpoints[0], timeout=5.0)
+    except Exception as exc:  # only to describe the failure
+        reason = str(exc)
+    finally:
+        await transport.aclose()
+    raise EndpointUnavailable(
+        f"the fleet is unreachable: none of its first {min(8, pool.size)} of {pool.size} "
+        f"endpoints answered /v1/models (e.g. {reason}). Is it up? `aurora-swarm wait` waits "
+        "for a fleet that is starting")
+
+
+class _Runner:
+    """One run of a job (internal)."""
+
+    def __init__(
+        self, pool: VLLMPool, items: Iterable[JobItem], output: str, window: int,
+        max_tokens: int | None, chat_template: ChatTemplateSetting | _Unset,
+        system_prompt: str | _Unset | None,
+    ) -> None:
+        self.pool = pool
+        self.items = items
+        self.output = output
+        self.window = window
+        self.max_tokens = max_tokens
+        self.chat_template = chat_template
+        self.system_prompt = system_prompt
+        self.done = 0
+        self.failed = 0
+        self.failures: Counter[str] = Counter()
+        self.error: BaseException | None = None
+        self.writer: ResultWriter | None = None
+
+    def check_items(self) -> tuple[Mapping[ItemId, int], int]:
+        """Read every item once: lines well formed, ids unique. Returns (ids, count)."""
+        first: dict[ItemId, int] = {}
+        for item in self.items:
+            where = item.line if item.line is not None else item.index
+            if item.id in first:
+                raise self._duplicate(item, first[item.id])
+            first[item.id] = where
+        return first, len(first)
+
+    def _duplicate(self, item: JobItem, first: int) -> JobFileError:
+        if isinstance(self.items, PromptFile):
+            return JobFileError(self.items.path, item.line,
+                                f"id {item.id!r} is used already on line {first}")
+        return JobFileError(f"items[{item.index}]", None,
+                            f"id {item.id!r} is used already by items[{first}]")
+
+    async def run(
+        self, results: ResultsFile, total: int, skipped: int, sync_interval: float | None,
+        progress: Callable[[JobProgress], object] | None, progress_interval: float,
+    ) -> JobSummary:
+        writer = self.writer = ResultWriter(results, sync_interval)
+        before = self.pool.stats()
+        start = time.monotonic()
+        ticker = _Ticker(self, total, skipped, before, start, progress)
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._guard, group, writer.run)
+            if progress is not None:
+                group.start_soon(ticker.run, progress_interval)
+            await self._guard(group, self._send_windows, results.done)
+            writer.close()
+            ticker.stop()
+        ticker.tick()
+        if self.error is not None:
+            if isinstance(self.error, OSError):
+                raise JobFileError(self.output, None,
+                                   f"cannot be written: {self.error}") from self.error
+            raise self.error
+        return JobSummary(
+            self.output, total, skipped, self.done - self.failed, self.failed,
+            dict(self.failures), self.pool.stats() - before, time.monotonic() - start,
+            results.dropped_failures, results.kept_failures, results.torn_bytes,
+        )
+
+    async def _guard(self, group: TaskGroup, work: Callable[..., Any], *args: Any) -> None:
+        """Run ``work``; its first error is kept for the caller and stops the job."""
+        try:
+            await work(*args)
+        except Exception as exc:
+            if self.error is None:
+                self.error = exc
+            group.cancel_scope.cancel()
+
+    async def _send_windows(self, done: set[ItemId]) -> None:
+        todo = (item for item in self.items if item.id not in done)
+        slots = anyio.Semaphore(2)
+        async with anyio.create_task_group() as windows:
+            while True:
+                await slots.acquire()
+                batch = await anyio.to_thread.run_sync(_take, todo, self.window)
+                if not batch:
+                    break
+                windows.start_soon(self._window, batch, slots)
+
+    async def _window(self, batch: list[JobItem], slots: anyio.Semaphore) -> None:
+        groups: dict[tuple[int | None, str | None], list[JobItem]] = {}
+        for item in batch:
+            groups.setdefault(item.group, []).append(item)
+        try:
+            async with anyio.create_task_group() as group:
+                for members in groups.values():
+                    group.start_soon(self._send, members)
+        finally:
+            slots.release()
+
+    async def _send(self, items: list[JobItem]) -> None:
+        first = items[0]
+        max_tokens = first.max_tokens if first.max_tokens is not None else self.max_tokens
+        system = first.system_prompt if first.system_prompt is not None else self.system_prompt
+        try:
+            await self.pool.send_all_batched(
+                [item.prompt for item in items], max_tokens, chat_template=self.chat_template,
+                system_prompt=system, on_result=lambda k, r: self._settle(items[k], r))
+        except BatchError:
+            pass  # a strict pool: every failure has been recorded through on_result
+        except PromptError as exc:
+            if exc.index is None or not 0 <= exc.index < len(items):
+                raise
+            item = items[exc.index]
+            where = (JobFileError(self.items.path, item.line, f"id {item.id!r}: {exc.problem}")
+                     if isinstance(self.items, PromptFile)
+                     else JobFileError(f"items[{item.index}]", None, exc.problem))
+            raise where from exc
+
+    def _settle(self, item: JobItem, response: Response) -> None:
+        assert self.writer is not None
+        self.writer.add(JobResult.from_response(item, response).line())
+        self.done += 1
+        if not response.success:
+            self.failed += 1
+            self.failures[failure_cause(response.exception) or "unknown"] += 1
+
+
+def _take(items: Iterator[JobItem], count: int) -> list[JobItem]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == count:
+            break
+    return batch
+
+
+class _Ticker:
+    """Calls the progress callback now and then, with a rate over the recent past."""
+
+    def __init__(self, runner: _Runner, total: int, skipped: int, before: PoolStats,
+                 start: float, callback: Callable[[JobProgress], object] | None) -> None:
+        self._runner = runner
+        self._total = total
+        self._skipped = skipped
+        self._before = before
+        self._start = start
+        self._callback = callback
+        self._history: deque[tuple[float, int]] = deque([(start, 0)])
+        self._scope = anyio.CancelScope()
+
+    async def run(self, interval: float) -> None:
+        with self._scope:
+            while True:
+                await anyio.sleep(interval)
+                self.tick()
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+    def tick(self) -> None:
+        if self._callback is None:
+            return
+        now = time.monotonic()
+        done = self._runner.done
+        history = self._history
+        history.append((now, done))
+        while len(history) > 2 and now - history[1][0] >= _RATE_WINDOW:
+            history.popleft()
+        then, done_then = history[0]
+        rate = (done - done_then) / (now - then) if now > then and done > done_then else None
+        self._callback(JobProgress(
+            self._total, self._skipped, done, self._runner.failed, now - self._start, rate,
+            self._runner.pool.stats() - self._before))
