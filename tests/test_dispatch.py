@@ -210,3 +210,20 @@ def test_property_every_output_answers_its_own_input(
         check_all_correct(prompts, single)
 
     anyio.run(scenario)
+
+
+async def test_backup_requests_rescue_a_straggler() -> None:
+    """A very slow endpoint's chunk is copied to idle fast endpoints; the first answer wins."""
+    latency = LatencyModel(request_overhead=0.002, prompt_time=0.01, max_concurrent_seqs=16)
+    behaviors = {0: EndpointBehavior(slowness=30.0)}
+    prompts = [f"p{i}" for i in range(640)]
+    async with FakeFleet(4, latency=latency, behaviors=behaviors) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL) as pool:
+            settled: list[int] = []
+            out = await pool.send_all_batched(prompts, on_result=lambda i, r: settled.append(i))
+            stats = pool.stats()
+    check_all_correct(prompts, out)
+    assert sorted(settled) == list(range(640))  # answered once each, backups notwithstanding
+    assert stats.backups >= 1
+    assert stats.retries == 0  # a backup is not a retry
+    assert sum(1 for r in out if r.agent_index == 0) < 640 // 8

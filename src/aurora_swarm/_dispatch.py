@@ -369,8 +369,10 @@ class BatchJob(Generic[P, K]):
         counters.prompts += size
         attempts = self._attempts
         carriers = self._carriers
+        if original is not None:
+            counters.backups += 1
         for index in chunk:
-            if attempts[index]:
+            if attempts[index] and original is None:
                 counters.retries += 1
             attempts[index] += 1
             carriers[index] += 1

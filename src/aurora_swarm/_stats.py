@@ -34,6 +34,7 @@ class Counters:
     prompts: int = 0
     answered: int = 0
     retries: int = 0
+    backups: int = 0
     failures: Counter[str] = attrs.field(factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -48,6 +49,7 @@ class Counters:
             prompts=self.prompts,
             answered=self.answered,
             retries=self.retries,
+            backups=self.backups,
             failures=dict(self.failures),
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
@@ -74,7 +76,10 @@ class EndpointStats:
     answered:
         Prompts it answered successfully.
     retries:
-        Prompts it carried that had been tried before.
+        Prompts it carried that had been tried before and failed.
+    backups:
+        Backup requests it sent: copies of a straggler's chunk (the first answer wins and the
+        other request is called off, so a backup may end before the server saw it).
     failures:
         Failed requests, counted by cause (``"HTTP 503"``, ``"ConnectError"``, ...), plus
         prompts left unanswered inside otherwise good answers (``"BadResponseError"``).
@@ -90,6 +95,7 @@ class EndpointStats:
     prompts: int
     answered: int
     retries: int
+    backups: int
     failures: Mapping[str, int]
     prompt_tokens: int
     completion_tokens: int
@@ -151,6 +157,11 @@ class PoolStats:
         return sum(e.retries for e in self.endpoints)
 
     @property
+    def backups(self) -> int:
+        """Backup requests sent for stragglers."""
+        return sum(e.backups for e in self.endpoints)
+
+    @property
     def failures(self) -> dict[str, int]:
         """Failures by cause, summed over endpoints."""
         total: Counter[str] = Counter()
@@ -191,6 +202,7 @@ class PoolStats:
                 prompts=now.prompts - old.prompts,
                 answered=now.answered - old.answered,
                 retries=now.retries - old.retries,
+                backups=now.backups - old.backups,
                 failures={k: v for k, v in failures.items() if v},
                 prompt_tokens=now.prompt_tokens - old.prompt_tokens,
                 completion_tokens=now.completion_tokens - old.completion_tokens,
