@@ -32,8 +32,12 @@ def fleet_process(
     seed: int = 0,
     extra: Sequence[str] = (),
     start_timeout: float = 120.0,
+    log_file: str | os.PathLike[str] | None = None,
 ) -> Iterator[list[Endpoint]]:
-    """Start ``python -m aurora_swarm.testing`` and yield its endpoints; stop it afterwards."""
+    """Start ``python -m aurora_swarm.testing`` and yield its endpoints; stop it afterwards.
+
+    The fleet's stderr goes to ``log_file`` (by default a temporary file, removed afterwards).
+    """
     with tempfile.TemporaryDirectory(prefix="aurora-fleet-") as tmp:
         hostfile = Path(tmp) / "fleet.hostfile"
         command = [
@@ -45,12 +49,16 @@ def fleet_process(
         ]
         for index, factor in (slow or {}).items():
             command += ["--slow", f"{index}:{factor}"]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr goes to a file, not a pipe: nobody reads a pipe while the fleet serves, and a
+        # full pipe buffer would block the fleet's next log line (and with it, the whole fleet).
+        log_path = Path(log_file) if log_file is not None else Path(tmp) / "fleet.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
         try:
             deadline = time.monotonic() + start_timeout
             while not hostfile.exists():
                 if process.poll() is not None:
-                    error = process.stderr.read().decode() if process.stderr else ""
+                    error = log_path.read_text(errors="replace")[-4000:]
                     raise RuntimeError(f"fake fleet exited with {process.returncode}: {error}")
                 if time.monotonic() > deadline:
                     raise TimeoutError("fake fleet did not write its hostfile in time")

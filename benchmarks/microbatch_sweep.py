@@ -316,9 +316,9 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=2)
     parser.add_argument("--overhead-ms", type=float, default=5.0,
                         help="fake server: wait of every request before its prompts start")
-    parser.add_argument("--prompt-ms", type=float, default=20.0,
+    parser.add_argument("--prompt-ms", type=float, default=10.0,
                         help="fake server: time one prompt holds a sequence slot")
-    parser.add_argument("--seqs", type=int, default=16,
+    parser.add_argument("--seqs", type=int, default=32,
                         help="fake server: sequence slots per endpoint")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/microbatch"))
     args = parser.parse_args()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import aurora_swarm
+
+sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 project = "aurora_swarm"
 author = "aurora_swarm developers"
@@ -16,6 +21,7 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.viewcode",
     "sphinx.ext.doctest",
+    "aurora_examples",  # runs examples/*.py so pages show their real output
 ]
 
 nitpicky = True
@@ -44,4 +50,8 @@ intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
 
 html_theme = "furo"
 html_title = f"aurora_swarm {release}"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_generated", "_ext"]
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+pygments_style = "sphinx"
+pygments_dark_style = "monokai"

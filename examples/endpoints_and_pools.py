@@ -13,7 +13,7 @@ from pathlib import Path
 
 import anyio
 
-from aurora_swarm import Endpoint, VLLMPool, parse_hostfile
+from aurora_swarm import VLLMPool, parse_hostfile
 from aurora_swarm.testing import FakeFleet
 
 
@@ -27,14 +27,13 @@ async def main() -> None:
             print(hostfile.read_text().splitlines()[0].replace("\t", "<TAB>"))
             endpoints = parse_hostfile(hostfile)
 
-        print(endpoints[4], dict(endpoints[4].tags), endpoints[4].base_url)
-        print(Endpoint.parse("gpu01:8000") == Endpoint("gpu01", 8000))
+        print(endpoints[4], dict(endpoints[4].tags))
 
         async with VLLMPool(endpoints, model=fleet.model, max_tokens=32) as pool:
             critics = pool.by_tag("role", "critic")  # endpoints tagged role=critic
             workers = pool.by_tag("role", "worker")
-            print(pool, critics, workers.slice(0, 2), pool.select([0, 5]), pool.sample(3, seed=1),
-                  sep="\n")
+            print("sizes:", pool.size, critics.size, workers.size, workers.slice(0, 2).size,
+                  pool.select([0, 5]).size, pool.sample(3, seed=1).size)
 
             await workers.send_all_batched([f"Measure sample {i}." for i in range(40)])
             reviews = await critics.send_all_batched(["Review sample 7."])

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from aurora_swarm import (
     BatchError,
     Chunking,
+    ConfigurationError,
     ConnectError,
     EndpointUnavailable,
     HealthPolicy,
@@ -227,3 +228,24 @@ async def test_backup_requests_rescue_a_straggler() -> None:
     assert stats.backups >= 1
     assert stats.retries == 0  # a backup is not a retry
     assert sum(1 for r in out if r.agent_index == 0) < 640 // 8
+
+
+async def test_prefix_affinity_keeps_a_prefix_on_one_endpoint() -> None:
+    rubrics = [f"Rubric {p}: " + "judge carefully " * 30 for p in range(24)]
+    prompts = [f"{rubrics[p]} answer {k}" for k in range(8) for p in range(24)]
+    async with FakeFleet(4) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=512,
+                            prefix_affinity=True) as pool:
+            out = await pool.send_all_batched(prompts)
+    check_all_correct(prompts, out, 512)
+    agents: dict[str, set[int]] = {}
+    for prompt, response in zip(prompts, out, strict=True):
+        agents.setdefault(prompt[:200], set()).add(response.agent_index)
+    spread = sum(len(a) for a in agents.values()) / len(agents)
+    assert spread < 1.5, agents  # mostly one endpoint per prefix (idle endpoints may steal)
+    assert len({r.agent_index for r in out}) == 4  # and every endpoint still works
+
+
+def test_prefix_affinity_setting_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="prefix_affinity must be True, False or a number"):
+        VLLMPool(["h:1"], model=MODEL, prefix_affinity=-3)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from aurora_swarm import (
@@ -102,9 +104,7 @@ async def test_batches_go_out_concurrently_up_to_max_in_flight() -> None:
                                         max_in_flight=limit) as batcher:
                     await submit_all(batcher, [f"p{i}" for i in range(16)])
                 assert fleet.totals().max_in_flight == expected
-                if limit == 1:  # while the one request flies, the others fill up
-                    assert batcher.stats().batch_sizes == {1: 1, 4: 3} or (
-                        batcher.stats().batch_sizes == {4: 4})
+                assert batcher.stats().batch_sizes == {4: 4}
 
 
 # -- waiting ------------------------------------------------------------------------------------
@@ -172,13 +172,14 @@ async def test_an_endpoint_dying_mid_run_loses_and_mislabels_nothing() -> None:
                 async with anyio.create_task_group() as group:
                     for worker in range(40):
                         group.start_soon(caller, worker)
+            dead = pool.stats().endpoints[1]
         assert not fleet.is_alive(1)
     check_answers(prompts, [r for r in out if r is not None])
     stats = batcher.stats()
     assert stats.resent >= 1 and stats.answered == 400 and stats.failed == 0
     assert any(r is not None and r.attempts >= 2 for r in out)
-    # The dead agent rests: it is not sent batch after batch.
-    assert fleet.counters(1).completion_requests <= 4
+    # The dead agent rests: it is not sent batch after batch (round-robin would send ~12).
+    assert dead.requests <= 5 and stats.batches == 50
 
 
 async def test_one_bad_prompt_does_not_fail_its_batch_neighbours() -> None:
@@ -257,9 +258,8 @@ async def test_a_submitter_cancelled_while_waiting_is_never_sent(
         with anyio.move_on_after(0.02):
             await batcher.submit("never mind")
         assert batcher.stats().waiting == 0
-        assert (await batcher.submit("still open", 3)).text == "ECHO: still open"
-    assert fleet.total_prompts() == 1
-    assert batcher.stats().cancelled == 1 and batcher.stats().batch_sizes == {1: 1}
+    assert fleet.total_prompts() == 0
+    assert batcher.stats().cancelled == 1 and batcher.stats().batches == 0
 
 
 async def test_closing_sends_what_waits_at_once_and_refuses_new_work(pool: VLLMPool) -> None:
@@ -290,16 +290,20 @@ async def test_closing_sends_what_waits_at_once_and_refuses_new_work(pool: VLLMP
 
 async def test_an_error_in_the_block_drains_and_propagates_unchanged(pool: VLLMPool) -> None:
     out: list[Response] = []
+
+    async def fails_with_one_pending(outer: anyio.abc.TaskGroup) -> None:
+        async with MicroBatcher(pool, max_batch=64, max_wait_ms=60_000) as batcher:
+
+            async def one() -> None:
+                out.append(await batcher.submit("pending"))
+
+            outer.start_soon(one)
+            await anyio.sleep(0.01)
+            raise KeyError("boom")
+
     async with anyio.create_task_group() as outer:
-        with pytest.raises(KeyError, match="boom"):
-            async with MicroBatcher(pool, max_batch=64, max_wait_ms=60_000) as batcher:
-
-                async def one() -> None:
-                    out.append(await batcher.submit("pending"))
-
-                outer.start_soon(one)
-                await anyio.sleep(0.01)
-                raise KeyError("boom")
+        with pytest.raises(KeyError, match="boom"):  # not wrapped in an exception group
+            await fails_with_one_pending(outer)
     assert [r.text for r in out] == ["ECHO: pending"]
 
 
@@ -324,9 +328,10 @@ async def test_cancelling_the_block_fails_what_is_unanswered_with_a_clear_error(
                         await anyio.sleep(60)
             assert scope.cancelled_caught
     messages = sorted(str(e) for e in errors)
-    assert len(messages) == 2
-    assert "before this prompt's answer came" in messages[0]
-    assert "before this prompt was sent" in messages[1]
+    assert messages == [
+        "the MicroBatcher was closed before this prompt was sent",
+        "the MicroBatcher was closed before this prompt's answer came",
+    ]
 
 
 # -- arguments ----------------------------------------------------------------------------------
@@ -347,7 +352,7 @@ async def test_cancelling_the_block_fails_what_is_unanswered_with_a_clear_error(
         ({"max_in_flight": 0}, "max_in_flight must be an int >= 1, got 0"),
     ],
 )
-def test_bad_arguments_raise_at_once(pool: VLLMPool, kwargs: dict, message: str) -> None:
+def test_bad_arguments_raise_at_once(pool: VLLMPool, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         MicroBatcher(pool, **kwargs)
 

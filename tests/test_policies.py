@@ -173,3 +173,18 @@ def test_admit_keeps_slow_endpoint_out_of_the_tail() -> None:
     assert 0 < admit(50, slow, 100.0, 1000.0, 0.01, pending=200, backlog=0, now=now) < 50
     # unknown speed: no opinion
     assert admit(50, Load(), None, 1000.0, 0.01, pending=40, backlog=0, now=now) == 50
+
+
+def test_prefix_homes_group_alike_prompts_and_balance_load() -> None:
+    from aurora_swarm._schedule import prefix_homes
+
+    texts = [f"Rubric {p:03d}: " + "x" * 300 + f" answer {k}" for k in range(10) for p in range(60)]
+    homes, groups = prefix_homes(texts, 4, 256)
+    by_group: dict[int, set[int]] = {}
+    for home, group in zip(homes, groups, strict=True):
+        by_group.setdefault(group, set()).add(home)
+    assert len(by_group) == 60
+    assert all(len(h) == 1 for h in by_group.values())  # one home per prefix group
+    loads = [homes.count(e) for e in range(4)]
+    assert max(loads) - min(loads) <= 20, loads  # balanced to within two groups
+    assert prefix_homes(texts, 4, 256) == (homes, groups)  # stable

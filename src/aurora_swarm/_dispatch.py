@@ -132,6 +132,7 @@ class BatchJob(Generic[P, K]):
         split_refused: bool = True,
         backups: bool = True,
         homes: Sequence[int] | None = None,
+        groups: Sequence[int] | None = None,
     ) -> None:
         self._records = records
         self._payloads = payloads
@@ -156,7 +157,10 @@ class BatchJob(Generic[P, K]):
             for index, shape in enumerate(shapes):
                 self._pending.setdefault((shape, None), deque()).append(index)
         else:
-            for index in sorted(range(count), key=homes.__getitem__):
+            # A home's queue keeps each prefix group together: chunks carry whole groups, and
+            # an idle endpoint stealing from the tail takes whole groups too.
+            group = groups if groups is not None else homes
+            for index in sorted(range(count), key=lambda i: (homes[i], group[i])):
                 self._pending.setdefault((shapes[index], homes[index]), deque()).append(index)
         self._pending_count = count
         self._forced: deque[list[int]] = deque()

@@ -112,6 +112,11 @@ class JobItem:
 
 
 Format: TypeAlias = Literal["auto", "text", "jsonl"]
+
+
+def _fspath(value: str | os.PathLike[str]) -> str:
+    return os.fspath(value)
+
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
@@ -140,7 +145,7 @@ class PromptFile:
         names the file and the line).
     """
 
-    path: str = attrs.field(converter=os.fspath)
+    path: str = attrs.field(converter=_fspath)
     format: Format = "auto"
     template: str | None = None
 

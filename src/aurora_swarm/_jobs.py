@@ -15,13 +15,12 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 import anyio
 import anyio.to_thread
 import attrs
-from anyio.abc import TaskGroup
 
 from ._exceptions import BatchError, ConfigurationError, EndpointUnavailable, PromptError
 from ._formats import ChatTemplateSetting
@@ -321,6 +320,7 @@ class _Runner:
         self.failures: Counter[str] = Counter()
         self.error: BaseException | None = None
         self.writer: ResultWriter | None = None
+        self.scope: anyio.CancelScope | None = None
 
     def check_items(self) -> tuple[Mapping[ItemId, int], int]:
         """Read every item once: lines well formed, ids unique. Returns (ids, count)."""
@@ -348,10 +348,11 @@ class _Runner:
         start = time.monotonic()
         ticker = _Ticker(self, total, skipped, before, start, progress)
         async with anyio.create_task_group() as group:
-            group.start_soon(self._guard, group, writer.run)
+            self.scope = group.cancel_scope
+            group.start_soon(self._guard, writer.run)
             if progress is not None:
                 group.start_soon(ticker.run, progress_interval)
-            await self._guard(group, self._send_windows, results.done)
+            await self._guard(self._send_windows, results.done)
             writer.close()
             ticker.stop()
         ticker.tick()
@@ -366,14 +367,15 @@ class _Runner:
             results.dropped_failures, results.kept_failures, results.torn_bytes,
         )
 
-    async def _guard(self, group: TaskGroup, work: Callable[..., Any], *args: Any) -> None:
-        """Run ``work``; its first error is kept for the caller and stops the job."""
+    async def _guard(self, work: Callable[..., Awaitable[object]], *args: Any) -> None:
+        """Run ``work``; its first error is kept (unwrapped) for the caller and stops the job."""
         try:
             await work(*args)
         except Exception as exc:
             if self.error is None:
                 self.error = exc
-            group.cancel_scope.cancel()
+            assert self.scope is not None
+            self.scope.cancel()
 
     async def _send_windows(self, done: set[ItemId]) -> None:
         todo = (item for item in self.items if item.id not in done)
@@ -393,7 +395,7 @@ class _Runner:
         try:
             async with anyio.create_task_group() as group:
                 for members in groups.values():
-                    group.start_soon(self._send, members)
+                    group.start_soon(self._guard, self._send, members)
         finally:
             slots.release()
 

@@ -313,6 +313,7 @@ class MicroBatcher:
             self._state = _State.CLOSING
             self._wake()
         await self._drained.wait()
+        self._state = _State.CLOSED
 
     def _fail_waiting(self) -> None:
         for queue in self._queues.values():
@@ -426,7 +427,9 @@ class MicroBatcher:
                     self._slots.release()
                     continue
                 self._in_flight += 1
-                self._group.start_soon(self._send, batch, key, self._pick(anyio.current_time()))
+                agent = self._pick(anyio.current_time())
+                self._busy[agent] += 1
+                self._group.start_soon(self._send, batch, key, agent)
         finally:
             self._collecting = False
             self._check_drained()
@@ -465,7 +468,6 @@ class MicroBatcher:
 
     async def _send(self, batch: list[_Waiter], key: int | None, agent: int) -> None:
         pool = self._pool
-        self._busy[agent] += 1
         self._sizes[len(batch)] += 1
         try:
             outcomes = await _outcomes(

@@ -521,10 +521,11 @@ class VLLMPool:
             return self._finish_many([r for r in results if r is not None])
         whole = len(fit) == len(results)
         payloads = plan.prepared.payloads
-        homes = None
+        homes = groups = None
         if self._core.prefix_chars and self.size > 1:
             sizing = plan.prepared.sizing
-            homes = prefix_homes([sizing[i] for i in fit], self.size, self._core.prefix_chars)
+            homes, groups = prefix_homes([sizing[i] for i in fit], self.size,
+                                         self._core.prefix_chars)
         job: BatchJob[Any, _Shape] = BatchJob(
             [self._core.records[e] for e in self._endpoints],
             payloads if whole else [payloads[i] for i in fit],
@@ -534,6 +535,7 @@ class VLLMPool:
             on_result=on_result if whole or on_result is None
             else (lambda k, r: on_result(fit[k], r)),
             homes=homes,
+            groups=groups,
         )
         answers = await job.run()
         if whole:

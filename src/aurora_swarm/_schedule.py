@@ -163,11 +163,31 @@ def admit(size: int, mine: Load, rate: float | None, fleet_rate: float, fleet_fl
     return max(0, min(size, fits))
 
 
-def prefix_homes(texts: Sequence[str], endpoints: int, chars: int) -> list[int]:
-    """A home endpoint for each prompt: prompts whose first ``chars`` characters agree share one.
+def prefix_homes(texts: Sequence[str], endpoints: int, chars: int) -> tuple[list[int], list[int]]:
+    """A home endpoint for each prompt, so prompts that start alike share one; and group ids.
 
-    Prompts that start alike (a long system prompt or rubric) then land on the same server,
-    whose prefix cache computes the shared part once. The hash is stable across calls and
-    processes (CRC-32), so a later call with the same prefixes finds them cached too.
+    Prompts whose first ``chars`` characters agree form a group; every group gets one home, so
+    that server's prefix cache computes the shared part (a system prompt, a rubric) once. A
+    group's home is the less loaded of two stable hash choices (CRC-32, the same in every call and
+    process, so a later call mostly finds its prefixes cached where it left them): balanced load,
+    stable homes.
+
+    Returns ``(homes, groups)``: ``groups[i]`` numbers prompt i's group (in order of first
+    appearance), so a queue can keep a group's prompts together.
     """
-    return [zlib.crc32(text[:chars].encode("utf-8")) % endpoints for text in texts]
+    group_of: dict[str, int] = {}
+    groups = [group_of.setdefault(text[:chars], len(group_of)) for text in texts]
+    sizes = [0] * len(group_of)
+    for group in groups:
+        sizes[group] += 1
+    load = [0] * endpoints
+    home_of = [0] * len(group_of)
+    # Largest groups first, each to the less loaded of its two hash choices.
+    for key, group in sorted(group_of.items(), key=lambda item: (-sizes[item[1]], item[0])):
+        data = key.encode("utf-8")
+        first = zlib.crc32(data) % endpoints
+        second = zlib.crc32(data, 0x9E3779B9) % endpoints
+        home = first if load[first] <= load[second] else second
+        home_of[group] = home
+        load[home] += sizes[group]
+    return [home_of[g] for g in groups], groups

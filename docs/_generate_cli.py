@@ -1,0 +1,161 @@
+"""Run the ``aurora-swarm`` commands that ``cli.rst`` shows; write their output to ``_generated``.
+
+Nothing in ``cli.rst`` is typed by hand: help texts, errors, progress and summaries are what
+the commands print, against a fake fleet started here (``python -m aurora_swarm.testing``).
+
+    python docs/_generate_cli.py            # writes docs/_generated/*.txt (about 15 s)
+
+The Sphinx build runs it (``docs/conf.py``); run it by hand after changing the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "_generated"
+ENV = {**os.environ, "COLUMNS": "100", "PYTHONWARNINGS": "ignore"}
+CLI = [sys.executable, "-m", "aurora_swarm.cli"]
+
+
+def shown(args: list[str]) -> str:
+    return "$ aurora-swarm " + " ".join(a if " " not in a else repr(a) for a in args)
+
+
+def run(args: list[str], cwd: Path, *, stdin_tty: bool = False) -> tuple[int, str, str]:
+    done = subprocess.run([*CLI, *args], cwd=cwd, env=ENV, capture_output=True, text=True,
+                          timeout=300, check=False)
+    return done.returncode, done.stdout, done.stderr
+
+
+def save(name: str, text: str) -> None:
+    OUT.mkdir(exist_ok=True)
+    (OUT / name).write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+    print(f"wrote {OUT / name}")
+
+
+def transcript(args: list[str], cwd: Path, *, status: bool = True) -> str:
+    code, out, err = run(args, cwd)
+    text = shown(args) + "\n" + err + out
+    if status:
+        text += f"$ echo $?\n{code}\n"
+    return text
+
+
+def start_fleet(cwd: Path, hostfile: str, *options: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "aurora_swarm.testing", "--endpoints", "8",
+           "--hostfile", hostfile, *options]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (cwd / hostfile).exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the fake fleet did not start: {proc.communicate()}")
+        time.sleep(0.05)
+    return proc
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        helps(work)
+        # 8 endpoints x 64 sequences x 50 ms a prompt: about 10,000 prompts/s at best.
+        fleet = start_fleet(work, "fleet.hostfile", "--prompt-time", "0.05",
+                            "--max-concurrent-seqs", "64", "--request-overhead", "0.01")
+        try:
+            runs(work)
+            errors(work)
+            waits(work)
+        finally:
+            stop(fleet)
+
+
+def helps(work: Path) -> None:
+    for name, args in [("help", ["--help"]), ("run-help", ["run", "--help"]),
+                       ("wait-help", ["wait", "--help"])]:
+        _, out, _ = run(args, work)
+        save(f"{name}.txt", shown(args) + "\n" + out)
+
+
+def runs(work: Path) -> None:
+    items = [{"id": f"q{i:05d}", "prompt": f"Question {i}: what is {i} squared?"}
+             for i in range(40_000)]
+    (work / "prompts.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    args = ["run", "prompts.jsonl", "--hostfile", "fleet.hostfile", "--model", "fake-model",
+            "--max-tokens", "64", "-o", "results.jsonl", "--progress-interval", "1"]
+    proc = subprocess.Popen([*CLI, *args], cwd=work, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    while _lines(work / "results.jsonl") < 12_000:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    killed = shown(args) + "\n" + err + "Killed\n"
+    rerun = transcript(args, work)
+    save("run-killed.txt", killed)
+    save("run-rerun.txt", rerun)
+    first = (work / "results.jsonl").read_text().splitlines()[0]
+    save("run-record.txt", json.dumps(json.loads(first), indent=2))
+    bar_args = ["run", "prompts.jsonl", "--hostfile", "fleet.hostfile", "--model",
+                "fake-model", "--max-tokens", "64", "-o", "again.jsonl", "--progress", "bar"]
+    _, _, err = run(bar_args, work)
+    frames = [f.replace("\x1b[K", "").rstrip() for f in re.split(r"[\r\n]", err) if f.strip()]
+    save("run-bar.txt", shown(bar_args) + "\n" + frames[len(frames) // 2])
+
+
+def errors(work: Path) -> None:
+    (work / "bad.jsonl").write_text('{"id": 1, "prompt": "fine"}\n'
+                                    '{"id": 2, "prompt": "a trailing comma",}\n')
+    (work / "dup.jsonl").write_text('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": "y"}\n'
+                                    '{"id": "a", "prompt": "z"}\n')
+    (work / "dead.hostfile").write_text(f"127.0.0.1\t{free_port()}\n")
+    base = ["--model", "fake-model", "-o", "out.jsonl"]
+    shows = [
+        ["run", "bad.jsonl", "--hostfile", "fleet.hostfile", *base],
+        ["run", "dup.jsonl", "--hostfile", "fleet.hostfile", *base],
+        ["run", "prompts.jsonl", "--hostfile", "fleet.hostfile", "--model", "llama-3-8b",
+         "-o", "out.jsonl"],
+        ["run", "prompts.jsonl", "--hostfile", "dead.hostfile", *base],
+    ]
+    save("run-errors.txt", "".join(transcript(args, work) for args in shows))
+
+
+def waits(work: Path) -> None:
+    lines = (work / "fleet.hostfile").read_text().splitlines()[:3]
+    lines.insert(1, f"127.0.0.1\t{free_port()}\tnode=x1001c0s3b0n0")
+    (work / "job.hostfile").write_text("\n".join(lines) + "\n")
+    args = ["wait", "--hostfile", "job.hostfile", "--timeout", "3", "--interval", "1",
+            "-o", "ready.hostfile"]
+    text = transcript(args, work) + "$ cat ready.hostfile\n" + (
+        work / "ready.hostfile").read_text()
+    save("wait.txt", text)
+
+
+def _lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+if __name__ == "__main__":
+    main()
