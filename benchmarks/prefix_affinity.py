@@ -28,6 +28,7 @@ import httpx2
 
 from aurora_swarm import Endpoint, VLLMPool, parse_hostfile
 
+UNIT = "Score the answer on clarity and rigor. "
 _METRIC = re.compile(r"^(vllm:prefix_cache_(?:hits|queries)_total)\{[^}]*\}\s+([0-9.eE+-]+)$")
 
 
@@ -60,7 +61,7 @@ def make_prompts(tag: str, prefixes: int, per_prefix: int, filler_units: int,
     prompts = []
     for p in range(prefixes):
         # Distinct from the first token on, so no two prefixes share a cache block.
-        rubric = f"Rubric {tag}-{p:04d}. " + "Score the answer on clarity and rigor. " * filler_units
+        rubric = f"Rubric {tag}-{p:04d}. " + UNIT * filler_units
         for k in range(per_prefix):
             prompts.append(f"{rubric}Answer {k}: yes.")
     rng.shuffle(prompts)
@@ -93,9 +94,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/prefix_affinity")
     args = parser.parse_args()
     endpoints = parse_hostfile(args.hostfile)
-    unit = "Score the answer on clarity and rigor. "
-    per_unit = (count_tokens(endpoints[0], args.model, unit * 21)
-                - count_tokens(endpoints[0], args.model, unit)) / 20
+    per_unit = (count_tokens(endpoints[0], args.model, UNIT * 21)
+                - count_tokens(endpoints[0], args.model, UNIT)) / 20
     units = max(1, round(args.prefix_tokens / per_unit))
     sample = make_prompts("x", 1, 1, units, 0)[0]
     n = args.prefixes * args.per_prefix

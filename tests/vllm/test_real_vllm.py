@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import anyio
 import httpx2
@@ -145,15 +146,14 @@ async def test_a_server_killed_mid_run_loses_no_prompt(endpoints: list[Endpoint]
     """
     if PIDFILE is None or len(endpoints) < 2:
         pytest.skip("needs AURORA_SWARM_VLLM_PIDFILE and two servers")
-    with open(PIDFILE, encoding="utf-8") as handle:
-        victim = int(handle.read().split()[1])  # the second server, in hostfile order
+    victim = int(Path(PIDFILE).read_text(encoding="utf-8").split()[1])  # second server
     prompts = [words(i) for i in range(3000)]
     async with VLLMPool(endpoints, model=MODEL, max_tokens=4, sampling=ECHO,
                         timeout=60.0) as pool:
         killed_at: list[float] = []
 
         async def kill_when_busy() -> None:
-            while pool.stats().endpoints[1].requests == 0:
+            while pool.stats().endpoints[1].requests == 0:  # noqa: ASYNC110 - polling stats
                 await anyio.sleep(0.05)
             await anyio.sleep(0.5)
             os.killpg(victim, signal.SIGKILL)
