@@ -45,3 +45,12 @@ async def pool(endpoints: list[Endpoint]) -> AsyncIterator[VLLMPool]:
     async with VLLMPool(endpoints, model=MODEL, max_tokens=8,
                         sampling={"temperature": 0.0}) as opened:
         yield opened
+
+
+@pytest.fixture
+def server_pids() -> list[int]:
+    """Process-group ids of the servers, in hostfile order (skips without a pidfile)."""
+    if PIDFILE is None:
+        pytest.skip("needs AURORA_SWARM_VLLM_PIDFILE")
+    with open(PIDFILE, encoding="utf-8") as handle:
+        return [int(word) for word in handle.read().split()]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import anyio
 import httpx2
@@ -20,7 +19,7 @@ from aurora_swarm import ChatTemplate, Endpoint, PromptError, VLLMPool
 from aurora_swarm.patterns.scatter_gather import map_gather, scatter_gather
 from aurora_swarm.patterns.tree_reduce import tree_reduce_tree
 
-from .conftest import MODEL, PIDFILE
+from .conftest import MODEL
 
 ECHO = {"echo": True, "temperature": 0.0}
 
@@ -139,14 +138,16 @@ async def test_chat_formatting_modes_on_real_servers(endpoints: list[Endpoint]) 
         assert all(r.success for r in out), [r.error for r in out if not r.success][:3]
 
 
-async def test_a_server_killed_mid_run_loses_no_prompt(endpoints: list[Endpoint]) -> None:
+async def test_a_server_killed_mid_run_loses_no_prompt(
+    endpoints: list[Endpoint], server_pids: list[int]
+) -> None:
     """SIGKILL one of the two servers while a few thousand prompts are in flight.
 
     Runs last in this file: the killed server stays down.
     """
-    if PIDFILE is None or len(endpoints) < 2:
-        pytest.skip("needs AURORA_SWARM_VLLM_PIDFILE and two servers")
-    victim = int(Path(PIDFILE).read_text(encoding="utf-8").split()[1])  # second server
+    if len(endpoints) < 2:
+        pytest.skip("needs two servers")
+    victim = server_pids[1]  # the second server, in hostfile order
     prompts = [words(i) for i in range(3000)]
     async with VLLMPool(endpoints, model=MODEL, max_tokens=4, sampling=ECHO,
                         timeout=60.0) as pool:
