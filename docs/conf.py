@@ -22,6 +22,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "sphinx.ext.doctest",
     "aurora_examples",  # runs examples/*.py so pages show their real output
+    "aurora_autodoc",  # docstrings of re-exported constants and type aliases
 ]
 
 nitpicky = True
@@ -33,6 +34,7 @@ nitpick_ignore_regex = [
     (r"py:class", r"(ExceptionGroup|BaseExceptionGroup)"),
     (r"py:class", r"Tags"),
     (r"py:class", r"(EndpointLike|ChatTemplateSetting|_Unset|ResultHook|Prompt|Conversation|Message)"),
+    # EndpointBehavior's fields are documented as parameters, not attributes.
     # The standard library: its inventory is not fetched (builds run offline).
     (r"py:.*", r"(collections\.abc|os|pathlib|asyncio|typing|types|datetime|json)\..*"),
     # Plain-language types in NumPy-style docstrings ("sequence of str", "mapping of int to X").

@@ -164,6 +164,7 @@ class HTTPStatusError(RequestError):
 
     @property
     def cause(self) -> str:
+        """``"HTTP <status>"``, e.g. ``"HTTP 503"``."""
         return f"HTTP {self.status_code}"
 
 

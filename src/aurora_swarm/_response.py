@@ -12,7 +12,15 @@ __all__ = ["Response", "Usage"]
 
 @attrs.frozen
 class Usage:
-    """Token counts of one answer (or the sum of many)."""
+    """Token counts of one answer (or the sum of many).
+
+    Attributes
+    ----------
+    prompt_tokens:
+        Tokens of the prompt, as the server counted them.
+    completion_tokens:
+        Tokens generated.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0

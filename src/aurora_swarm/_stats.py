@@ -112,6 +112,9 @@ class PoolStats:
     ----------
     endpoints:
         One :class:`EndpointStats` per endpoint of the pool, in pool order.
+    latency_p50, latency_p95, latency_p99:
+        Request latency percentiles over all endpoints, in seconds (``None`` before the first
+        answer).
     """
 
     endpoints: tuple[EndpointStats, ...]

@@ -60,7 +60,17 @@ class BatchReply:
 
 @attrs.frozen
 class ModelInfo:
-    """What ``/v1/models`` says about the served model."""
+    """What ``/v1/models`` says about the served model.
+
+    Attributes
+    ----------
+    id:
+        The served model name.
+    max_model_len:
+        The context length in tokens, when the server reports it (vLLM does).
+    root:
+        Where the server loaded the model from (vLLM: the model directory), when reported.
+    """
 
     id: str
     max_model_len: int | None

@@ -16,7 +16,7 @@ ACTIONS: frozenset[str] = frozenset(
 any of ``"400"`` to ``"599"``) is an action too: that status with a JSON error body."""
 
 TRANSIENT_FAULTS: tuple[str, ...] = ("500", "503", "429", "drop")
-"""The faults :attr:`EndpointBehavior.fault_rate` picks from unless told otherwise: each one
+"""The faults ``EndpointBehavior.fault_rate`` picks from unless told otherwise: each one
 succeeds when retried."""
 
 
