@@ -7,8 +7,8 @@ agents: the very route the batcher sends its batches by, with batches of one, so
 isolates coalescing (like with like). ``pool.post`` (one chat request per prompt, what the code
 would call without a batcher) is measured too and reported beside it. The fake fleet answers
 both routes with the same latency model. The fleet runs in its own process; the settings are
-interleaved within each repeat so drift on a shared machine hits all of them alike, and every
-figure is the median over the repeats.
+interleaved, each repeat in a rotated order, so drift on a shared machine hits all of them
+alike, and every figure is the median over the repeats.
 
 Run: ``python -m benchmarks.microbatch_sweep [--repeat 3] [--out benchmarks/results/microbatch]``
 """
@@ -91,7 +91,6 @@ class Row:
             "vs_baseline": round(self.vs_baseline, 3), "vs_pool_post": round(self.vs_post, 3),
             "http_requests": self.http_requests,
             "mean_batch_size": round(self.mean_batch_size, 2), "mean_fill": round(fill, 3),
-            "runs": self.runs,
         }
 
 
@@ -157,7 +156,8 @@ async def one_run(endpoints: list[Endpoint], setting: Setting, total: int, concu
                                 max_tokens=MAX_TOKENS) as batcher:
             elapsed, latencies = await load(lambda _i, p: batcher.submit(p), total, concurrency)
         stats = batcher.stats()
-        assert stats.answered == total and stats.resent == 0, stats
+        if stats.answered != total or stats.resent:
+            raise AssertionError(f"a fault in a clean run: {stats}")
         return Run(elapsed, latencies, pool.stats().requests - before,
                    Counter(stats.batch_sizes))
 
@@ -197,7 +197,7 @@ def manifest(args: argparse.Namespace, started: str) -> dict[str, object]:
         return done.stdout.strip()
 
     return {
-        "benchmark": "python -m benchmarks.microbatch_sweep " + " ".join(sys.argv[1:]),
+        "benchmark": " ".join(["python -m benchmarks.microbatch_sweep", *sys.argv[1:]]),
         "date": started,
         "git_commit": git("rev-parse", "HEAD"),
         "git_dirty_src_or_benchmarks": bool(git("status", "--porcelain", "src", "benchmarks")),
@@ -224,11 +224,12 @@ def manifest(args: argparse.Namespace, started: str) -> dict[str, object]:
     }
 
 
-def plot(rows: list[Row], out: Path) -> None:
+def plot(rows: list[Row], out: Path, subtitle: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     base = next(r for r in rows if r.setting == BASELINE)
     post = next(r for r in rows if r.setting == POST)
@@ -241,7 +242,8 @@ def plot(rows: list[Row], out: Path) -> None:
         if metric == "p95_ms":
             ax.fill_between(xs, [r.p50_ms for r in sweep], [r.p99_ms for r in sweep],
                             color="C0", alpha=0.15, label="MicroBatcher p50 to p99")
-        ax.plot(xs, ys, "o-", color="C0", lw=2, label="MicroBatcher", zorder=3)
+        name = "MicroBatcher p95" if metric == "p95_ms" else "MicroBatcher"
+        ax.plot(xs, ys, "o-", color="C0", lw=2, label=name, zorder=3)
         for r, y in zip(sweep, ys, strict=True):
             ax.annotate(f"{r.max_wait_ms:g} ms", (r.max_batch, y), textcoords="offset points",
                         xytext=(0, 8), ha="center", fontsize=8, color="C0")
@@ -257,7 +259,7 @@ def plot(rows: list[Row], out: Path) -> None:
         ax.set_xticks(xs, [str(x) for x in xs])
         ax.set_xlabel("max_batch (point labels: max_wait_ms)")
         ax.set_ylabel(ylabel)
-        ax.set_ylim(0, 1.15 * max(ys + [getattr(base, metric), getattr(post, metric)]))
+        ax.set_ylim(0, 1.15 * max([*ys, getattr(base, metric), getattr(post, metric)]))
         ax.set_title(title, fontsize=11)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
@@ -265,10 +267,10 @@ def plot(rows: list[Row], out: Path) -> None:
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
 
-    line_plot("throughput_rps", "throughput (prompts/s)",
-              "Throughput: 50 concurrent one-prompt callers, 500 prompts", "throughput_vs_batch.png")
-    line_plot("p95_ms", "latency per prompt (ms)",
-              "p95 latency per prompt (band: p50 to p99)", "p95_vs_batch.png")
+    line_plot("throughput_rps", "throughput (prompts/s)", f"Throughput, {subtitle}",
+              "throughput_vs_batch.png")
+    line_plot("p95_ms", "latency per prompt (ms)", f"p95 latency (band: p50 to p99), {subtitle}",
+              "p95_vs_batch.png")
 
     fig, axs = plt.subplots(2, 3, figsize=(11, 6.2), sharey=True)
     for ax, r in zip(axs.flat, sweep, strict=True):
@@ -280,6 +282,7 @@ def plot(rows: list[Row], out: Path) -> None:
                      f"{r.mean_batch_size:.1f} prompts ({100 * r.mean_batch_size / top:.0f}% full)"
                      f", {batches} batches", fontsize=9)
         ax.set_xlim(0.3, top + 0.7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8, min_n_ticks=1))
         ax.set_xlabel("prompts in the batch")
         ax.grid(axis="y", alpha=0.3)
     for ax in axs[:, 0]:
@@ -291,7 +294,7 @@ def plot(rows: list[Row], out: Path) -> None:
     plt.close(fig)
 
 
-def write(rows: list[Row], info: dict[str, object], out: Path) -> None:
+def write(rows: list[Row], info: dict[str, object], out: Path, subtitle: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "results.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, list(rows[0].csv()))
@@ -304,7 +307,7 @@ def write(rows: list[Row], info: dict[str, object], out: Path) -> None:
             for size, count in r.sizes.items():
                 sizes.writerow([r.max_batch, r.max_wait_ms, size, count])
     (out / "manifest.json").write_text(json.dumps(info, indent=2) + "\n")
-    plot(rows, out)
+    plot(rows, out, subtitle)
 
 
 def main() -> None:
@@ -335,7 +338,8 @@ def main() -> None:
                        prompt_time=args.prompt_ms / 1000,
                        max_concurrent_seqs=args.seqs) as endpoints:
         for rep in range(args.repeat):
-            for setting in settings:
+            shift = rep * len(settings) // args.repeat  # no setting always runs first
+            for setting in settings[shift:] + settings[:shift]:
                 run = anyio.run(one_run, endpoints, setting, args.requests, args.concurrency,
                                 args.warmup)
                 runs[label(setting)].append(run)
@@ -373,7 +377,8 @@ def main() -> None:
         "max_batch_1_pass": one_ok,
         "max_batch_1_ratio_vs_pool_post": round(one.vs_post, 3),
     }
-    write(rows, info, args.out)
+    write(rows, info, args.out,
+          f"{args.concurrency} concurrent one-prompt callers, {args.requests} prompts")
     print(f"\nwrote results.csv, batch_sizes.csv, manifest.json and three PNGs to {args.out}")
 
 

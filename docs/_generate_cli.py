@@ -1,11 +1,11 @@
-"""Run the ``aurora-swarm`` commands that ``cli.rst`` shows; write their output to ``_generated``.
+"""Run the ``aurora-swarm`` commands ``cli.rst`` shows; write their output to ``_generated/cli``.
 
 Nothing in ``cli.rst`` is typed by hand: help texts, errors, progress and summaries are what
 the commands print, against a fake fleet started here (``python -m aurora_swarm.testing``).
 
-    python docs/_generate_cli.py            # writes docs/_generated/*.txt (about 15 s)
+    python docs/_generate_cli.py            # writes docs/_generated/cli/*.txt (about 20 s)
 
-The Sphinx build runs it (``docs/conf.py``); run it by hand after changing the command line.
+The Sphinx build runs it (``docs/_ext/aurora_examples.py``, at ``builder-inited``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "_generated"
+OUT = Path(__file__).resolve().parent / "_generated" / "cli"
 ENV = {**os.environ, "COLUMNS": "100", "PYTHONWARNINGS": "ignore"}
 CLI = [sys.executable, "-m", "aurora_swarm.cli"]
 
@@ -30,14 +30,14 @@ def shown(args: list[str]) -> str:
     return "$ aurora-swarm " + " ".join(a if " " not in a else repr(a) for a in args)
 
 
-def run(args: list[str], cwd: Path, *, stdin_tty: bool = False) -> tuple[int, str, str]:
+def run(args: list[str], cwd: Path) -> tuple[int, str, str]:
     done = subprocess.run([*CLI, *args], cwd=cwd, env=ENV, capture_output=True, text=True,
                           timeout=300, check=False)
     return done.returncode, done.stdout, done.stderr
 
 
 def save(name: str, text: str) -> None:
-    OUT.mkdir(exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
     (OUT / name).write_text(text.rstrip("\n") + "\n", encoding="utf-8")
     print(f"wrote {OUT / name}")
 

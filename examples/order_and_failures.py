@@ -23,7 +23,7 @@ async def main() -> None:
             answers = await pool.send_all_batched(prompts)
 
             in_order = all(a.text == expected_answer(p, 16)[0]
-                           for p, a in zip(prompts, answers) if a.success)
+                           for p, a in zip(prompts, answers, strict=True) if a.success)
             print(f"{len(answers)} answers for {len(prompts)} prompts; "
                   f"every answer in its prompt's slot: {in_order}")
             retried = [a for a in answers if a.attempts > 1]

@@ -24,7 +24,7 @@ def answers(*texts: str) -> list[Response]:
 
 
 def main() -> None:
-    votes = answers("Yes", "yes ", "No", "yes") + [Response(success=True, text="")]
+    votes = [*answers("Yes", "yes ", "No", "yes"), Response(success=True, text="")]
     result = majority_vote(votes, normalize=lambda t: t.strip().lower())
     print(f"vote: {result.winner!r} {result.count}/{result.total} ({result.share:.0%}), "
           f"abstained {result.abstained}, counts {result.counts}")

@@ -18,7 +18,7 @@ async def main() -> None:
     async with FakeFleet(3) as fleet:
         roles = ["hypotheses", "hypotheses", "critiques"]
         endpoints = [Endpoint(e.host, e.port, {"role": role})
-                     for e, role in zip(fleet.endpoints, roles)]
+                     for e, role in zip(fleet.endpoints, roles, strict=True)]
         async with VLLMPool(endpoints, model=fleet.model, max_tokens=12) as pool:
             board = Blackboard(["hypotheses", "critiques"], {
                 "hypotheses": "Round {round}. Propose one hypothesis about protein X.",

@@ -18,7 +18,7 @@ async def main() -> None:
             prompts = [f"Name one use of element number {z}." for z in range(1, 11)]
             answers = await scatter_gather(pool, prompts)  # answers[i] answers prompts[i]
 
-            for prompt, answer in zip(prompts, answers):
+            for prompt, answer in zip(prompts, answers, strict=True):
                 print(f"{prompt!r:42} -> {answer.text!r} (agent {answer.agent_index})")
             print(f"{len(prompts)} prompts, {sum(a.success for a in answers)} answered, "
                   f"{pool.stats().requests} HTTP requests")

@@ -95,6 +95,22 @@ def free_port() -> int:
     return port
 
 
+def free_base_port(count: int) -> int:
+    """A port p such that p .. p + count - 1 are all free now."""
+    for _ in range(100):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        try:
+            for offset in range(1, count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no run of free ports")  # pragma: no cover
+
+
 def jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
@@ -208,9 +224,6 @@ def test_template_chat_options_and_sampling(fleet: Fleet, tmp_path: Path) -> Non
                  "--sampling", "seed=1", "--progress", "none")
     assert result.returncode == 0, result.stderr
     assert [r.text for r in read_results(out)] == ["ECHO: Describe BRCA1", "ECHO: Describe TP53"]
-    bad = cli("run", prompts, "--hostfile", fleet.hostfile, "--model", "fake-model", "-o", out,
-              "--system-prompt", "Be brief.")
-    assert bad.returncode == 2 and "--system-prompt needs --chat-template" in bad.stderr
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -268,38 +281,60 @@ def test_an_unreachable_fleet_is_exit_status_3(tmp_path: Path) -> None:
     assert "connection failed" in result.stderr and "aurora-swarm wait" in result.stderr
 
 
-def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
-    for args, message in [
-        (["run", "p.txt"], "the following arguments are required: --hostfile, --model, -o"),
-        (["run", "p", "--hostfile", "h", "--model", "m", "-o", "o", "--window", "0"],
-         "expected a whole number >= 1, got '0'"),
-        (["run", "p", "--hostfile", "h", "--model", "m", "-o", "o", "--fsync-interval", "x"],
-         "expected seconds >= 0 or 'never'"),
-        (["run", "p", "--hostfile", "h", "--model", "m", "-o", "o", "--sampling", "t"],
-         "expected KEY=VALUE"),
-        (["wait", "--hostfile", "h", "-o", "r", "--min", "lots"], "--min: expected a count"),
-        (["wait", "--hostfile", "h", "-o", "r", "--timeout", "-1"], "expected seconds >= 0"),
-    ]:
-        result = cli(*args)
-        assert result.returncode == 2, args
-        assert message in result.stderr, (args, result.stderr)
+def main_of(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the command line in this process (argument parsing needs no fleet)."""
+    from aurora_swarm.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "p.txt"], "the following arguments are required: --hostfile, --model, -o"),
+    (["run", "p", "--hostfile", "h", "--model", "m", "-o", "o", "--window", "0"],
+     "expected a whole number >= 1, got '0'"),
+    (["run", "p", "--hostfile", "h", "--model", "m", "-o", "o", "--fsync-interval", "x"],
+     "expected seconds >= 0 or 'never'"),
+    (["run", "p", "--hostfile", "h", "--model", "m", "-o", "o", "--sampling", "t"],
+     "expected KEY=VALUE"),
+    (["run", "p", "--hostfile", "h", "--model", "m", "-o", "o", "--system-prompt", "x"],
+     "--system-prompt needs --chat-template"),
+    (["wait", "--hostfile", "h", "-o", "r", "--min", "lots"], "--min: expected a count"),
+    (["wait", "--hostfile", "h", "-o", "r", "--min", "120%"], "--min: '120%' is out of range"),
+    (["wait", "--hostfile", "h", "-o", "r", "--timeout", "-1"], "expected seconds >= 0"),
+    (["wait", "--hostfile", "h", "-o", "r", "--expect", "0"], "--expect must be at least 1"),
+])
+def test_bad_arguments_are_usage_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = main_of(args, capsys)
+    assert code == 2
+    assert message in err
 
 
 # -- help -----------------------------------------------------------------------------------------
 
 
-def test_help_lists_the_commands_and_explains_run_and_wait() -> None:
-    top = cli("--help")
-    assert top.returncode == 0
+def test_help_lists_the_commands_and_explains_run_and_wait(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", ENV["COLUMNS"])  # the width help is wrapped to
+    code, top, _ = main_of(["--help"], capsys)
+    assert code == 0
     for command in ("run", "wait", "fleet", "demo"):
-        assert f"\n    {command} " in top.stdout
-    run = cli("run", "--help").stdout
+        assert f"\n    {command} " in top
+    run = main_of(["run", "--help"], capsys)[1]
     assert "Rerun the same command after a crash (even kill -9)" in run
     assert "system_prompt" in run and "exit status: 0 every prompt answered" in run
-    wait = cli("wait", "--help").stdout
+    wait = main_of(["wait", "--help"], capsys)[1]
     assert "--timeout S" in wait and "--min N|P%" in wait
-    assert cli("fleet", "--help").stdout.startswith("usage: aurora-swarm fleet")
-    assert cli().returncode == 2
+    assert main_of(["fleet", "--help"], capsys)[1].startswith("usage: aurora-swarm fleet")
+    assert main_of([], capsys)[0] == 2
+    assert cli("--help").stdout == top  # the installed module runs the same
 
 
 # -- wait -----------------------------------------------------------------------------------------
@@ -369,3 +404,29 @@ def test_run_job_sync_with_a_hostfile(fleet: Fleet, tmp_path: Path) -> None:
     assert summary.answered == 2 and summary.complete
     assert [r.text for r in read_results(tmp_path / "out.jsonl")] == [
         "ECHO: alpha beta", "ECHO: gamma"]
+
+
+# -- the cluster examples -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", ["pbs_swarm.sh", "slurm_swarm.sh"])
+def test_cluster_scripts_start_servers_wait_and_run(tmp_path: Path, script: str) -> None:
+    # The job scripts, on one node, with fake servers in place of vLLM.
+    examples = Path(__file__).resolve().parents[1] / "examples" / "cluster"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"question {i}\n" for i in range(500)))
+    fake = (f"{sys.executable} -m aurora_swarm.testing --endpoints 1 --port-base {{port}} "
+            f"--hostfile {tmp_path}/fake-{{port}}.hostfile")
+    env = {**ENV, "MODEL": "fake-model", "PROMPTS": str(prompts), "NODES": "127.0.0.1",
+           "LAUNCHER": "", "GPUS_PER_NODE": "2", "BASE_PORT": str(free_base_port(2)),
+           "WAIT_INTERVAL": "0.2", "WAIT_TIMEOUT": "30", "JOBDIR": str(tmp_path / "job"),
+           "SWARM_DIR": str(examples), "SERVER_CMD": fake, "RUN_ARGS": "--progress none",
+           "AURORA_SWARM": " ".join(CLI)}
+    done = subprocess.run(["bash", str(examples / script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    logs = [(f.name, f.read_text()[-300:]) for f in (tmp_path / "job" / "logs").iterdir()]
+    assert done.returncode == 0, (done.stderr, logs)
+    assert "every prompt answered" in done.stdout
+    ready = parse_hostfile(tmp_path / "job" / "ready.hostfile")
+    assert [e.tags["gpu"] for e in ready] == ["0", "1"]
+    assert len(read_results(tmp_path / "results.jsonl")) == 500

@@ -326,6 +326,17 @@ def test_missing_and_odd_prompt_files(tmp_path: Path) -> None:
     assert PromptFile(tmp_path / "x.NDJSON").kind == "jsonl"
 
 
+async def test_an_empty_prompts_file_is_refused_and_an_empty_list_is_nothing_to_do(
+    pool: VLLMPool, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(JobFileError, match=r"empty\.txt: holds no prompts"):
+        await run_job(pool, PromptFile(empty), tmp_path / "out.jsonl")
+    summary = await run_job(pool, [], tmp_path / "out.jsonl")
+    assert (summary.total, summary.sent, summary.complete) == (0, 0, True)
+
+
 def test_bad_python_items_are_named() -> None:
     from aurora_swarm._job_input import as_items
 

@@ -297,3 +297,15 @@ def test_response_failure_carries_typed_error() -> None:
     assert not response.success and response.text == ""
     assert response.exception is exc and response.endpoint == Endpoint("h", 1)
     assert response.error == "h:1: bad"
+
+
+async def test_per_call_sampling_is_merged_and_checked(pool: VLLMPool) -> None:
+    out = await pool.send_all_batched(["a b"], sampling={"temperature": 0.0, "seed": 3})
+    assert out[0].text == "ECHO: a b"
+    one = await pool.post(0, "c", sampling={"top_p": 0.9})
+    assert one.success
+    with pytest.raises(ConfigurationError, match=r"sampling may not set \['max_tokens'\]"):
+        await pool.send_all_batched(["a"], sampling={"max_tokens": 3})
+    with pytest.raises(ConfigurationError, match=r"sampling may not set \['stream'\]"):
+        await pool.post(0, "a", sampling={"stream": True})
+    assert pool.chat_template is None and pool.system_prompt is None

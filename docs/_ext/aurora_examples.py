@@ -6,12 +6,16 @@ At ``builder-inited``:
   output is written to ``docs/_generated/examples/<name>.txt``, which pages show with
   ``literalinclude``; a script that fails or times out fails the build with its error output;
 * ``examples/quickstart_hostfile.py`` is run against a fleet started with
-  ``python -m aurora_swarm.testing``, the way the getting-started page tells a reader to;
-* ``aurora-swarm demo`` is run and its output written to ``docs/_generated/demo.txt``;
+  ``python -m aurora_swarm.testing``, the way the getting-started page tells a reader to (the
+  hostfile that fleet wrote is kept, as ``fleet.hostfile.txt``);
+* ``aurora-swarm demo`` is run and its output written to
+  ``docs/_generated/examples/aurora-swarm-demo.txt``;
+* ``docs/_generate_cli.py`` (the command-line page's outputs), when it exists, is run;
 * every notebook in ``examples/notebooks`` is written out as a percent-format script
   (``# %%`` cells, Markdown as comments) to ``docs/_generated/notebooks/<name>.py``.
 
-Nothing here is cached: a build shows what the code prints today.
+Nothing here is cached: a build shows what the code prints today. The output directories get
+a ``.gitignore`` of their own, so what a build writes is never committed.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from sphinx.util import logging
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 GENERATED = ROOT / "docs" / "_generated"
+CLI_GENERATOR = ROOT / "docs" / "_generate_cli.py"
 TIMEOUT = 120.0
 HELPERS = {"run_notebooks.py"}  # scripts that are tools, not examples
 
@@ -73,6 +78,8 @@ def _with_fleet(script: Path) -> str:
                     raise ExtensionError(f"the fake fleet for {script.name} did not start:\n"
                                          f"{error}")
                 time.sleep(0.05)
+            shown = GENERATED / "examples" / "fleet.hostfile.txt"
+            shown.write_text(hostfile.read_text(encoding="utf-8"), encoding="utf-8")
             return _run([str(script), str(hostfile)], script.name)
         finally:
             fleet.terminate()
@@ -105,9 +112,16 @@ def notebook_as_script(path: Path) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _output_dir(name: str) -> Path:
+    path = GENERATED / name
+    path.mkdir(parents=True, exist_ok=True)
+    (path / ".gitignore").write_text("# written by docs/_ext/aurora_examples.py at build time\n*\n")
+    return path
+
+
 def _generate(app: Sphinx) -> None:
-    (GENERATED / "examples").mkdir(parents=True, exist_ok=True)
-    (GENERATED / "notebooks").mkdir(parents=True, exist_ok=True)
+    examples_out = _output_dir("examples")
+    _output_dir("notebooks")
     for notebook in sorted((EXAMPLES / "notebooks").glob("*.ipynb")):
         target = GENERATED / "notebooks" / f"{notebook.stem}.py"
         target.write_text(notebook_as_script(notebook), encoding="utf-8")
@@ -115,10 +129,15 @@ def _generate(app: Sphinx) -> None:
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool:
         demo = pool.submit(_run, ["-m", "aurora_swarm.cli", "demo"], "aurora-swarm demo")
+        cli = None
+        if CLI_GENERATOR.exists():
+            cli = pool.submit(_run, [str(CLI_GENERATOR)], CLI_GENERATOR.name)
         outputs = list(pool.map(run_example, scripts))
-    (GENERATED / "demo.txt").write_text(demo.result(), encoding="utf-8")
+    (examples_out / "aurora-swarm-demo.txt").write_text(demo.result(), encoding="utf-8")
+    if cli is not None:
+        cli.result()
     for script, output in zip(scripts, outputs, strict=True):
-        (GENERATED / "examples" / f"{script.stem}.txt").write_text(output, encoding="utf-8")
+        (examples_out / f"{script.stem}.txt").write_text(output, encoding="utf-8")
     logger.info("ran %d examples in %.1f s", len(scripts), time.perf_counter() - start)
 
 

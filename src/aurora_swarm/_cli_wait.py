@@ -59,8 +59,8 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--expect", type=int, default=None, metavar="N",
                    help="keep waiting until the hostfile lists at least N endpoints")
     p.add_argument("--min", default=None, metavar="N|P%",
-                   help="healthy endpoints needed for exit status 0: a count or a percentage "
-                        "of those listed (default: all)")
+                   help="healthy endpoints needed for exit status 0: a count, or a percentage "
+                        "of those listed or expected (default: all of them)")
     p.add_argument("--probe-timeout", type=_seconds, default=5.0, metavar="S",
                    help="seconds one /health probe may take (default 5)")
     p.add_argument("--quiet", action="store_true", help="print only errors")

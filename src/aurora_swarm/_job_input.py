@@ -26,7 +26,6 @@ from .patterns._base import fill_template
 
 __all__ = [
     "JSONL_KEYS",
-    "ItemId",
     "JobFileError",
     "JobItem",
     "PromptFile",
@@ -57,6 +56,8 @@ class JobFileError(ConfigurationError):
 
     The message names the file and, where it applies, the line: ``prompts.jsonl:7: ...``.
 
+    .. versionadded:: 0.2
+
     Attributes
     ----------
     path:
@@ -79,6 +80,8 @@ class JobFileError(ConfigurationError):
 class JobItem:
     """One unit of work of a job: an id, a prompt, and its own settings.
 
+    .. versionadded:: 0.2
+
     Attributes
     ----------
     id:
@@ -97,7 +100,7 @@ class JobItem:
         The line of the prompts file the item came from (``None`` for items from Python).
     """
 
-    id: ItemId
+    id: str | int
     prompt: Prompt
     index: int = 0
     max_tokens: int | None = None
@@ -123,6 +126,8 @@ _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 @attrs.frozen
 class PromptFile:
     """A prompts file, read lazily: iterating yields :class:`JobItem` objects, line by line.
+
+    .. versionadded:: 0.2
 
     Iterating again reads the file again, so a job can check every line first and send later
     without holding the file in memory.

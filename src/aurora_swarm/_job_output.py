@@ -35,6 +35,8 @@ _TAIL_BLOCK = 1 << 16
 class JobResult:
     """One line of a results file: what became of one item.
 
+    .. versionadded:: 0.2
+
     Attributes
     ----------
     id:
@@ -64,7 +66,7 @@ class JobResult:
         The item's ``meta``, copied as it was.
     """
 
-    id: ItemId
+    id: str | int
     index: int
     success: bool
     text: str = ""
@@ -150,6 +152,8 @@ def read_results(path: str | os.PathLike[str], *, ordered: bool = True) -> list[
     """The records of a results file, by input index (or in file order).
 
     A torn last line (left by a killed run) is skipped.
+
+    .. versionadded:: 0.2
 
     Parameters
     ----------
@@ -321,6 +325,7 @@ class ResultWriter:
         self._ready = anyio.Event()
         self._closing = False
         self._dirty = False
+        self._failed = False
         self._synced_at = time.monotonic()
         self.lines_written = 0
         self.syncs = 0
@@ -349,6 +354,8 @@ class ResultWriter:
         self._ready.set()
 
     async def _flush(self, *, final: bool = False) -> None:
+        if self._failed:
+            return  # after a failed write, appending more could leave a torn line mid-file
         lines, self._buffer = self._buffer, []
         interval = self._sync_interval
         now = time.monotonic()
@@ -356,13 +363,29 @@ class ResultWriter:
             final or now - self._synced_at >= interval)
         if not lines and not due:
             return
-        await anyio.to_thread.run_sync(self._write, b"".join(lines), bool(due))
+        started = False
+
+        def write() -> None:
+            nonlocal started
+            started = True
+            try:
+                self._write(b"".join(lines), bool(due))
+            except BaseException:
+                self._failed = True
+                raise
+
+        try:
+            await anyio.to_thread.run_sync(write)
+        except BaseException:
+            if not started:  # cancelled before the thread ran: the lines are still to write
+                self._buffer[:0] = lines
+            raise
         self.lines_written += len(lines)
 
     def _write(self, data: bytes, sync: bool) -> None:
         if data:
-            self._results.append(data)
             self._dirty = True
+            self._results.append(data)
         if sync:
             self._results.sync()
             self._synced_at = time.monotonic()

@@ -24,6 +24,8 @@ _Item = tuple[int, Response]
 class ResultStream:
     """``(index, response)`` pairs of a batched call, in the order prompts settle.
 
+    .. versionadded:: 0.2
+
     Made by :func:`stream_batched`; enter it with ``async with``. Leaving the block (also by
     ``break`` or an exception) cancels whatever is still in flight. An error of the call itself
     (a bad argument, a model the fleet does not serve, or :class:`~aurora_swarm.BatchError` of a
@@ -110,6 +112,8 @@ def stream_batched(
 ) -> ResultStream:
     """Run ``pool.send_all_batched(prompts, ...)`` and stream each result as it settles.
 
+    .. versionadded:: 0.2
+
     Parameters
     ----------
     pool:
@@ -134,8 +138,6 @@ def stream_batched(
 
         async with stream_batched(pool, prompts) as results:
             answers = await results.ordered()    # or all of them, in input order
-
-    .. versionadded:: 0.2
     """
     if isinstance(prompts, str):
         raise ConfigurationError("prompts must be a list of prompts, not one string")

@@ -16,7 +16,7 @@ import os
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeAlias
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -39,6 +39,8 @@ _RATE_WINDOW = 30.0  # seconds of history behind the rate (and so the ETA)
 @attrs.frozen
 class JobProgress:
     """Where a running job stands; handed to the ``progress`` callback of :func:`run_job`.
+
+    .. versionadded:: 0.2
 
     Attributes
     ----------
@@ -82,6 +84,8 @@ class JobProgress:
 @attrs.frozen
 class JobSummary:
     """What a run of :func:`run_job` did.
+
+    .. versionadded:: 0.2
 
     Attributes
     ----------
@@ -138,12 +142,9 @@ class JobSummary:
         return self.failed == 0 and self.kept_failures == 0
 
 
-ItemsLike: TypeAlias = "PromptFile | Iterable[JobItem | Prompt | Mapping[str, Any]]"
-
-
 async def run_job(
     pool: VLLMPool,
-    items: ItemsLike,
+    items: PromptFile | Iterable[JobItem | Prompt | Mapping[str, Any]],
     output: str | os.PathLike[str],
     *,
     max_tokens: int | None = None,
@@ -163,6 +164,8 @@ async def run_job(
     :class:`JobResult`), written as soon as its batch settles; lines appear in the order
     items settle, each naming its ``id`` and input ``index`` (:func:`read_results` sorts
     them back).
+
+    .. versionadded:: 0.2
 
     Parameters
     ----------
@@ -212,8 +215,6 @@ async def run_job(
         The fleet does not serve the model (the message lists what it serves).
     EndpointUnavailable
         No endpoint answered ``/v1/models``.
-
-    .. versionadded:: 0.2
     """
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ConfigurationError(f"window must be a positive int, got {window!r}")
@@ -238,13 +239,15 @@ async def run_job(
 def run_job_sync(
     endpoints: Iterable[Any] | str | os.PathLike[str],
     model: str,
-    items: ItemsLike,
+    items: PromptFile | Iterable[JobItem | Prompt | Mapping[str, Any]],
     output: str | os.PathLike[str],
     *,
     pool_options: Mapping[str, Any] | None = None,
     **job_options: Any,
 ) -> JobSummary:
     """:func:`run_job` from synchronous code: make a pool, run the job, close the pool.
+
+    .. versionadded:: 0.2
 
     Parameters
     ----------
@@ -265,8 +268,6 @@ def run_job_sync(
 
         summary = run_job_sync("agents.hostfile", "my-model", PromptFile("prompts.jsonl"),
                                "results.jsonl", pool_options={"max_tokens": 256})
-
-    .. versionadded:: 0.2
     """
     from ._hostfile import parse_hostfile
 
@@ -281,7 +282,17 @@ def run_job_sync(
 
 
 async def check_fleet(pool: VLLMPool) -> None:
-    """Fail at once if no endpoint answers ``/v1/models`` or the model is not served."""
+    """Fail at once if no endpoint answers ``/v1/models`` or the model is not served.
+
+    .. versionadded:: 0.2
+
+    Raises
+    ------
+    ConfigurationError
+        The fleet does not serve the pool's model (the message lists what it serves).
+    EndpointUnavailable
+        None of the first 8 endpoints answered ``/v1/models``.
+    """
     if await pool.model_info() is not None:
         return
     from ._transport import Transport
@@ -294,10 +305,11 @@ async def check_fleet(pool: VLLMPool) -> None:
         reason = str(exc)
     finally:
         await transport.aclose()
+    tried = min(8, pool.size)  # what model_info asks
+    which = f"its {tried}" if tried == pool.size else f"the first {tried} of its {pool.size}"
     raise EndpointUnavailable(
-        f"the fleet is unreachable: none of its first {min(8, pool.size)} of {pool.size} "
-        f"endpoints answered /v1/models (e.g. {reason}). Is it up? `aurora-swarm wait` waits "
-        "for a fleet that is starting")
+        f"the fleet is unreachable: none of {which} endpoints answered /v1/models ({reason}). "
+        "Is it up? `aurora-swarm wait` waits for a fleet that is starting")
 
 
 class _Runner:
@@ -330,6 +342,8 @@ class _Runner:
             if item.id in first:
                 raise self._duplicate(item, first[item.id])
             first[item.id] = where
+        if not first and isinstance(self.items, PromptFile):
+            raise JobFileError(self.items.path, None, "holds no prompts (only blank lines)")
         return first, len(first)
 
     def _duplicate(self, item: JobItem, first: int) -> JobFileError:

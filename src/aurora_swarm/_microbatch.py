@@ -6,8 +6,11 @@ when it holds ``max_batch`` prompts, or when its oldest prompt has waited ``max_
 prompts with the same ``max_tokens`` share a batch. At most ``max_queue`` prompts wait; one more
 is refused at once with :class:`~aurora_swarm.OverloadError`, so a producer faster than the fleet
 finds out instead of growing memory without limit. Batches go out concurrently, up to
-``max_in_flight`` at a time; while every in-flight slot is taken, waiting prompts keep
-gathering, so batches fill up when the fleet is the bottleneck.
+``max_in_flight`` at a time, each in a task of the batcher's own (a full batch is started by the
+submitter that filled it, the others by a collector task); while every in-flight slot is taken,
+waiting prompts keep gathering, so batches fill up when the fleet is the bottleneck. With
+``max_batch=1`` there is nothing to coalesce, and a prompt that finds a free slot is sent from
+its submitter's own task, which saves a task switch per prompt.
 
 How a batch is sent
 -------------------
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
@@ -69,6 +73,8 @@ __all__ = ["BatcherStats", "MicroBatcher"]
 
 _REST_FIRST = 0.5  # seconds an agent rests after its first batch that failed as a whole
 _REST_MAX = 60.0
+
+_CLOSED_IN_FLIGHT = "the MicroBatcher was closed before this prompt's answer came"
 
 Outcome = Response | SwarmError | None  # None: a strict pool discarded the answer
 PoolCall = Callable[[list[str]], Awaitable[list[Response]]]
@@ -221,6 +227,7 @@ class MicroBatcher:
         self._in_flight = 0
         self._collecting = False
         self._drained = anyio.Event()
+        self._inline: set[anyio.CancelScope] = set()
         self._busy = [0] * pool.size
         self._failures = [0] * pool.size
         self._rest_until = [0.0] * pool.size
@@ -295,6 +302,8 @@ class MicroBatcher:
                 self._group = None
                 if not self._drained.is_set():
                     group.cancel_scope.cancel()
+                    for scope in self._inline:
+                        scope.cancel()
                 try:
                     # A body's own exception is not the task group's: pass on cancellation only.
                     await group.__aexit__(*((exc_type, exc, tb) if cancelled else (None,) * 3))
@@ -365,15 +374,20 @@ class MicroBatcher:
                 f"MicroBatcher queue is full: max_queue={self._max_queue} prompts are already "
                 "waiting to be sent; submit more slowly, retry later, or raise max_queue")
         key = self._max_tokens if max_tokens is None else max_tokens
-        waiter = _Waiter(prompt, key, anyio.current_time())
+        waiter = _Waiter(prompt, key, time.monotonic())
         queue = self._queues.setdefault(key, deque())
         queue.append(waiter)
         self._waiting += 1
         self._counts["submitted"] += 1
-        if len(queue) == 1 or len(queue) >= self._max_batch:
-            self._wake()  # a new oldest prompt (a new deadline) or a full batch
         try:
-            await waiter.done.wait()
+            if self._max_batch == 1 and len(queue) == 1 and self._take_slot():
+                await self._send_inline(waiter)
+            elif len(queue) >= self._max_batch:
+                self._send_full(key)
+            elif len(queue) == 1:
+                self._wake()  # a new oldest prompt: a new deadline
+            if not waiter.done.is_set():
+                await waiter.done.wait()
         except BaseException:
             if waiter.queued:  # never sent: take it out so it is not
                 queue.remove(waiter)
@@ -409,10 +423,9 @@ class MicroBatcher:
         return found, chosen, next_deadline - now
 
     async def _collect(self) -> None:
-        assert self._group is not None
         try:
             while True:
-                found, key, wait = self._due(anyio.current_time())
+                found, key, wait = self._due(time.monotonic())
                 if not found:
                     if self._state is not _State.OPEN and not self._waiting:
                         return
@@ -421,18 +434,60 @@ class MicroBatcher:
                     if self._wakeup.is_set():
                         self._wakeup = anyio.Event()
                     continue
-                await self._slots.acquire()  # while all slots are taken, the batch keeps filling
-                batch = self._take(key)
-                if not batch:  # its submitters were cancelled meanwhile
-                    self._slots.release()
-                    continue
-                self._in_flight += 1
-                agent = self._pick(anyio.current_time())
-                self._busy[agent] += 1
-                self._group.start_soon(self._send, batch, key, agent)
+                try:
+                    self._slots.acquire_nowait()
+                except anyio.WouldBlock:
+                    await self._slots.acquire()  # meanwhile, the batch keeps filling
+                self._launch(key)
         finally:
             self._collecting = False
             self._check_drained()
+
+    def _take_slot(self) -> bool:
+        try:
+            self._slots.acquire_nowait()
+        except anyio.WouldBlock:
+            return False
+        return True
+
+    async def _send_inline(self, waiter: _Waiter) -> None:
+        """Send a batch of one from its submitter's task: nothing to coalesce, one hop fewer.
+
+        Cancelling the submitter cancels only its own request; closing the batcher cancels it
+        like a batch in the task group.
+        """
+        scope = anyio.CancelScope()
+        self._inline.add(scope)
+        try:
+            with scope:
+                await self._send(*self._claim(waiter.key), inline=True)
+        finally:
+            self._inline.discard(scope)
+        if scope.cancelled_caught:
+            self._settle(waiter, error=PoolClosedError(_CLOSED_IN_FLIGHT))
+
+    def _send_full(self, key: int | None) -> None:
+        """Start a full batch from the submitting task, saving the collector's turn."""
+        if self._take_slot():
+            self._launch(key)
+        else:
+            self._wake()  # the collector sends it when a slot frees
+
+    def _launch(self, key: int | None) -> None:
+        """Start sending the next batch of ``key``; the caller holds an in-flight slot for it."""
+        if not self._queues.get(key):  # its submitters were cancelled meanwhile
+            self._slots.release()
+            return
+        assert self._group is not None
+        self._group.start_soon(self._send, *self._claim(key))
+
+    def _claim(self, key: int | None) -> tuple[list[_Waiter], int | None, int]:
+        """The next batch of ``key`` (not empty) and the agent it goes to, counted in flight."""
+        batch = self._take(key)
+        self._in_flight += 1
+        agent = self._pick(time.monotonic())
+        self._busy[agent] += 1
+        return batch, key, agent
 
     def _take(self, key: int | None) -> list[_Waiter]:
         queue = self._queues.get(key)
@@ -466,7 +521,9 @@ class MicroBatcher:
 
     # -- sending --------------------------------------------------------------------------------
 
-    async def _send(self, batch: list[_Waiter], key: int | None, agent: int) -> None:
+    async def _send(
+        self, batch: list[_Waiter], key: int | None, agent: int, *, inline: bool = False
+    ) -> None:
         pool = self._pool
         self._sizes[len(batch)] += 1
         try:
@@ -490,9 +547,9 @@ class MicroBatcher:
             self._busy[agent] -= 1
             self._in_flight -= 1
             self._slots.release()
-            for waiter in batch:  # only when cancelled: the batcher is being torn down
-                self._settle(waiter, error=PoolClosedError(
-                    "the MicroBatcher was closed before this prompt's answer came"))
+            if not inline:  # an unsettled waiter here means the batcher is being torn down
+                for waiter in batch:
+                    self._settle(waiter, error=PoolClosedError(_CLOSED_IN_FLIGHT))
             self._check_drained()
 
     async def _fallback(self, waiters: list[_Waiter], key: int | None) -> None:
@@ -513,7 +570,7 @@ class MicroBatcher:
         elif resent and any(_endpoint_fault(o) for o in outcomes):
             self._failures[agent] += 1
             rest = min(_REST_MAX, _REST_FIRST * 2 ** (self._failures[agent] - 1))
-            self._rest_until[agent] = anyio.current_time() + rest
+            self._rest_until[agent] = time.monotonic() + rest
 
     def _deliver(self, waiter: _Waiter, outcome: Response | SwarmError, extra: int) -> None:
         if isinstance(outcome, Response):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -171,9 +172,8 @@ class VLLMPool:
                                   min(32 * len(resolved), 2048))
         if max_concurrency < 1:
             raise ConfigurationError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        reserved = {"model", "prompt", "messages", "max_tokens"} & set(sampling or {})
-        if reserved:
-            raise ConfigurationError(f"sampling may not set {sorted(reserved)}: the pool sets them")
+        if sampling:
+            _check_sampling(sampling)
         transport = Transport(api_key=_api_key(api_key), connect_timeout=timeouts.connect,
                               max_connections=max_concurrency)
         sizer = ContextSizer(transport, model)
@@ -265,6 +265,16 @@ class VLLMPool:
         """The cap on generated tokens per prompt."""
         return self._core.max_tokens
 
+    @property
+    def chat_template(self) -> ChatTemplateSetting:
+        """How batched prompts are formatted (the ``chat_template`` the pool was made with)."""
+        return self._core.chat_template
+
+    @property
+    def system_prompt(self) -> str | None:
+        """The pool's default system prompt."""
+        return self._core.system_prompt
+
     def __repr__(self) -> str:
         state = "closed" if self._core.closed else "open"
         return f"<VLLMPool {self._core.model!r}: {self.size} endpoints, {state}>"
@@ -328,7 +338,7 @@ class VLLMPool:
 
     async def post(
         self, agent_index: int, prompt: Prompt, max_tokens: int | None = None,
-        *, system_prompt: str | _Unset | None = UNSET,
+        *, system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
     ) -> Response:
         """One ``/v1/chat/completions`` request to agent ``agent_index``.
 
@@ -342,16 +352,20 @@ class VLLMPool:
         check_prompt(prompt, conversations=True)
         _check_optional_max_tokens(max_tokens)
         messages = as_conversation(prompt, self._system_prompt(system_prompt))
-        return self._finish_one(await self._post_unchecked(agent_index, messages, max_tokens))
+        response = await self._post_unchecked(agent_index, messages, max_tokens,
+                                               self._params(sampling))
+        return self._finish_one(response)
 
     async def _post_unchecked(
-        self, agent: int, messages: Conversation, max_tokens: int | None
+        self, agent: int, messages: Conversation, max_tokens: int | None,
+        params: Mapping[str, Any],
     ) -> Response:
         (budget,) = await self._core.sizer.budgets(
             [sizing_text(messages)], max_tokens, self._core.max_tokens, self._endpoints)
         if isinstance(budget, PromptError):
             return Response.failure(budget, agent_index=agent)
-        return await self._chat_with_retry(agent, self._endpoints[agent], messages, budget)
+        return await self._chat_with_retry(agent, self._endpoints[agent], messages, budget,
+                                           params)
 
     def _finish_one(self, response: Response) -> Response:
         if self._core.strict and response.exception is not None:
@@ -359,12 +373,13 @@ class VLLMPool:
         return response
 
     async def _chat_with_retry(
-        self, agent_index: int, endpoint: Endpoint, messages: Conversation, budget: int
+        self, agent_index: int, endpoint: Endpoint, messages: Conversation, budget: int,
+        params: Mapping[str, Any],
     ) -> Response:
         core = self._core
         record = core.records[endpoint]
         settings = core.settings
-        body = {**core.params, "model": core.model, "max_tokens": budget}
+        body = {**params, "max_tokens": budget}
         timeout = settings.timeouts.for_chunk(1)
         attempts = 0
 
@@ -405,7 +420,7 @@ class VLLMPool:
     async def post_batch(
         self, agent_index: int, prompts: Sequence[Prompt], max_tokens: int | None = None,
         *, chat_template: ChatTemplateSetting | _Unset = UNSET,
-        system_prompt: str | _Unset | None = UNSET,
+        system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
     ) -> list[Response]:
         """Exactly ONE batched request carrying every prompt, to one agent.
 
@@ -417,7 +432,7 @@ class VLLMPool:
         """
         self._check_open()
         self._agent(agent_index)
-        plan = await self._plan(prompts, max_tokens, chat_template, system_prompt)
+        plan = await self._plan(prompts, max_tokens, chat_template, system_prompt, sampling)
         results: list[Response | None] = [None] * len(plan.shapes)
         fit = plan.fitting(results, agent_index)
         if fit:
@@ -444,7 +459,8 @@ class VLLMPool:
 
     async def send_all(
         self, prompts: Sequence[Prompt], max_tokens: int | None = None,
-        *, system_prompt: str | _Unset | None = UNSET, on_result: ResultHook | None = None,
+        *, system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
+        on_result: ResultHook | None = None,
     ) -> list[Response]:
         """One chat request per prompt, round-robin over the agents (the non-batched baseline).
 
@@ -454,6 +470,7 @@ class VLLMPool:
         prompts = check_prompts(prompts, conversations=True)
         _check_optional_max_tokens(max_tokens)
         system = self._system_prompt(system_prompt)
+        params = self._params(sampling)
         conversations = [as_conversation(p, system) for p in prompts]
         budgets = await self._core.sizer.budgets(
             [sizing_text(c) for c in conversations], max_tokens, self._core.max_tokens,
@@ -473,7 +490,7 @@ class VLLMPool:
                     response = Response.failure(budget, agent_index=agent)
                 else:
                     response = await self._chat_with_retry(
-                        agent, self._endpoints[agent], conversations[index], budget)
+                        agent, self._endpoints[agent], conversations[index], budget, params)
                 results[index] = response
                 if on_result is not None:
                     on_result(index, response)
@@ -487,7 +504,8 @@ class VLLMPool:
     async def send_all_batched(
         self, prompts: Sequence[Prompt], max_tokens: int | None = None,
         *, chat_template: ChatTemplateSetting | _Unset = UNSET,
-        system_prompt: str | _Unset | None = UNSET, on_result: ResultHook | None = None,
+        system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
+        on_result: ResultHook | None = None,
     ) -> list[Response]:
         """Every prompt over every agent, batched; ``out[i]`` answers ``prompts[i]``.
 
@@ -507,14 +525,17 @@ class VLLMPool:
             Overrides the pool's ``chat_template`` for this call.
         system_prompt:
             Overrides the pool's ``system_prompt`` for this call.
+        sampling:
+            Request fields for this call, on top of the pool's ``sampling``
+            (e.g. ``{"temperature": 0.7, "seed": 1}``).
         on_result:
             Called as ``on_result(index, response)`` the moment each prompt is settled.
         """
         if not self._core.use_batch:
             return await self.send_all(prompts, max_tokens, system_prompt=system_prompt,
-                                       on_result=on_result)
+                                       sampling=sampling, on_result=on_result)
         self._check_open()
-        plan = await self._plan(prompts, max_tokens, chat_template, system_prompt)
+        plan = await self._plan(prompts, max_tokens, chat_template, system_prompt, sampling)
         results: list[Response | None] = [None] * len(plan.shapes)
         fit = plan.fitting(results, -1, on_result)
         if not fit:
@@ -547,6 +568,7 @@ class VLLMPool:
     async def _plan(
         self, prompts: Sequence[Prompt], max_tokens: int | None,
         chat_template: ChatTemplateSetting | _Unset, system_prompt: str | _Unset | None,
+        sampling: Mapping[str, Any] | None,
     ) -> _Plan:
         """Validate, format and size a batched call's prompts."""
         core = self._core
@@ -562,22 +584,29 @@ class VLLMPool:
             b if isinstance(b, PromptError) else _Shape(b, special)
             for b, special in zip(budgets, prepared.add_special_tokens, strict=True)
         ]
-        sender = self._send_chat_batch if form.kind == "server" else self._send_completions
-        return _Plan(prepared, shapes, sender)
+        send = self._send_chat_batch if form.kind == "server" else self._send_completions
+        return _Plan(prepared, shapes, functools.partial(send, self._params(sampling)))
+
+    def _params(self, sampling: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Request fields for a call: the pool's sampling, this call's on top, and the model."""
+        if sampling:
+            _check_sampling(sampling)
+        return {**self._core.params, **(sampling or {}), "model": self._core.model}
 
     async def _send_completions(
-        self, endpoint: Endpoint, prompts: list[str], shape: _Shape, timeout: float | None
+        self, params: Mapping[str, Any], endpoint: Endpoint, prompts: list[str], shape: _Shape,
+        timeout: float | None,
     ) -> BatchReply:
-        params = {**self._core.params, "model": self._core.model, "max_tokens": shape.max_tokens}
+        params = {**params, "max_tokens": shape.max_tokens}
         if shape.add_special_tokens is not None:
             params["add_special_tokens"] = shape.add_special_tokens
         return await self._core.transport.completions(endpoint, prompts, params, timeout)
 
     async def _send_chat_batch(
-        self, endpoint: Endpoint, conversations: list[Conversation], shape: _Shape,
-        timeout: float | None,
+        self, params: Mapping[str, Any], endpoint: Endpoint, conversations: list[Conversation],
+        shape: _Shape, timeout: float | None,
     ) -> BatchReply:
-        params = {**self._core.params, "model": self._core.model, "max_tokens": shape.max_tokens}
+        params = {**params, "max_tokens": shape.max_tokens}
         return await self._core.transport.chat_batch(endpoint, conversations, params, timeout)
 
     async def _probe(self, endpoint: Endpoint) -> bool:
@@ -604,17 +633,18 @@ class VLLMPool:
 
     async def broadcast_prompt(
         self, prompt: Prompt, max_tokens: int | None = None,
-        *, system_prompt: str | _Unset | None = UNSET,
+        *, system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
     ) -> list[Response]:
         """Send the same prompt to every agent (one chat request each); ``out[k]`` is agent k's."""
         self._check_open()
         check_prompt(prompt, conversations=True)
         _check_optional_max_tokens(max_tokens)
         messages = as_conversation(prompt, self._system_prompt(system_prompt))
+        params = self._params(sampling)
         results: list[Response | None] = [None] * self.size
 
         async def one(agent: int) -> None:
-            results[agent] = await self._post_unchecked(agent, messages, max_tokens)
+            results[agent] = await self._post_unchecked(agent, messages, max_tokens, params)
 
         async with anyio.create_task_group() as group:
             for agent in range(self.size):
@@ -663,6 +693,19 @@ def _affinity_chars(value: int | bool) -> int:
         raise ConfigurationError(
             f"prefix_affinity must be True, False or a number of characters >= 0, got {value!r}")
     return value
+
+
+_RESERVED_FIELDS = frozenset({"model", "prompt", "messages", "max_tokens", "stream", "n"})
+
+
+def _check_sampling(sampling: Mapping[str, Any]) -> None:
+    if not isinstance(sampling, Mapping):
+        raise ConfigurationError(f"sampling must be a mapping, got {type(sampling).__name__}")
+    reserved = _RESERVED_FIELDS & set(sampling)
+    if reserved:
+        raise ConfigurationError(
+            f"sampling may not set {sorted(reserved)}: the pool sets them (max_tokens is an "
+            "argument of its own; streaming and n > 1 are not supported)")
 
 
 def _check_optional_max_tokens(value: object) -> None:

@@ -202,6 +202,9 @@ class Transport:
     ) -> None:
         self._api_key = api_key
         self._http = openai.DefaultAsyncHttpxClient(
+            # Our own calls (/v1/models, /tokenize, /health) need the key too; the OpenAI
+            # clients set the same header on theirs.
+            headers={"Authorization": f"Bearer {api_key}"},
             timeout=httpx2.Timeout(None, connect=connect_timeout),
             limits=httpx2.Limits(
                 max_connections=max_connections,

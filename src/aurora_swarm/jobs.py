@@ -14,14 +14,13 @@
 The ``aurora-swarm run`` command is :func:`run_job` with a progress display.
 """
 
-from ._job_input import JSONL_KEYS, ItemId, JobFileError, JobItem, PromptFile
+from ._job_input import JSONL_KEYS, JobFileError, JobItem, PromptFile
 from ._job_output import JobResult, read_results
 from ._job_stream import ResultStream, stream_batched
 from ._jobs import JobProgress, JobSummary, check_fleet, run_job, run_job_sync
 
 __all__ = [
     "JSONL_KEYS",
-    "ItemId",
     "JobFileError",
     "JobItem",
     "JobProgress",
