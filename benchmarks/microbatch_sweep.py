@@ -242,8 +242,8 @@ def plot(rows: list[Row], out: Path, subtitle: str) -> None:
         if metric == "p95_ms":
             ax.fill_between(xs, [r.p50_ms for r in sweep], [r.p99_ms for r in sweep],
                             color="C0", alpha=0.15, label="MicroBatcher p50 to p99")
-        name = "MicroBatcher p95" if metric == "p95_ms" else "MicroBatcher"
-        ax.plot(xs, ys, "o-", color="C0", lw=2, label=name, zorder=3)
+        series = "MicroBatcher p95" if metric == "p95_ms" else "MicroBatcher"
+        ax.plot(xs, ys, "o-", color="C0", lw=2, label=series, zorder=3)
         for r, y in zip(sweep, ys, strict=True):
             ax.annotate(f"{r.max_wait_ms:g} ms", (r.max_batch, y), textcoords="offset points",
                         xytext=(0, 8), ha="center", fontsize=8, color="C0")

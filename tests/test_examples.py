@@ -29,6 +29,8 @@ NOTEBOOKS = sorted((EXAMPLES / "notebooks").glob("*.ipynb"))
 
 # What each example must print (regular expressions, searched in its standard output).
 EXPECTED: dict[str, list[str]] = {
+    "microbatching.py": [r"200 prompts from 20 agents, each answer its own: True",
+                         r"\d+ HTTP requests; mean batch \d+\.\d"],
     "quickstart.py": [r"-> 'ECHO: Name one use of element number 10\.' \(agent \d\)",
                       r"10 prompts, 10 answered, \d HTTP requests"],
     "quickstart_hostfile.py": [r"4 endpoints, the first is 127\.0\.0\.1:\d+",

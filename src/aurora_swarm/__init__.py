@@ -20,6 +20,7 @@ from ._exceptions import (
 )
 from ._health import HealthPolicy
 from ._hostfile import parse_hostfile
+from ._microbatch import BatcherStats, MicroBatcher
 from ._pool import VLLMPool
 from ._prompts import Conversation, Message, Prompt
 from ._response import Response, Usage
@@ -33,6 +34,7 @@ __all__ = [
     "AgentEndpoint",
     "BadResponseError",
     "BatchError",
+    "BatcherStats",
     "ChatTemplate",
     "Chunking",
     "ConfigurationError",
@@ -45,6 +47,7 @@ __all__ = [
     "HealthPolicy",
     "HostfileError",
     "Message",
+    "MicroBatcher",
     "ModelInfo",
     "OverloadError",
     "PoolClosedError",
