@@ -35,6 +35,7 @@ EXPECTED_ALL = [
     "HTTPStatusError",
     "HealthPolicy",
     "HostfileError",
+    "InputFileError",
     "Message",
     "MicroBatcher",
     "ModelInfo",

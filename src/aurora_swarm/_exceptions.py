@@ -4,7 +4,9 @@ The tree::
 
     SwarmError
     ├── ConfigurationError (a ValueError)     bad arguments or settings
-    │   ├── HostfileError                      a hostfile line that cannot be read
+    │   ├── InputFileError                     a file that cannot be used (file, line)
+    │   │   ├── HostfileError                  a hostfile
+    │   │   └── JobFileError                   a prompts or results file
     │   └── PromptError                        a prompt that is malformed or cannot fit
     ├── PoolClosedError (a RuntimeError)      the pool was used after ``aclose()``
     ├── OverloadError                          a bounded queue refused new work
@@ -41,6 +43,8 @@ __all__ = [
     "EndpointUnavailable",
     "HTTPStatusError",
     "HostfileError",
+    "InputFileError",
+    "JobFileError",
     "OverloadError",
     "PoolClosedError",
     "PromptError",
@@ -58,15 +62,19 @@ class ConfigurationError(SwarmError, ValueError):
     """An argument or setting is wrong; raised at once, before any request is sent."""
 
 
-class HostfileError(ConfigurationError):
-    """A hostfile could not be read; names the file and, where it applies, the line.
+class InputFileError(ConfigurationError):
+    """A file the user gave cannot be used; names the file and, where it applies, the line.
+
+    The message reads ``path:line: problem`` (or ``path: problem``).
 
     Attributes
     ----------
     path:
-        The hostfile's path as given.
+        The file as given.
     line:
         The 1-based line number, or ``None`` when the whole file is at fault.
+    problem:
+        What is wrong.
     """
 
     def __init__(self, path: str, line: int | None, problem: str) -> None:
@@ -75,6 +83,17 @@ class HostfileError(ConfigurationError):
         self.problem = problem
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {problem}")
+
+
+class HostfileError(InputFileError):
+    """A hostfile could not be read: missing, empty, or a line that names no endpoint."""
+
+
+class JobFileError(InputFileError):
+    """A prompts or results file (or an item passed from Python) cannot be used.
+
+    For an item passed from Python, ``path`` is ``items[i]`` and ``line`` is ``None``.
+    """
 
 
 class PromptError(ConfigurationError):

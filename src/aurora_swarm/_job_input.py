@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
-from ._exceptions import ConfigurationError
+from ._exceptions import JobFileError
 from ._prompts import Prompt, is_message
 from .patterns._base import fill_template
 
@@ -49,31 +49,6 @@ JSONL_KEYS: dict[str, str] = {
 _SOURCES = ("prompt", "messages", "item")
 _SAMPLING_HINT = frozenset({"temperature", "top_p", "top_k", "seed", "stop", "n",
                             "presence_penalty", "frequency_penalty", "repetition_penalty"})
-
-
-class JobFileError(ConfigurationError):
-    """A prompts or results file (or an item passed from Python) cannot be used.
-
-    The message names the file and, where it applies, the line: ``prompts.jsonl:7: ...``.
-
-    .. versionadded:: 0.2
-
-    Attributes
-    ----------
-    path:
-        The file as given, or ``items[i]`` for the item at position ``i`` passed from Python.
-    line:
-        The 1-based line number, or ``None`` when it does not apply.
-    problem:
-        What is wrong.
-    """
-
-    def __init__(self, path: str, line: int | None, problem: str) -> None:
-        self.path = path
-        self.line = line
-        self.problem = problem
-        where = f"{path}:{line}" if line is not None else path
-        super().__init__(f"{where}: {problem}")
 
 
 @attrs.frozen

@@ -245,13 +245,8 @@ class Transport:
         timeout: float | None,
     ) -> BatchReply:
         """ONE ``/v1/completions`` request with a list prompt; choices placed by index."""
-        start = time.perf_counter()
-        data = await self._post(endpoint, "/completions", {**params, "prompt": list(prompts)},
-                                timeout)
-        if not isinstance(data, dict):
-            raise BadResponseError("answer is not a JSON object", endpoint=endpoint)
-        choices = place_choices(data.get("choices"), len(prompts), endpoint)
-        return BatchReply(choices, read_usage(data), time.perf_counter() - start)
+        body = {**params, "prompt": list(prompts)}
+        return await self._batch(endpoint, "/completions", body, len(prompts), timeout)
 
     async def chat_batch(
         self,
@@ -261,12 +256,19 @@ class Transport:
         timeout: float | None,
     ) -> BatchReply:
         """ONE ``/v1/chat/completions/batch`` request with a list of conversations."""
-        start = time.perf_counter()
         body = {**params, "messages": [list(c) for c in conversations]}
-        data = await self._post(endpoint, "/chat/completions/batch", body, timeout)
+        return await self._batch(endpoint, "/chat/completions/batch", body, len(conversations),
+                                 timeout)
+
+    async def _batch(
+        self, endpoint: Endpoint, path: str, body: Mapping[str, Any], count: int,
+        timeout: float | None,
+    ) -> BatchReply:
+        start = time.perf_counter()
+        data = await self._post(endpoint, path, body, timeout)
         if not isinstance(data, dict):
             raise BadResponseError("answer is not a JSON object", endpoint=endpoint)
-        choices = place_choices(data.get("choices"), len(conversations), endpoint)
+        choices = place_choices(data.get("choices"), count, endpoint)
         return BatchReply(choices, read_usage(data), time.perf_counter() - start)
 
     async def chat(
