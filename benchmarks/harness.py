@@ -9,7 +9,8 @@ Run::
     python -m benchmarks.harness                      # full run on the fake fleet (~10 min)
     python -m benchmarks.harness --quick              # small sizes (~1-2 min), e.g. for CI
     python -m benchmarks.harness --target vllm --hostfile H --model M
-    python -m benchmarks.harness --update-readme benchmarks/results   # table into README, docs
+    python -m benchmarks.harness --report-only DIR   # tables and plots again from DIR/results.csv
+    python -m benchmarks.harness --update-readme benchmarks/results/harness  # into README, docs
 
 See ``benchmarks/README.md`` for what is measured and how.
 """
@@ -94,6 +95,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="results directory (default benchmarks/out/harness)")
     p.add_argument("--update-readme", type=Path, metavar="RESULTS_DIR",
                    help="only splice RESULTS_DIR/table.md into README.md and docs/benchmarks.rst")
+    p.add_argument("--report-only", type=Path, metavar="RESULTS_DIR",
+                   help="only rebuild table.md/table.rst and the PNGs from RESULTS_DIR's "
+                        "results.csv and manifest.json")
     p.add_argument("--sweeps", type=lambda s: s.split(","),
                    help="comma-separated subset of prompts,endpoints,chunk,client_cpu")
     g = p.add_argument_group("sizes (defaults depend on --quick and --target)")
@@ -129,7 +133,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="skip a run whose ideal time on the latency model alone exceeds S")
     g.add_argument("--slow-run", type=float, default=30.0, metavar="S",
                    help="a run taking longer than S is not repeated")
-    g.add_argument("--run-timeout", type=float, default=240.0, metavar="S",
+    g.add_argument("--run-timeout", type=float, default=150.0, metavar="S",
                    help="cut a run off after S seconds")
     args = p.parse_args(argv)
     _defaults(args)
@@ -330,13 +334,15 @@ def run_all(args: argparse.Namespace, conditions: list[Condition], progress: Pro
 
 
 def _warm_up(eps: Sequence[Endpoint], args: argparse.Namespace, model: str) -> None:
-    """One unmeasured call: imports, the fleet's first connections, the server's caches."""
-    prompts = make_prompts(min(2 * len(eps), 64))
-    result = anyio.run(lambda: measure(eps, prompts, mode="batch", model=model,
-                                       max_tokens=args.max_tokens, timeout=args.run_timeout))
-    if result.answered != len(prompts):
-        raise SystemExit(f"warm-up failed: {result.answered} of {len(prompts)} answered "
-                         f"({result.status} {result.note}); are the servers up?")
+    """Unmeasured calls on a few endpoints: imports, first connections, the servers' caches."""
+    few = list(eps[:4])
+    for mode in MODES:
+        prompts = make_prompts(4 * len(few))
+        result = anyio.run(lambda: measure(few, prompts, mode=mode, model=model,  # noqa: B023
+                                           max_tokens=args.max_tokens, timeout=args.run_timeout))
+        if result.answered != len(prompts):
+            raise SystemExit(f"warm-up failed: {result.answered} of {len(prompts)} answered "
+                             f"({result.status} {result.note}); are the servers up?")
 
 
 def _run_group(eps: Sequence[Endpoint], group: list[Condition], args: argparse.Namespace,
@@ -393,6 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              ROOT / "docs" / "benchmarks.rst")
         print(f"README.md and docs/benchmarks.rst updated from {args.update_readme}")
         return 0
+    if args.report_only:
+        return report_only(args.report_only)
     started = report.now()
     endpoints = parse_hostfile(args.hostfile) if args.target == "vllm" else None
     servers = len(endpoints) if endpoints is not None else None
@@ -421,6 +429,17 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"table.md, table.rst, {', '.join(pngs)} to {args.out}\n")
     print((args.out / "table.md").read_text())
     return _verdict(rows, args, config)
+
+
+def report_only(results: Path) -> int:
+    """Tables and plots again from a run's files (after changing how they are presented)."""
+    rows = report.read_csv(results / "results.csv")
+    config = json.loads((results / "manifest.json").read_text())["config"]
+    report.write_tables(results, rows, config)
+    pngs = report.plot(results, rows, config)
+    print(f"Wrote table.md, table.rst, {', '.join(pngs)} to {results}\n")
+    print((results / "table.md").read_text())
+    return 0
 
 
 def _verdict(rows: list[dict[str, Any]], args: argparse.Namespace, config: dict[str, Any]) -> int:

@@ -206,14 +206,15 @@ def headline(rows: Sequence[Row], prompts: int, endpoints: int | None = None) ->
     faster = n["wall_s"] / b["wall_s"] if b["wall_s"] else math.inf
     ratio = b["prompts_per_s"] / n["prompts_per_s"] if n["prompts_per_s"] else math.inf
     where_text = "servers" if b["target"] == "vllm" else "endpoints"
-    runs = min(int(b["runs"]), int(n["runs"]))
+    runs = (f"median of {int(b['runs'])} runs" if b["runs"] == n["runs"] else
+            f"median of {int(b['runs'])} batch and {int(n['runs'])} non-batch runs")
     text = (
         f"{int(prompts):,} prompts over {int(b['endpoints']):,} {where_text}: "
         f"batch {int(b['requests']):,} requests, non-batch {int(n['requests']):,} requests "
-        f"({fewer:,.0f}x fewer); batch {b['wall_s']:.2f} s, non-batch {n['wall_s']:.2f} s "
-        f"({faster:.1f}x faster); throughput batch {b['prompts_per_s']:,.0f} prompts/s, "
+        f"({_fewer(fewer)}); batch {b['wall_s']:.2f} s, non-batch {n['wall_s']:.2f} s "
+        f"({_speed(faster)}); throughput batch {b['prompts_per_s']:,.0f} prompts/s, "
         f"non-batch {n['prompts_per_s']:,.0f} prompts/s (ratio {ratio:.2f}); "
-        f"median of {runs} run{'s' if runs != 1 else ''}"
+        f"{runs}"
     )
     # The same call with one request per endpoint (from the chunk sweep), when measured.
     share = math.ceil(prompts / int(b["endpoints"]))
@@ -223,7 +224,7 @@ def headline(rows: Sequence[Row], prompts: int, endpoints: int | None = None) ->
         c = static[0]
         text += (f". With Chunking(chunk_size={share}): {int(c['requests']):,} requests "
                  f"({n['requests'] / c['requests']:,.0f}x fewer), {c['wall_s']:.2f} s "
-                 f"({n['wall_s'] / c['wall_s']:.1f}x faster)")
+                 f"({_speed(n['wall_s'] / c['wall_s'])})")
     return text
 
 
@@ -259,7 +260,8 @@ def table_rows(rows: Sequence[Row], endpoints: int | None) -> tuple[list[list[st
                 continue
             if not row.get("runs"):
                 reason = row.get("note") or row.get("status")
-                body.append([f"{prompts:,}", mode, f"not run: {reason}", "", "", "", ""])
+                body.append([f"{prompts:,}", mode, str(row.get("status")), "—", "—", "—", "—"])
+                notes.append(f"{mode} at {prompts:,} prompts: {reason}")
                 continue
             body.append([
                 f"{prompts:,}", mode, f"{int(row['requests']):,}", _fmt(row["wall_s"], ".2f"),
@@ -270,9 +272,21 @@ def table_rows(rows: Sequence[Row], endpoints: int | None) -> tuple[list[list[st
                 and pair["non-batch"].get("runs"):
             b, n = pair["batch"], pair["non-batch"]
             notes.append(
-                f"{prompts:,} prompts: {n['requests'] / b['requests']:,.0f}x fewer requests, "
-                f"{n['wall_s'] / b['wall_s']:.1f}x faster in batch mode")
+                f"{prompts:,} prompts: {_fewer(n['requests'] / b['requests'])} requests, "
+                f"{_speed(n['wall_s'] / b['wall_s'])} in batch mode")
     return body, notes
+
+
+def _fewer(ratio: float) -> str:
+    """``ratio`` = non-batch requests / batch requests, in words."""
+    if ratio < 1.05:
+        return "as many"
+    return f"{ratio:,.1f}x fewer" if ratio < 10 else f"{ratio:,.0f}x fewer"
+
+
+def _speed(ratio: float) -> str:
+    """``ratio`` = non-batch time / batch time, in words."""
+    return f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
 
 
 def markdown_table(body: Sequence[Sequence[str]]) -> str:
@@ -452,6 +466,7 @@ def plot(out: Path, rows: Sequence[Row], config: Mapping[str, Any]) -> list[str]
                        label=f"p95, adaptive chunking ({int(a['requests']):,} req)")
         first = fixed[0]
         ax.set_xscale("log")
+        ax.margins(x=0.08)
         plain(ax, "x")
         ax.set_xlabel("chunk size (prompts per request)")
         ax.set_ylabel("per-prompt latency, s")
@@ -470,6 +485,18 @@ def plot(out: Path, rows: Sequence[Row], config: Mapping[str, Any]) -> list[str]
             xs, ys = series(pick(by_endpoints, prompts=n), "endpoints", "prompts_per_s", mode)
             if xs:
                 ax.plot(xs, ys, "o-", label=mode, color=colors[mode])
+            missing = [f"{int(r['endpoints']):,} ({r['status']})"
+                       for r in pick(by_endpoints, prompts=n, mode=mode) if not r.get("runs")]
+            if missing:
+                ax.plot([], [], " ", label=f"{mode} not measured at " + ", ".join(missing))
+        lat = config.get("latency", {})
+        slots, per_prompt = lat.get("max_concurrent_seqs") or 0, lat.get("prompt_time") or 0
+        sizes = sorted({float(r["endpoints"]) for r in by_endpoints})
+        if slots and per_prompt and sizes:
+            # The best a batched call can do: full waves of sequence slots, one request each.
+            overhead = lat.get("request_overhead") or 0.0
+            ideal = [n / (overhead + math.ceil(n / (m * slots)) * per_prompt) for m in sizes]
+            ax.plot(sizes, ideal, ":", color="gray", label="ideal (the latency model alone)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         plain(ax, "x", "y")
@@ -477,7 +504,7 @@ def plot(out: Path, rows: Sequence[Row], config: Mapping[str, Any]) -> list[str]
         ax.set_ylabel("prompts / s")
         ax.set_title(f"Throughput vs endpoints: {n:,} prompts\n{subtitle}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
         save(fig, "throughput_vs_endpoints.png")
     return written
 
@@ -512,8 +539,8 @@ def update_readme(results: Path, readme: Path, docs_page: Path) -> None:
     rel_docs = Path(os.path.relpath(results, docs_page.resolve().parent)).as_posix()
     images_md = " ".join(f'<img src="{rel_readme}/{name}" width="48%" alt="{PLOTS[name]}">'
                          for name in pngs)
-    regenerate = ("Regenerate: `python -m benchmarks.harness --out benchmarks/results`, then "
-                  "`python -m benchmarks.harness --update-readme benchmarks/results`.")
+    regenerate = (f"Regenerate: `python -m benchmarks.harness --out {rel_readme}`, then "
+                  f"`python -m benchmarks.harness --update-readme {rel_readme}`.")
     block_md = (f"{table_md.rstrip()}\n\n{images_md}\n\n{regenerate}\n")
     images_rst = "\n\n".join(
         f".. image:: {rel_docs}/{name}\n   :alt: {PLOTS[name]}\n   :width: 80%" for name in pngs)

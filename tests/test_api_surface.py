@@ -1,5 +1,5 @@
-"""The public API: the exact export list, a docstring for every public name, and every public
-name in the API reference."""
+"""The public API: the exact export list, a docstring for every public name, every public
+name in the API reference, and every code example in a docstring run."""
 
 from __future__ import annotations
 
@@ -145,14 +145,77 @@ def test_public_name_in_the_api_reference(module: str, name: str) -> None:
         f"{module}.{name} is exported but no autodoc directive in docs/ documents it")
 
 
+# The package and every module in it, private ones too: public names are defined in private
+# modules, and the API reference renders their docstrings.
+ALL_MODULES = ["aurora_swarm", *(info.name for info in
+                                 pkgutil.walk_packages(aurora_swarm.__path__, "aurora_swarm."))]
+SRC = Path(aurora_swarm.__file__).resolve().parent
+
+# A line that starts a doctest example: ``>>>`` then a space or the end of the line.
+EXAMPLE = re.compile(r"^[ \t]*>>>(?: |$)", re.MULTILINE)
+
+
 def modules_with_examples() -> list[str]:
-    names = [info.name for info in pkgutil.walk_packages(aurora_swarm.__path__, "aurora_swarm.")]
-    return [n for n in ["aurora_swarm", *names]
-            if ">>> " in inspect.getsource(importlib.import_module(n))]
+    return [n for n in ALL_MODULES
+            if EXAMPLE.search(inspect.getsource(importlib.import_module(n)))]
 
 
 @pytest.mark.parametrize("module", modules_with_examples())
 def test_docstring_examples_run(module: str) -> None:
-    """The ``>>>`` examples the API reference shows are run, and print what they show."""
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
+    """The ``>>>`` examples the API reference shows are run, and print what they show.
+
+    Each module's examples are collected by :class:`doctest.DocTestFinder` (its docstring and
+    those of the classes, functions and methods defined in it) and must number as many as the
+    ``>>>`` lines of its source: an example where doctest does not look (an attribute
+    docstring, a nested function) would otherwise be shown in the docs and never run.
+    """
+    mod = importlib.import_module(module)
+    tests = doctest.DocTestFinder().find(mod)
+    written = len(EXAMPLE.findall(inspect.getsource(mod)))
+    collected = sum(len(test.examples) for test in tests)
+    assert collected == written, (
+        f"{module} has {written} `>>>` lines but doctest collects {collected} examples")
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in tests:
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
+
+
+# ``.. code-block:: LANG`` (or ``code``, ``sourcecode``) a docstring may hold without running
+# it: text that is not Python (a hostfile, a shell session, JSON).
+NOT_PYTHON = {"text", "none", "console", "shell", "bash", "sh", "json", "yaml", "toml", "ini"}
+CODE_DIRECTIVE = re.compile(r"^[ \t]*\.\. (?:code-block|code|sourcecode)::[ \t]*(\S*)",
+                            re.MULTILINE)
+
+
+def bare_strings(path: Path) -> list[tuple[int, str]]:
+    """The string statements of a source file (module, class, function and attribute
+    docstrings) with the line each starts on."""
+    return [(node.lineno, node.value.value) for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)]
+
+
+def unrun_code(path: Path) -> list[str]:
+    """Where a docstring shows code that nothing runs: a skipped example, a code block in
+    Python (or with no language, which Sphinx highlights as Python), or a ``::`` literal block
+    (highlighted as Python too)."""
+    text = path.read_text()
+    found = [f"{path.name}:{text.count(chr(10), 0, m.start()) + 1}: `{m.group().strip()}`"
+             for m in re.finditer(r"\+SKIP\b", text)]
+    found += [f"{path.name}:{text.count(chr(10), 0, m.start()) + 1}: `{m.group().strip()}`"
+              for m in CODE_DIRECTIVE.finditer(text) if m.group(1).lower() not in NOT_PYTHON]
+    for start, doc in bare_strings(path):
+        for offset, line in enumerate(doc.splitlines()):
+            if line.rstrip().endswith("::") and not line.lstrip().startswith(".. "):
+                found.append(f"{path.name}:{start + offset}: a `::` literal block")
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(SRC.rglob("*.py")), ids=lambda p: str(p.relative_to(SRC)))
+def test_no_unrun_code_in_docstrings(path: Path) -> None:
+    """Every code block in the docs runs in CI or is generated, and docstrings are rendered in
+    the API reference: a Python example in one is a ``>>>`` doctest (run above), not a
+    ``code-block:: python``, a ``::`` literal block or a ``+SKIP`` example. Text that is not
+    Python (a hostfile, a shell command) goes in a ``code-block`` naming its language."""
+    assert unrun_code(path) == []

@@ -1,6 +1,8 @@
 """Every error aurora_swarm raises or records.
 
-The tree::
+The tree:
+
+.. code-block:: text
 
     SwarmError
     ├── ConfigurationError (a ValueError)     bad arguments or settings

@@ -1,6 +1,8 @@
 """Endpoint health: rest after a failure, bench after repeated failures, probe before return.
 
-Each endpoint moves between three states::
+Each endpoint moves between three states:
+
+.. code-block:: text
 
     healthy ──(threshold failures in a row)──> benched ──(probe ok after cooldown)──> healthy
                                                             │  ^

@@ -16,7 +16,9 @@ _TAG = re.compile(r"^([A-Za-z_][\w.-]*)=(.*)$")
 def parse_hostfile(path: str | os.PathLike[str]) -> list[Endpoint]:
     """Read endpoints from a hostfile.
 
-    Each non-blank line names one endpoint, in any of these forms::
+    Each non-blank line names one endpoint, in any of these forms:
+
+    .. code-block:: text
 
         gpu01<TAB>8000<TAB>role=critic<TAB>node=x1
         gpu01 8000 role=critic

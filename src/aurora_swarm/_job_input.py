@@ -1,7 +1,9 @@
 """What a batch job reads: :class:`JobItem`, prompt files (text or JSONL) and their errors.
 
 A text prompts file holds one prompt a line; blank lines are skipped and a prompt's id is its
-line number. A JSONL prompts file holds one JSON object a line::
+line number. A JSONL prompts file holds one JSON object a line:
+
+.. code-block:: json
 
     {"id": "q1", "prompt": "What is 2 + 2?"}
     {"id": "q2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 64}

@@ -130,14 +130,24 @@ def stream_batched(
 
     Examples
     --------
-    .. code-block:: python
+    On :class:`~aurora_swarm.testing.FakeFleet`, whose agents answer ``"ECHO: "`` and the
+    prompt:
 
-        async with stream_batched(pool, prompts) as results:
-            async for index, response in results:
-                print(index, response.text)      # as each prompt settles
-
-        async with stream_batched(pool, prompts) as results:
-            answers = await results.ordered()    # or all of them, in input order
+    >>> import anyio
+    >>> from aurora_swarm import VLLMPool
+    >>> from aurora_swarm.jobs import stream_batched
+    >>> from aurora_swarm.testing import FakeFleet
+    >>> async def demo():
+    ...     settled = {}
+    ...     async with FakeFleet(2) as fleet, VLLMPool(fleet.endpoints, model=fleet.model) as pool:
+    ...         async with stream_batched(pool, ["a", "b", "c"]) as results:
+    ...             async for index, response in results:  # as each prompt settles
+    ...                 settled[index] = response.text
+    ...         async with stream_batched(pool, ["d", "e"]) as results:
+    ...             answers = await results.ordered()  # or all of them, in input order
+    ...     return sorted(settled.items()), [a.text for a in answers]
+    >>> anyio.run(demo)
+    ([(0, 'ECHO: a'), (1, 'ECHO: b'), (2, 'ECHO: c')], ['ECHO: d', 'ECHO: e'])
     """
     if isinstance(prompts, str):
         raise ConfigurationError("prompts must be a list of prompts, not one string")

@@ -264,10 +264,24 @@ def run_job_sync(
 
     Examples
     --------
-    .. code-block:: python
+    A script calls it at top level, with the fleet's hostfile. Here the fleet is a
+    :class:`~aurora_swarm.testing.FakeFleet` serving in this thread's event loop, so the job
+    runs in a worker thread:
 
-        summary = run_job_sync("agents.hostfile", "my-model", PromptFile("prompts.jsonl"),
-                               "results.jsonl", pool_options={"max_tokens": 256})
+    >>> import anyio, anyio.to_thread, tempfile
+    >>> from pathlib import Path
+    >>> from aurora_swarm.jobs import run_job_sync
+    >>> from aurora_swarm.testing import FakeFleet
+    >>> async def demo(folder):
+    ...     async with FakeFleet(2) as fleet:
+    ...         hostfile = fleet.write_hostfile(Path(folder, "agents.hostfile"))
+    ...         return await anyio.to_thread.run_sync(
+    ...             run_job_sync, hostfile, fleet.model, ["2 + 2?", "A prime?"],
+    ...             Path(folder, "results.jsonl"))
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     summary = anyio.run(demo, folder)
+    >>> summary.answered, summary.complete
+    (2, True)
     """
     from ._hostfile import parse_hostfile
 

@@ -181,13 +181,25 @@ class MicroBatcher:
 
     Examples
     --------
-    .. code-block:: python
+    Eight agents ask one question each; two full batches of four go out (on
+    :class:`~aurora_swarm.testing.FakeFleet`, whose agents answer ``"ECHO: "`` and the
+    prompt):
 
-        async with VLLMPool(endpoints, model="m") as pool, MicroBatcher(pool) as batcher:
-            async with anyio.create_task_group() as group:
-                for task in tasks:
-                    group.start_soon(agent_loop, batcher, task)  # awaits batcher.submit(...)
-            print(batcher.stats().batch_sizes)
+    >>> import anyio
+    >>> from aurora_swarm import MicroBatcher, VLLMPool
+    >>> from aurora_swarm.testing import FakeFleet
+    >>> async def agent(batcher, question, answers):
+    ...     answers[question] = (await batcher.submit(question)).text
+    >>> async def demo():
+    ...     answers = {}
+    ...     async with FakeFleet(2) as fleet, VLLMPool(fleet.endpoints, model=fleet.model) as pool:
+    ...         async with MicroBatcher(pool, max_batch=4, max_wait_ms=100) as batcher:
+    ...             async with anyio.create_task_group() as group:
+    ...                 for k in range(8):
+    ...                     group.start_soon(agent, batcher, f"question {k}", answers)
+    ...     return answers["question 5"], batcher.stats().batch_sizes
+    >>> anyio.run(demo)
+    ('ECHO: question 5', {4: 2})
     """
 
     def __init__(

@@ -132,10 +132,19 @@ class VLLMPool:
 
     Examples
     --------
-    .. code-block:: python
+    On a cluster the endpoints come from :func:`~aurora_swarm.parse_hostfile`; here from
+    :class:`~aurora_swarm.testing.FakeFleet`, whose agents answer ``"ECHO: "`` and the prompt:
 
-        async with VLLMPool(parse_hostfile("agents.hostfile"), model="m") as pool:
-            answers = await pool.send_all_batched(prompts)
+    >>> import anyio
+    >>> from aurora_swarm import VLLMPool
+    >>> from aurora_swarm.testing import FakeFleet
+    >>> async def demo():
+    ...     async with FakeFleet(2) as fleet:
+    ...         async with VLLMPool(fleet.endpoints, model=fleet.model) as pool:
+    ...             answers = await pool.send_all_batched(["What is 2 + 2?", "Name a prime."])
+    ...     return [a.text for a in answers]
+    >>> anyio.run(demo)
+    ['ECHO: What is 2 + 2?', 'ECHO: Name a prime.']
     """
 
     def __init__(

@@ -1,15 +1,25 @@
 """Batch jobs at scale: stream results as they settle, run resumable jobs into a results file.
 
-.. code-block:: python
+:func:`stream_batched` hands out each result of a batched call as it settles. :func:`run_job`
+appends one line per prompt to a results file, which is its checkpoint: run again (after a
+crash, say), it sends only what the file does not hold yet. On
+:class:`~aurora_swarm.testing.FakeFleet`, whose agents answer ``"ECHO: "`` and the prompt:
 
-    from aurora_swarm.jobs import PromptFile, run_job, stream_batched
-
-    async with stream_batched(pool, prompts) as results:
-        async for index, response in results:          # as each prompt settles
-            ...
-
-    summary = await run_job(pool, PromptFile("prompts.jsonl"), "results.jsonl")
-    # rerun after a crash: only what results.jsonl does not hold yet is sent
+>>> import anyio, tempfile
+>>> from pathlib import Path
+>>> from aurora_swarm import VLLMPool
+>>> from aurora_swarm.jobs import PromptFile, read_results, run_job
+>>> from aurora_swarm.testing import FakeFleet
+>>> async def job(folder):
+...     prompts, output = Path(folder, "prompts.txt"), Path(folder, "results.jsonl")
+...     prompts.write_text("What is 2 + 2?\\nName a prime.\\n")
+...     async with FakeFleet(2) as fleet, VLLMPool(fleet.endpoints, model=fleet.model) as pool:
+...         first = await run_job(pool, PromptFile(prompts), output)
+...         again = await run_job(pool, PromptFile(prompts), output)  # nothing left to send
+...     return first.answered, again.skipped, [r.text for r in read_results(output)]
+>>> with tempfile.TemporaryDirectory() as folder:
+...     anyio.run(job, folder)
+(2, 2, ['ECHO: What is 2 + 2?', 'ECHO: Name a prime.'])
 
 The ``aurora-swarm run`` command is :func:`run_job` with a progress display.
 """

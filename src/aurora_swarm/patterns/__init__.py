@@ -5,10 +5,20 @@ Every pattern talks to a pool only through the small :class:`Pool` protocol (``s
 on a pool of the user's own. Each batched step is one call of the pool, which keeps the number
 of HTTP requests close to the number of agents. Patterns return
 :class:`~aurora_swarm.Response` objects in input order, and accept them as input, so the
-output of one feeds the next without glue::
+output of one feeds the next without glue. On :class:`~aurora_swarm.testing.FakeFleet`, whose
+agents answer ``"ECHO: "`` and the prompt:
 
-    summaries = await map_gather(pool, papers, "Summarize: {item}")
-    overview = await tree_reduce(pool, None, "Merge:\\n{responses}", fanin=8, items=summaries)
+>>> import anyio
+>>> from aurora_swarm import VLLMPool
+>>> from aurora_swarm.patterns import map_gather, tree_reduce
+>>> from aurora_swarm.testing import FakeFleet
+>>> async def demo(papers):
+...     async with FakeFleet(2) as fleet, VLLMPool(fleet.endpoints, model=fleet.model) as pool:
+...         summaries = await map_gather(pool, papers, "Summarize: {item}")
+...         return await tree_reduce(pool, None, "Merge: {responses}", fanin=8,
+...                                  items=summaries, separator=" + ")
+>>> print(anyio.run(demo, ["paper A", "paper B"]).text)
+ECHO: Merge: ECHO: Summarize: paper A + ECHO: Summarize: paper B
 
 Failures are data: a failed or empty answer is left out of a merge and recorded (see
 :attr:`ReduceTree.dropped`), never lost silently. On a pool made with ``strict=True`` the pool

@@ -112,14 +112,27 @@ class Blackboard:
 
     Examples
     --------
-    .. code-block:: python
+    One agent per role on :class:`~aurora_swarm.testing.FakeFleet` (each agent answers
+    ``"ECHO: "`` and the prompt). A hostfile's ``role=...`` column tags the endpoints; here
+    they are tagged by hand:
 
-        board = Blackboard(["hypotheses", "critiques"], {
-            "hypotheses": "Board:\\n{board}\\nPropose one new hypothesis.",
-            "critiques": "Critique the latest hypotheses:\\n{hypotheses}",
-        })
-        final = await board.run(pool, max_rounds=3)   # endpoints tagged role=hypotheses|critiques
-        print(board.history[-1].to_dict())
+    >>> import anyio
+    >>> from aurora_swarm import Endpoint, VLLMPool
+    >>> from aurora_swarm.patterns import Blackboard
+    >>> from aurora_swarm.testing import FakeFleet
+    >>> board = Blackboard(["hypotheses", "critiques"], {
+    ...     "hypotheses": "Propose one new hypothesis.",
+    ...     "critiques": "Critique: {hypotheses}",
+    ... })
+    >>> async def demo():
+    ...     async with FakeFleet(2) as fleet:
+    ...         agents = [Endpoint(e.host, e.port, {"role": role})
+    ...                   for e, role in zip(fleet.endpoints, ["hypotheses", "critiques"])]
+    ...         async with VLLMPool(agents, model=fleet.model) as pool:
+    ...             return await board.run(pool, max_rounds=1)
+    >>> final = anyio.run(demo)
+    >>> final["critiques"], board.round
+    (['ECHO: Critique: ECHO: Propose one new hypothesis.'], 1)
     """
 
     def __init__(

@@ -49,10 +49,19 @@ async def broadcast(
 
     Examples
     --------
-    .. code-block:: python
+    On :class:`~aurora_swarm.testing.FakeFleet`, whose agents answer ``"ECHO: "`` and the
+    prompt (so every vote agrees):
 
-        votes = await broadcast(pool, "Is 221 prime? Answer yes or no.", copies=16)
-        print(majority_vote(votes).winner)
+    >>> import anyio
+    >>> from aurora_swarm import VLLMPool
+    >>> from aurora_swarm.patterns import broadcast, majority_vote
+    >>> from aurora_swarm.testing import FakeFleet
+    >>> async def demo():
+    ...     async with FakeFleet(2) as fleet, VLLMPool(fleet.endpoints, model=fleet.model) as pool:
+    ...         return await broadcast(pool, "Is 221 prime? Answer yes or no.", copies=5)
+    >>> votes = anyio.run(demo)
+    >>> len(votes), majority_vote(votes).winner
+    (5, 'ECHO: Is 221 prime? Answer yes or no.')
     """
     if not isinstance(prompt, str):
         raise ConfigurationError(f"prompt must be a str, got {type(prompt).__name__}")
@@ -106,10 +115,19 @@ async def broadcast_and_reduce(
 
     Examples
     --------
-    .. code-block:: python
+    Two agents, so two copies to merge, on :class:`~aurora_swarm.testing.FakeFleet` (each
+    agent answers ``"ECHO: "`` and the prompt):
 
-        best = await broadcast_and_reduce(
-            pool, "Propose a name for the compound.", "Pick the best name:\\n{responses}")
+    >>> import anyio
+    >>> from aurora_swarm import VLLMPool
+    >>> from aurora_swarm.patterns import broadcast_and_reduce
+    >>> from aurora_swarm.testing import FakeFleet
+    >>> async def demo():
+    ...     async with FakeFleet(2) as fleet, VLLMPool(fleet.endpoints, model=fleet.model) as pool:
+    ...         return await broadcast_and_reduce(
+    ...             pool, "Name the compound.", "Pick the best name: {responses}", separator=" | ")
+    >>> print(anyio.run(demo).text)
+    ECHO: Pick the best name: ECHO: Name the compound. | ECHO: Name the compound.
     """
     require_placeholder(reduce_prompt, "responses", "reduce_prompt")
     check_max_tokens(reduce_max_tokens, "reduce_max_tokens")

@@ -218,13 +218,24 @@ async def run_pipeline(
 
     Examples
     --------
-    .. code-block:: python
+    Two ideas, then one pick among them (on :class:`~aurora_swarm.testing.FakeFleet`, whose
+    agents answer ``"ECHO: "`` and the prompt; a broadcast stage's output is its answers, one
+    a line):
 
-        stages = [
-            Stage("ideas", "List one experiment to test: {input}", n_agents=8),
-            Stage("pick", "Pick the most feasible experiment:\\n{input}", n_agents=1),
-        ]
-        plan = await run_pipeline(pool, stages, "protein folding is temperature dependent")
+    >>> import anyio
+    >>> from aurora_swarm import VLLMPool
+    >>> from aurora_swarm.patterns import Stage, run_pipeline
+    >>> from aurora_swarm.testing import FakeFleet
+    >>> stages = [
+    ...     Stage("ideas", "Suggest an experiment on {input}", n_agents=2),
+    ...     Stage("pick", "Pick one: {input}", n_agents=1),
+    ... ]
+    >>> async def demo():
+    ...     async with FakeFleet(2) as fleet, VLLMPool(fleet.endpoints, model=fleet.model) as pool:
+    ...         return await run_pipeline(pool, stages, "folding")
+    >>> print(anyio.run(demo))
+    ECHO: Pick one: ECHO: Suggest an experiment on folding
+    ECHO: Suggest an experiment on folding
     """
     stages = list(stages)
     value = initial_input
@@ -282,10 +293,19 @@ async def fan_out_fan_in(
 
     Examples
     --------
-    .. code-block:: python
+    On :class:`~aurora_swarm.testing.FakeFleet`, whose agents answer ``"ECHO: "`` and the
+    prompt:
 
-        report = await fan_out_fan_in(
-            pool, [f"Review section {s}" for s in sections], "Write one report:\\n{responses}")
+    >>> import anyio
+    >>> from aurora_swarm import VLLMPool
+    >>> from aurora_swarm.patterns import fan_out_fan_in
+    >>> from aurora_swarm.testing import FakeFleet
+    >>> async def demo(sections):
+    ...     async with FakeFleet(2) as fleet, VLLMPool(fleet.endpoints, model=fleet.model) as pool:
+    ...         return await fan_out_fan_in(pool, [f"Review section {s}" for s in sections],
+    ...                                     "Write one report: {responses}", separator="; ")
+    >>> print(anyio.run(demo, [1, 2]).text)
+    ECHO: Write one report: ECHO: Review section 1; ECHO: Review section 2
     """
     require_placeholder(collect_prompt, "responses", "collect_prompt")
     check_max_tokens(collect_max_tokens, "collect_max_tokens")

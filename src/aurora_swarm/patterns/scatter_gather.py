@@ -43,10 +43,19 @@ async def scatter_gather(
 
     Examples
     --------
-    .. code-block:: python
+    On :class:`~aurora_swarm.testing.FakeFleet`, whose agents answer ``"ECHO: "`` and the
+    prompt:
 
-        answers = await scatter_gather(pool, [f"Analyze gene {g}" for g in genes])
-        texts = [a.text for a in answers if a.success]
+    >>> import anyio
+    >>> from aurora_swarm import VLLMPool
+    >>> from aurora_swarm.patterns import scatter_gather
+    >>> from aurora_swarm.testing import FakeFleet
+    >>> async def demo(genes):
+    ...     async with FakeFleet(2) as fleet, VLLMPool(fleet.endpoints, model=fleet.model) as pool:
+    ...         answers = await scatter_gather(pool, [f"Analyze gene {g}" for g in genes])
+    ...     return [a.text for a in answers if a.success]
+    >>> anyio.run(demo, ["BRCA1", "TP53"])
+    ['ECHO: Analyze gene BRCA1', 'ECHO: Analyze gene TP53']
     """
     prompts = check_prompts(prompts)
     check_max_tokens(max_tokens, "max_tokens")
@@ -96,10 +105,22 @@ async def map_gather(
 
     Examples
     --------
-    .. code-block:: python
+    The answers of one call are the items of the next (on
+    :class:`~aurora_swarm.testing.FakeFleet`, whose agents answer ``"ECHO: "`` and the prompt):
 
-        genes = await map_gather(pool, ["BRCA1", "TP53"], "Summarize what {item} does.")
-        verdicts = await map_gather(pool, genes, "Is this summary accurate? {item}")
+    >>> import anyio
+    >>> from aurora_swarm import VLLMPool
+    >>> from aurora_swarm.patterns import map_gather
+    >>> from aurora_swarm.testing import FakeFleet
+    >>> async def demo():
+    ...     async with FakeFleet(2) as fleet, VLLMPool(fleet.endpoints, model=fleet.model) as pool:
+    ...         genes = await map_gather(pool, ["BRCA1", "TP53"], "Summarize {item}.")
+    ...         verdicts = await map_gather(pool, genes, "Is this right? {item}")
+    ...     return [v.text for v in verdicts]
+    >>> for text in anyio.run(demo):
+    ...     print(text)
+    ECHO: Is this right? ECHO: Summarize BRCA1.
+    ECHO: Is this right? ECHO: Summarize TP53.
     """
     require_placeholder(prompt_template, placeholder, "prompt_template")
     check_max_tokens(max_tokens, "max_tokens")

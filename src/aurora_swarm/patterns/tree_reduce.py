@@ -233,11 +233,22 @@ async def tree_reduce_tree(
 
     Examples
     --------
-    .. code-block:: python
+    Three leaves, merged two at a time (on :class:`~aurora_swarm.testing.FakeFleet`, whose
+    agents answer ``"ECHO: "`` and the prompt):
 
-        tree = await tree_reduce_tree(pool, "Summarize {item}", "Merge:\\n{responses}",
-                                      fanin=8, items=papers)
-        print(tree.root.text, [len(level) for level in tree.levels], tree.dropped)
+    >>> import anyio
+    >>> from aurora_swarm import VLLMPool
+    >>> from aurora_swarm.patterns import tree_reduce_tree
+    >>> from aurora_swarm.testing import FakeFleet
+    >>> async def demo():
+    ...     async with FakeFleet(2) as fleet, VLLMPool(fleet.endpoints, model=fleet.model) as pool:
+    ...         return await tree_reduce_tree(pool, "Rate {item}", "Merge({responses})", fanin=2,
+    ...                                       items=["a", "b", "c"], separator=", ")
+    >>> tree = anyio.run(demo)
+    >>> [len(level) for level in tree.levels], tree.groups[1], tree.dropped
+    ([3, 2, 1], ((0, 1), (2,)), ())
+    >>> print(tree.root.text)
+    ECHO: Merge(ECHO: Merge(ECHO: Rate a, ECHO: Rate b), ECHO: Merge(ECHO: Rate c))
     """
     check_fanin(fanin)
     require_placeholder(reduce_prompt, "responses", "reduce_prompt")
@@ -319,11 +330,20 @@ async def tree_reduce(
 
     Examples
     --------
-    .. code-block:: python
+    Four items taken as the leaves (``prompt=None``) and merged two at a time, on
+    :class:`~aurora_swarm.testing.FakeFleet`, whose agents answer ``"ECHO: "`` and the prompt:
 
-        top = await tree_reduce(pool, "Summarize {item}", "Merge these summaries:\\n{responses}",
-                                fanin=8, items=abstracts, reduce_max_tokens=1024)
-        print(top.text if top.success else top.error)
+    >>> import anyio
+    >>> from aurora_swarm import VLLMPool
+    >>> from aurora_swarm.patterns import tree_reduce
+    >>> from aurora_swarm.testing import FakeFleet
+    >>> async def demo(abstracts):
+    ...     async with FakeFleet(2) as fleet, VLLMPool(fleet.endpoints, model=fleet.model) as pool:
+    ...         return await tree_reduce(pool, None, "Merge({responses})", fanin=2,
+    ...                                  items=abstracts, separator=", ")
+    >>> top = anyio.run(demo, ["a", "b", "c", "d"])
+    >>> print(top.text if top.success else top.error)
+    ECHO: Merge(ECHO: Merge(a, b), ECHO: Merge(c, d))
     """
     tree = await tree_reduce_tree(
         pool, prompt, reduce_prompt, fanin, items, max_tokens=max_tokens,

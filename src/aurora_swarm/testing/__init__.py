@@ -5,14 +5,20 @@ caller's event loop. Answers are deterministic (:func:`expected_answer`), so a t
 every output belongs to its input; :class:`LatencyModel` makes endpoints take time like a server
 with a limited number of concurrent sequences; :class:`EndpointBehavior` injects faults (HTTP 5xx,
 429, hangs, dropped connections, an endpoint that dies, choices out of order); and
-:class:`EndpointCounters` tell what each endpoint saw.
+:class:`EndpointCounters` tell what each endpoint saw. A test of a client (here
+:class:`~aurora_swarm.VLLMPool`) against a fleet whose second endpoint fails its first request:
 
->>> from aurora_swarm.testing import FakeFleet, EndpointBehavior, expected_answer
->>> async def test_my_client():  # doctest: +SKIP
-...     async with FakeFleet(4, behaviors={2: EndpointBehavior(script=("503",))}) as fleet:
-...         results = await my_client(fleet.endpoints, ["a b", "c"])
+>>> import anyio
+>>> from aurora_swarm import VLLMPool
+>>> from aurora_swarm.testing import EndpointBehavior, FakeFleet, expected_answer
+>>> async def test_my_client():
+...     async with FakeFleet(2, behaviors={1: EndpointBehavior(script=("503",))}) as fleet:
+...         async with VLLMPool(fleet.endpoints, model=fleet.model) as client:
+...             results = await client.send_all_batched(["a b", "c"])
 ...         assert [r.text for r in results] == [expected_answer(p)[0] for p in ["a b", "c"]]
-...         assert fleet.total_prompts() == 2
+...         assert fleet.counters(1).faults == {"503": 1}
+...         assert fleet.total_prompts() == 3  # the prompt that met the 503 was sent again
+>>> anyio.run(test_my_client)
 
 From a shell, ``python -m aurora_swarm.testing --endpoints 8 --hostfile fleet.hostfile`` runs a
 fleet until SIGINT or SIGTERM (see :func:`serve_fleet`).

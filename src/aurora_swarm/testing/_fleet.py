@@ -69,11 +69,20 @@ class FakeFleet:
 
     Examples
     --------
-    >>> async def demo():  # doctest: +SKIP
+    Four endpoints on free loopback ports; endpoint 1 answers its first request with a 503:
+
+    >>> import anyio
+    >>> from aurora_swarm import VLLMPool
+    >>> from aurora_swarm.testing import EndpointBehavior, FakeFleet
+    >>> async def demo():
     ...     async with FakeFleet(4, behaviors={1: EndpointBehavior(script=("503",))}) as fleet:
-    ...         urls = [e.base_url for e in fleet.endpoints]
-    ...         ...
-    ...         assert fleet.total_prompts() == 100
+    ...         print(fleet.endpoints[0].base_url)
+    ...         async with VLLMPool(fleet.endpoints, model=fleet.model) as pool:
+    ...             answers = await pool.send_all_batched([f"prompt {k}" for k in range(100)])
+    ...         print(answers[7].text, all(a.success for a in answers), fleet.counters(1).faults)
+    >>> anyio.run(demo)
+    http://127.0.0.1:.../v1
+    ECHO: prompt 7 True {'503': 1}
     """
 
     def __init__(
