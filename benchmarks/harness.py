@@ -6,7 +6,7 @@ process, latency modelled on a GPU vLLM server) or on real vLLM servers, and wri
 
 Run::
 
-    python -m benchmarks.harness                      # full run on the fake fleet (~10 min)
+    python -m benchmarks.harness                      # full run on the fake fleet (~11 min)
     python -m benchmarks.harness --quick              # small sizes (~1-2 min), e.g. for CI
     python -m benchmarks.harness --target vllm --hostfile H --model M
     python -m benchmarks.harness --report-only DIR   # tables and plots again from DIR/results.csv
@@ -93,8 +93,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", help="served model name (--target vllm)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "harness",
                    help="results directory (default benchmarks/out/harness)")
-    p.add_argument("--update-readme", type=Path, metavar="RESULTS_DIR",
-                   help="only splice RESULTS_DIR/table.md into README.md and docs/benchmarks.rst")
+    p.add_argument("--update-readme", type=Path, nargs="+", metavar="RESULTS_DIR",
+                   help="only splice RESULTS_DIR/table.md (one fake-fleet run and/or one "
+                        "real-vLLM run) into README.md and docs/benchmarks.rst")
     p.add_argument("--report-only", type=Path, metavar="RESULTS_DIR",
                    help="only rebuild table.md/table.rst and the PNGs from RESULTS_DIR's "
                         "results.csv and manifest.json")
@@ -148,7 +149,8 @@ def _defaults(args: argparse.Namespace) -> None:
     vllm = args.target == "vllm"
     quick = args.quick
     table: dict[str, Any] = {
-        "prompts": [256] if vllm else [100, 1000, 2000] if quick else [100, 1000, 10000, 100000],
+        "prompts": ([256] if quick else [64, 256, 1024]) if vllm
+        else [100, 1000, 2000] if quick else [100, 1000, 10000, 100000],
         "headline_endpoints": 20 if quick else 100,
         "headline_prompts": 256 if vllm else 2000 if quick else 10000,
         "endpoints": [1, 10, 100] if quick else [1, 10, 100, 1000],
@@ -395,9 +397,9 @@ def config_of(args: argparse.Namespace, servers: int | None) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.update_readme:
-        report.update_readme(args.update_readme, ROOT / "README.md",
-                             ROOT / "docs" / "benchmarks.rst")
-        print(f"README.md and docs/benchmarks.rst updated from {args.update_readme}")
+        for results in args.update_readme:
+            report.update_readme(results, ROOT / "README.md", ROOT / "docs" / "benchmarks.rst")
+            print(f"README.md and docs/benchmarks.rst updated from {results}")
         return 0
     if args.report_only:
         return report_only(args.report_only)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import importlib.metadata
+import json
 import math
 import os
 import platform
@@ -39,8 +40,8 @@ CONDITION = ["target", "mode", "prompts", "endpoints", "chunk_size", "pool",
              "max_tokens", "model"]
 PACKAGES = ["aurora-swarm", "openai", "httpx2", "httpcore2", "httpx", "httpcore", "anyio",
             "attrs", "h11", "tenacity", "matplotlib"]
-README_START, README_END = "<!-- benchmark-table:start -->", "<!-- benchmark-table:end -->"
-RST_START, RST_END = ".. benchmark-table:start", ".. benchmark-table:end"
+# Where --update-readme puts a run's table: marker lines in README.md and docs/benchmarks.rst.
+MARKERS = {"fake": "benchmark-table", "vllm": "benchmark-vllm-table"}
 PLOTS = {
     "requests_vs_prompts.png": "HTTP requests vs prompts",
     "throughput_vs_prompts.png": "Throughput vs prompts",
@@ -206,8 +207,10 @@ def headline(rows: Sequence[Row], prompts: int, endpoints: int | None = None) ->
     faster = n["wall_s"] / b["wall_s"] if b["wall_s"] else math.inf
     ratio = b["prompts_per_s"] / n["prompts_per_s"] if n["prompts_per_s"] else math.inf
     where_text = "servers" if b["target"] == "vllm" else "endpoints"
-    runs = (f"median of {int(b['runs'])} runs" if b["runs"] == n["runs"] else
-            f"median of {int(b['runs'])} batch and {int(n['runs'])} non-batch runs")
+    if b["runs"] == n["runs"]:
+        runs = "one run each" if b["runs"] == 1 else f"median of {int(b['runs'])} runs"
+    else:
+        runs = f"median of {int(b['runs'])} batch and {int(n['runs'])} non-batch runs"
     text = (
         f"{int(prompts):,} prompts over {int(b['endpoints']):,} {where_text}: "
         f"batch {int(b['requests']):,} requests, non-batch {int(n['requests']):,} requests "
@@ -307,7 +310,7 @@ def rst_table(body: Sequence[Sequence[str]]) -> str:
 def describe_conditions(config: Mapping[str, Any]) -> str:
     """One sentence saying what the table's numbers were measured on."""
     if config.get("target") == "vllm":
-        return (f"Real vLLM: {config.get('servers')} servers from {config.get('hostfile')}, "
+        return (f"Real vLLM: {config.get('servers')} servers (hostfile in `manifest.json`), "
                 f"model {config.get('model')}, max_tokens {config.get('max_tokens')}, "
                 f"{_runs(config)}.")
     lat = config.get("latency", {})
@@ -428,9 +431,10 @@ def plot(out: Path, rows: Sequence[Row], config: Mapping[str, Any]) -> list[str]
             xs, ys = series(by_prompts, "prompts", metric, mode)
             if xs:
                 ax.plot(xs, ys, "o-", label=mode, color=colors[mode])
+                below = mode == "batch"  # labels apart where the two lines meet
                 for xv, yv in zip(xs, ys, strict=True):
                     ax.annotate(f"{yv:,.0f}", (xv, yv), textcoords="offset points",
-                                xytext=(0, 7), ha="center", fontsize=8)
+                                xytext=(0, -13 if below else 7), ha="center", fontsize=8)
         skipped = [int(r["prompts"]) for r in pick(by_prompts, mode="non-batch")
                    if not r.get("runs")]
         if skipped:
@@ -530,22 +534,32 @@ def splice(text: str, start: str, end: str, block: str, where: str, gap: str = "
 
 
 def update_readme(results: Path, readme: Path, docs_page: Path) -> None:
-    """Splice ``results``' table (and plot links) into README.md and the docs page."""
+    """Splice ``results``' table (and plot links) into README.md and the docs page.
+
+    A fake-fleet run goes between the ``benchmark-table`` markers, with its plots; a real-vLLM
+    run between the ``benchmark-vllm-table`` markers, table only.
+    """
     results = results.resolve()
+    config = json.loads((results / "manifest.json").read_text())["config"]
+    target = config.get("target", "fake")
+    marker = MARKERS[target]
     table_md = (results / "table.md").read_text()
     table_rst = (results / "table.rst").read_text()
-    pngs = [name for name in PLOTS if (results / name).exists()]
+    pngs = [name for name in PLOTS if (results / name).exists()] if target == "fake" else []
     rel_readme = Path(os.path.relpath(results, readme.resolve().parent)).as_posix()
     rel_docs = Path(os.path.relpath(results, docs_page.resolve().parent)).as_posix()
     images_md = " ".join(f'<img src="{rel_readme}/{name}" width="48%" alt="{PLOTS[name]}">'
                          for name in pngs)
-    regenerate = (f"Regenerate: `python -m benchmarks.harness --out {rel_readme}`, then "
+    run = ("python -m benchmarks.harness" if target == "fake" else
+           "python -m benchmarks.harness --target vllm --hostfile H --model M")
+    regenerate = (f"Regenerate: `{run} --out {rel_readme}`, then "
                   f"`python -m benchmarks.harness --update-readme {rel_readme}`.")
-    block_md = (f"{table_md.rstrip()}\n\n{images_md}\n\n{regenerate}\n")
+    block_md = "\n\n".join(x for x in (table_md.rstrip(), images_md, regenerate) if x)
     images_rst = "\n\n".join(
         f".. image:: {rel_docs}/{name}\n   :alt: {PLOTS[name]}\n   :width: 80%" for name in pngs)
-    block_rst = f"{table_rst.rstrip()}\n\n{images_rst}\n\n{_md_code_to_rst(regenerate)}"
-    readme.write_text(splice(readme.read_text(), README_START, README_END, block_md,
-                             str(readme)))
-    docs_page.write_text(splice(docs_page.read_text(), RST_START, RST_END, block_rst,
-                                str(docs_page), gap="\n\n"))
+    block_rst = "\n\n".join(x for x in (table_rst.rstrip(), images_rst,
+                                          _md_code_to_rst(regenerate)) if x)
+    readme.write_text(splice(readme.read_text(), f"<!-- {marker}:start -->",
+                             f"<!-- {marker}:end -->", block_md, str(readme)))
+    docs_page.write_text(splice(docs_page.read_text(), f".. {marker}:start", f".. {marker}:end",
+                                block_rst, str(docs_page), gap="\n\n"))
