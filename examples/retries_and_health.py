@@ -1,7 +1,7 @@
 """Retries and endpoint health: a flaky endpoint, a dead endpoint, then a dead fleet.
 
 Endpoint 0 fails a third of its requests with a transient fault (HTTP 500, 503, 429 or a
-dropped connection) and endpoint 3 dies after its first request. Failed chunks move to other
+dropped connection) and endpoint 3 dies at its first request. Failed chunks move to other
 endpoints; the dead endpoint is benched and probed; every prompt is still answered. When every
 endpoint is down, the call ends at once with a per-prompt ``EndpointUnavailable``.
 
@@ -17,7 +17,7 @@ from aurora_swarm.testing import EndpointBehavior, FakeFleet, LatencyModel
 
 
 async def main() -> None:
-    behaviors = {0: EndpointBehavior(fault_rate=0.33, seed=3), 3: EndpointBehavior(die_after=1)}
+    behaviors = {0: EndpointBehavior(fault_rate=0.33, seed=3), 3: EndpointBehavior(die_after=0)}
     latency = LatencyModel(prompt_time=0.002, max_concurrent_seqs=16)
     async with FakeFleet(4, behaviors=behaviors, latency=latency) as fleet:
         async with VLLMPool(

@@ -134,8 +134,18 @@ def test_health_cooldown_doubles_and_is_capped() -> None:
 )
 def test_chunk_size(total: int, endpoints: int, pending: int, weight: float | None,
                     expected: int) -> None:
-    size = Chunking().size(total=total, endpoints=endpoints, pending=pending, weight=weight)
+    chunking = Chunking(min_chunk=32)
+    size = chunking.size(total=total, endpoints=endpoints, pending=pending, weight=weight)
     assert size == expected
+
+
+@pytest.mark.parametrize(
+    ("total", "endpoints", "expected"),
+    [(10_000, 100, 100), (3200, 8, 128), (256, 4, 64), (100_000, 100, 128), (10, 4, 3)],
+)
+def test_default_chunk_floor(total: int, endpoints: int, expected: int) -> None:
+    """By default no chunk is smaller than 128 prompts, unless an endpoint's share is."""
+    assert Chunking().floor(total, endpoints) == expected
 
 
 def test_fixed_chunk_size() -> None:

@@ -100,6 +100,7 @@ class DispatchSettings:
 _SPLIT_STATUSES = frozenset({400, 413, 422})
 _INF = float("inf")
 _MIN_BACKUP_SAVING = 0.05  # seconds a backup request must save to be worth sending
+_STRAGGLER_TICK = 0.05  # seconds between looks for a straggler worth backing up
 
 
 @attrs.define(eq=False)
@@ -168,7 +169,11 @@ class BatchJob(Generic[P, K]):
         self._total = count
         self._flights: set[_Flight] = set()
         self._carried = 0  # prompts in flight in this call
-        self._changed = anyio.Event()
+        # Workers with nothing to do wait here (event -> endpoint position), to be woken one
+        # by one as work comes back; waking them all on every change costs O(endpoints) each.
+        self._idle: dict[anyio.Event, int] = {}
+        self._done = anyio.Event()
+        self._floor = settings.chunking.floor(count, len(records))
         self._fleet_rate = 0.0
         self._fleet_floor = 0.0
         self._fleet_rate_at = -1.0
@@ -185,6 +190,8 @@ class BatchJob(Generic[P, K]):
                 for _ in range(self._settings.chunking.max_in_flight):
                     for position in range(len(self._records)):
                         group.start_soon(self._worker, position)
+                if self._backups:
+                    group.start_soon(self._watch_stragglers)
         return [r for r in self.results if r is not None]
 
     # -- workers --------------------------------------------------------------------------------
@@ -199,20 +206,22 @@ class BatchJob(Generic[P, K]):
                 if self._all_down():
                     self._fail_everything_left()
                     return
-                await self._wait_for_change(wait)
+                await self._idle_wait(position, wait)
                 continue
             if health.benched:
-                await self._probe_once(record)
+                await self._probe_once(position, record)
                 continue
             work = self._take(position, now)
             if work is None:
-                await self._wait_for_change(None)
+                # Woken when work comes back or a straggler is worth backing up; the timeout
+                # is only a safety net.
+                await self._idle_wait(position, 1.0)
                 continue
             await self._run_chunk(position, *work)
 
-    async def _probe_once(self, record: EndpointRecord) -> None:
+    async def _probe_once(self, position: int, record: EndpointRecord) -> None:
         if record.probing:
-            await self._wait_for_change(record.health.wait_time(time.monotonic()) or 0.05)
+            await self._idle_wait(position, record.health.wait_time(time.monotonic()) or 0.05)
             return
         record.probing = True
         try:
@@ -220,18 +229,51 @@ class BatchJob(Generic[P, K]):
         finally:
             record.probing = False
         record.health.probe_result(ok, self._settings.health)
-        self._notify()
 
-    async def _wait_for_change(self, timeout: float | None) -> None:
-        event = self._changed
-        # Without a timeout, wake now and then anyway: an in-flight request may become worth
-        # backing up just by taking long, which no event announces.
-        with anyio.move_on_after(timeout if timeout is not None else 0.05):
-            await event.wait()
+    async def _idle_wait(self, position: int, timeout: float) -> None:
+        event = anyio.Event()
+        self._idle[event] = position
+        try:
+            with anyio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self._idle.pop(event, None)
 
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+    def _wake(self, count: int) -> None:
+        """Wake up to ``count`` idle workers whose endpoints may take work now."""
+        now = time.monotonic()
+        for event, position in list(self._idle.items()):
+            if count <= 0:
+                break
+            if self._records[position].health.wait_time(now) == 0:
+                del self._idle[event]
+                event.set()
+                count -= 1
+
+    def _wake_all(self) -> None:
+        for event in self._idle:
+            event.set()
+        self._idle.clear()
+        if not self._remaining:
+            self._done.set()
+
+    async def _watch_stragglers(self) -> None:
+        """Now and then, when nothing is left to hand out, offer a straggler's chunk to the
+        idle endpoint that would finish it soonest (see :meth:`_backup_for`)."""
+        while self._remaining:
+            with anyio.move_on_after(_STRAGGLER_TICK):
+                await self._done.wait()
+            if self._pending_count or self._forced or not self._idle or not self._flights:
+                continue
+            now = time.monotonic()
+            best: tuple[float, anyio.Event, int] | None = None
+            for event, position in self._idle.items():
+                finish = self._expected_finish(position, 1, now)
+                if finish != _INF and (best is None or finish < best[0]):
+                    best = (finish, event, position)
+            if best is not None and self._backup_candidate(best[2], now) is not None:
+                del self._idle[best[1]]
+                best[1].set()
 
     # -- taking work ----------------------------------------------------------------------------
 
@@ -277,7 +319,7 @@ class BatchJob(Generic[P, K]):
     def _fleet_rate_now(self, now: float) -> float:
         """Summed speed of the usable endpoints; one not yet measured counts as the mean."""
         # Summing over a thousand endpoints on every take would cost more than the take itself.
-        if now - self._fleet_rate_at > 0.02 or self._fleet_rate <= 0:
+        if now - self._fleet_rate_at > 0.02:
             known = 0.0
             measured = unmeasured = 0
             floor = _INF
@@ -317,6 +359,15 @@ class BatchJob(Generic[P, K]):
         return record.load.finish_time(extra, start, rate)
 
     def _backup_for(self, position: int, now: float) -> tuple[K, list[int], _Flight] | None:
+        """Take the backup :meth:`_backup_candidate` offers this endpoint, if any."""
+        found = self._backup_candidate(position, now)
+        if found is None:
+            return None
+        flight, chunk = found
+        flight.backed_up = True
+        return flight.shape, chunk, flight  # type: ignore[return-value]
+
+    def _backup_candidate(self, position: int, now: float) -> tuple[_Flight, list[int]] | None:
         """Copy the in-flight chunk that would finish latest, if this endpoint beats it clearly.
 
         With nothing left to hand out, an idle fast endpoint re-sends the prompts a slow (or
@@ -341,8 +392,7 @@ class BatchJob(Generic[P, K]):
             return None
         if worst_finish - mine < max(0.25 * (worst_finish - now), _MIN_BACKUP_SAVING):
             return None  # not worth a second request: the saving would be small
-        worst.backed_up = True
-        return worst.shape, chunk, worst  # type: ignore[return-value]
+        return worst, chunk
 
     def _flight_finish(self, flight: _Flight, now: float, mine: Load) -> float:
         """When ``flight`` should be answered; an endpoint not yet measured counts as average."""
@@ -414,7 +464,12 @@ class BatchJob(Generic[P, K]):
         elif reply is not None:
             self._accept(record, position, chunk, reply)
         # else: called off because another request answered every prompt it carried.
-        self._notify()
+        if not self._remaining:
+            self._wake_all()
+        elif self._forced or self._pending_count:
+            # Work came back (or waits while slow endpoints hold back): wake enough idle
+            # endpoints to take it.
+            self._wake(len(self._forced) + max(1, self._pending_count // self._floor))
 
     def _accept(
         self, record: EndpointRecord, position: int, chunk: list[int], reply: BatchReply
@@ -533,4 +588,4 @@ class BatchJob(Generic[P, K]):
             exc = EndpointUnavailable(f"every endpoint is down{reason}")
             exc.__cause__ = last
             self._fail(index, exc, -1)
-        self._notify()
+        self._wake_all()

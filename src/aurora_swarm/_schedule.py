@@ -55,15 +55,17 @@ class Chunking:
         Weigh shares by each endpoint's observed throughput, keep slow endpoints from taking
         work they would finish after everyone else, and send backup requests for stragglers.
     min_chunk:
-        Smallest adaptive chunk (unless an endpoint's share is smaller): a GPU server runs at
-        least this many sequences at once, so smaller requests only cost more requests.
+        Smallest adaptive chunk (unless an endpoint's share is smaller). A GPU vLLM server runs
+        hundreds of sequences at once (``--max-num-seqs``, 256 by default), so a smaller request
+        finishes no sooner and only adds requests. Lower it for servers that run few sequences
+        at once, or when the first answers of a streamed call should come sooner.
     """
 
     chunk_size: int | None = attrs.field(default=None, validator=_optional_positive)
     max_chunk: int = attrs.field(default=1024, validator=_positive)
     max_in_flight: int = attrs.field(default=2, validator=_positive)
     adapt_to_speed: bool = True
-    min_chunk: int = attrs.field(default=32, validator=_positive)
+    min_chunk: int = attrs.field(default=128, validator=_positive)
 
     def floor(self, total: int, endpoints: int) -> int:
         """Smallest adaptive chunk for a call of ``total`` prompts over ``endpoints``.

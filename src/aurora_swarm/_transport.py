@@ -191,7 +191,13 @@ def read_usage(data: Mapping[str, Any]) -> Usage | None:
 
 
 class Transport:
-    """Shapes requests to many endpoints over one shared HTTP connection pool."""
+    """Shapes requests to many endpoints; each endpoint has its own HTTP connection pool.
+
+    One pool per endpoint, not one shared by all: the HTTP stack scans every connection of a
+    pool whenever a request starts or ends, so a single pool over a hundred endpoints spends
+    most of the client's CPU in that scan (measured: 76 against 25 microseconds a prompt at
+    100 endpoints). Per-endpoint pools keep that cost flat in the number of endpoints.
+    """
 
     def __init__(
         self,
@@ -201,28 +207,37 @@ class Transport:
         max_connections: int | None,
     ) -> None:
         self._api_key = api_key
-        self._http = openai.DefaultAsyncHttpxClient(
-            # Our own calls (/v1/models, /tokenize, /health) need the key too; the OpenAI
-            # clients set the same header on theirs.
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=httpx2.Timeout(None, connect=connect_timeout),
-            limits=httpx2.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=60.0,
-            ),
-        )
+        self._connect_timeout = connect_timeout
+        self._max_connections = max_connections
+        self._https: dict[Endpoint, httpx2.AsyncClient] = {}
         self._clients: dict[Endpoint, openai.AsyncOpenAI] = {}
 
+    def _http(self, endpoint: Endpoint) -> httpx2.AsyncClient:
+        http = self._https.get(endpoint)
+        if http is None:
+            http = openai.DefaultAsyncHttpxClient(
+                # Our own calls (/v1/models, /tokenize, /health) need the key too; the OpenAI
+                # client sets the same header on its requests.
+                headers={"Authorization": f"Bearer {self._api_key}"},
+                timeout=httpx2.Timeout(None, connect=self._connect_timeout),
+                limits=httpx2.Limits(
+                    max_connections=self._max_connections,
+                    max_keepalive_connections=self._max_connections,
+                    keepalive_expiry=60.0,
+                ),
+            )
+            self._https[endpoint] = http
+        return http
+
     def client(self, endpoint: Endpoint) -> openai.AsyncOpenAI:
-        """The endpoint's OpenAI client (made on first use, on the shared connection pool)."""
+        """The endpoint's OpenAI client (made on first use, on the endpoint's connection pool)."""
         client = self._clients.get(endpoint)
         if client is None:
             client = openai.AsyncOpenAI(
                 base_url=endpoint.base_url,
                 api_key=self._api_key,
                 max_retries=0,
-                http_client=self._http,
+                http_client=self._http(endpoint),
             )
             self._clients[endpoint] = client
         return client
@@ -291,7 +306,7 @@ class Transport:
 
     async def _get_json(self, endpoint: Endpoint, url: str, timeout: float) -> Any:
         try:
-            response = await self._http.get(url, timeout=timeout)
+            response = await self._http(endpoint).get(url, timeout=timeout)
             response.raise_for_status()
             return response.json()
         except httpx2.HTTPStatusError as exc:
@@ -324,7 +339,7 @@ class Transport:
     ) -> int:
         """Exact prompt length in tokens, from vLLM's ``/tokenize``."""
         try:
-            response = await self._http.post(
+            response = await self._http(endpoint).post(
                 endpoint.url + "/tokenize",
                 json={"model": model, "prompt": prompt, "add_special_tokens": add_special_tokens},
                 timeout=timeout,
@@ -351,8 +366,8 @@ class Transport:
         422) without generating anything, and one that lacks it answers 404 or 405.
         """
         try:
-            response = await self._http.post(endpoint.base_url + "/chat/completions/batch",
-                                             json={}, timeout=timeout)
+            response = await self._http(endpoint).post(
+                endpoint.base_url + "/chat/completions/batch", json={}, timeout=timeout)
         except (httpx2.HTTPError, OSError):
             return False
         return response.status_code not in (404, 405) and response.status_code < 500
@@ -360,12 +375,14 @@ class Transport:
     async def health(self, endpoint: Endpoint, timeout: float = 5.0) -> bool:
         """Whether ``/health`` answers 200 within ``timeout`` seconds."""
         try:
-            response = await self._http.get(endpoint.url + "/health", timeout=timeout)
+            response = await self._http(endpoint).get(endpoint.url + "/health", timeout=timeout)
         except (httpx2.HTTPError, OSError):
             return False
         return response.status_code == 200
 
     async def aclose(self) -> None:
-        """Close the shared connection pool (shielded: a cancellation cannot interrupt it)."""
+        """Close every connection pool (shielded: a cancellation cannot interrupt it)."""
         with anyio.CancelScope(shield=True):
-            await self._http.aclose()
+            clients, self._https, self._clients = list(self._https.values()), {}, {}
+            for http in clients:
+                await http.aclose()
