@@ -141,10 +141,11 @@ def test_chunk_size(total: int, endpoints: int, pending: int, weight: float | No
 
 @pytest.mark.parametrize(
     ("total", "endpoints", "expected"),
-    [(10_000, 100, 100), (3200, 8, 128), (256, 4, 64), (100_000, 100, 128), (10, 4, 3)],
+    [(10_000, 100, 100), (12_800, 100, 128), (12_900, 100, 32), (3200, 8, 50), (256, 4, 64),
+     (100_000, 100, 125), (10, 4, 3)],
 )
 def test_default_chunk_floor(total: int, endpoints: int, expected: int) -> None:
-    """By default no chunk is smaller than 128 prompts, unless an endpoint's share is."""
+    """A share of up to 128 prompts goes whole; a larger one in eighths, at least 32."""
     assert Chunking().floor(total, endpoints) == expected
 
 
@@ -170,14 +171,14 @@ def test_uniform_fleet_request_count_is_bounded() -> None:
 
 def test_admit_keeps_slow_endpoint_out_of_the_tail() -> None:
     now = 100.0
-    slow = Load(done=100.0, busy=1.0, floor=0.06)   # 100 prompts/s, 60 ms minimum
+    slow = Load(done=100.0, busy=1.0, floor=0.06, floor_size=1)  # 100 prompts/s, 60 ms minimum
     # plenty of work left: the slow endpoint takes its chunk
     assert admit(50, slow, 100.0, 1000.0, 0.01, pending=5000, backlog=0, now=now) == 50
     # 20 prompts left for a fleet of 1000 prompts/s: drains in 20 ms (30 ms with the slack),
     # sooner than the 60 ms this endpoint needs for even one prompt
     assert admit(10, slow, 100.0, 1000.0, 0.01, pending=20, backlog=0, now=now) == 0
     # an endpoint about as fast as the fleet's best is not held back by noise
-    peer = Load(done=1000.0, busy=1.0, floor=0.012)
+    peer = Load(done=1000.0, busy=1.0, floor=0.012, floor_size=1)
     assert admit(10, peer, 1000.0, 8000.0, 0.01, pending=16, backlog=0, now=now) == 10
     # in between: a smaller chunk that still finishes in time
     assert 0 < admit(50, slow, 100.0, 1000.0, 0.01, pending=200, backlog=0, now=now) < 50

@@ -100,7 +100,7 @@ class DispatchSettings:
 _SPLIT_STATUSES = frozenset({400, 413, 422})
 _INF = float("inf")
 _MIN_BACKUP_SAVING = 0.05  # seconds a backup request must save to be worth sending
-_STRAGGLER_TICK = 0.05  # seconds between looks for a straggler worth backing up
+_STRAGGLER_TICK = 0.02  # seconds between looks for a straggler worth backing up
 
 
 @attrs.define(eq=False)
@@ -283,10 +283,10 @@ class BatchJob(Generic[P, K]):
             return self._shapes[chunk[0]], chunk, None
         if not self._pending_count:
             return self._backup_for(position, now) if self._backups else None
-        key, queue = self._queue_for(position)
         chunking = self._settings.chunking
         load = self._records[position].load
         rate = load.rate(now) if chunking.adapt_to_speed else None
+        key, queue = self._queue_for(position)
         fleet_rate = self._fleet_rate_now(now) if rate is not None else 0.0
         weight = rate / fleet_rate if rate is not None and fleet_rate > 0 else None
         size = chunking.size(total=self._total, endpoints=len(self._records),
@@ -404,8 +404,9 @@ class BatchJob(Generic[P, K]):
                 # Nothing measured yet: having run this long, it may well run as long again.
                 return now + (now - flight.started)
             rate = fleet_rate / len(self._records)
-        floor = load.floor if load.floor is not None else (mine.floor or 0.0)
-        expected = flight.started + max(floor, len(flight.chunk) / rate)
+        size = len(flight.chunk)
+        shortest = load.shortest(size) if load.floor is not None else mine.shortest(size)
+        expected = flight.started + max(shortest, size / rate)
         # Overdue: the estimate was wrong (a slow or stuck endpoint). Having run this long, it
         # may well run as long again.
         return expected if now <= expected else now + (now - flight.started)

@@ -6,9 +6,10 @@ plain numbers, so it can be tested with tables of cases; :mod:`aurora_swarm._dis
 
 Sizing (guided self-scheduling with factoring): an endpoint takes ``1 / (2 * max_in_flight)`` of
 its speed-weighted share of what is left, so chunks start large (few requests) and shrink toward
-the end (a small, balanced tail). Chunks never go below an eighth of the fair share (which
-bounds the request count: about 7 per endpoint on a uniform fleet) nor below ``min_chunk``, and
-the first chunk of an endpoint whose speed is unknown is such a small "probe" chunk.
+the end (a small, balanced tail). A fair share of up to ``whole_share`` prompts goes in one
+request. A larger one is cut, and chunks never go below an eighth of it nor below
+``min_chunk`` (which bounds the request count: about 7 per endpoint on a uniform fleet); an
+endpoint whose speed is not known yet gets such a smallest chunk as its first bet.
 
 Admission: near the end, a slow endpoint that would finish a chunk after the rest of the fleet
 could drain all remaining work gets a smaller chunk, or none; its prompts go to faster endpoints.
@@ -55,27 +56,33 @@ class Chunking:
         Weigh shares by each endpoint's observed throughput, keep slow endpoints from taking
         work they would finish after everyone else, and send backup requests for stragglers.
     min_chunk:
-        Smallest adaptive chunk (unless an endpoint's share is smaller). A GPU vLLM server runs
-        hundreds of sequences at once (``--max-num-seqs``, 256 by default), so a smaller request
-        finishes no sooner and only adds requests. Lower it for servers that run few sequences
-        at once, or when the first answers of a streamed call should come sooner.
+        Smallest adaptive chunk when an endpoint's share is cut into several.
+    whole_share:
+        An endpoint's fair share of a call up to this many prompts goes out as one request. A
+        GPU vLLM server runs hundreds of sequences at once (``--max-num-seqs``, 256 by
+        default), so cutting such a share finishes no sooner and only adds requests. Lower it
+        for servers that run few sequences at once, or when the first answers of a streamed
+        call should come sooner.
     """
 
     chunk_size: int | None = attrs.field(default=None, validator=_optional_positive)
     max_chunk: int = attrs.field(default=1024, validator=_positive)
     max_in_flight: int = attrs.field(default=2, validator=_positive)
     adapt_to_speed: bool = True
-    min_chunk: int = attrs.field(default=128, validator=_positive)
+    min_chunk: int = attrs.field(default=32, validator=_positive)
+    whole_share: int = attrs.field(default=128, validator=_positive)
 
     def floor(self, total: int, endpoints: int) -> int:
         """Smallest adaptive chunk for a call of ``total`` prompts over ``endpoints``.
 
-        An eighth of the fair share, but not below ``min_chunk`` (a server runs at least that
-        many sequences at once, so a smaller request finishes no sooner), and never more than
-        the share itself (a small call sends about one request per endpoint).
+        A fair share of up to ``whole_share`` prompts goes in one request (a server runs that
+        many sequences at once, so splitting it would only add requests); a larger share is cut
+        into chunks of an eighth of it, but not below ``min_chunk``.
         """
         share = math.ceil(total / max(1, endpoints))
-        return max(1, min(self.max_chunk, share, max(math.ceil(share / 8), self.min_chunk)))
+        if share <= self.whole_share:
+            return max(1, min(self.max_chunk, share))
+        return max(1, min(self.max_chunk, max(math.ceil(share / 8), self.min_chunk)))
 
     def size(self, *, total: int, endpoints: int, pending: int, weight: float | None) -> int:
         """Prompts the next chunk should hold.
@@ -95,7 +102,7 @@ class Chunking:
             return min(self.chunk_size, pending)
         floor = self.floor(total, endpoints)
         if weight is None:
-            size = floor  # probe chunk: speed unknown, keep the first bet small
+            size = floor  # a first, small bet while the endpoint's speed is unknown
         else:
             size = max(floor, math.ceil(pending * weight / (2 * self.max_in_flight)))
         return max(1, min(size, self.max_chunk, pending))
@@ -110,7 +117,10 @@ class Load:
     busy_since: float = 0.0
     busy: float = 0.0
     done: float = 0.0
+    # The latency of the smallest request answered so far, and its size: what a request costs
+    # however little it carries (a GPU runs a few sequences no faster than many).
     floor: float | None = None
+    floor_size: int = 0
 
     def started(self, prompts: int, now: float) -> None:
         if self.in_flight == 0:
@@ -127,7 +137,19 @@ class Load:
             # Recent work weighs more: a server's speed drifts with its load.
             self.done = self.done * 0.9 + answered
             self.busy = self.busy * 0.9
-            self.floor = latency if self.floor is None else min(self.floor, latency)
+            if (self.floor is None or prompts < self.floor_size
+                    or (prompts == self.floor_size and latency < self.floor)):
+                self.floor, self.floor_size = latency, prompts
+
+    def shortest(self, prompts: int) -> float:
+        """The least time a request of ``prompts`` prompts takes here, as far as seen.
+
+        The smallest request seen sets it; a smaller one is assumed to scale down in
+        proportion (the optimistic guess: backup requests catch it when it is wrong).
+        """
+        if self.floor is None:
+            return 0.0
+        return self.floor * min(1.0, prompts / self.floor_size)
 
     def rate(self, now: float) -> float | None:
         """Prompts per second while busy, or ``None`` before the first answer."""
@@ -138,7 +160,7 @@ class Load:
 
     def finish_time(self, extra: int, now: float, rate: float) -> float:
         """When this endpoint would finish its backlog plus ``extra`` prompts."""
-        return now + max(self.floor or 0.0, (self.backlog + extra) / rate)
+        return now + max(self.shortest(extra), (self.backlog + extra) / rate)
 
 
 DRAIN_SLACK = 1.5
@@ -159,7 +181,7 @@ def admit(size: int, mine: Load, rate: float | None, fleet_rate: float, fleet_fl
     drain = now + DRAIN_SLACK * max(fleet_floor, (pending + backlog) / fleet_rate)
     if mine.finish_time(size, now, rate) <= drain:
         return size
-    if now + (mine.floor or 0.0) > drain:
+    if now + mine.shortest(1) > drain:
         return 0
     fits = math.floor((drain - now) * rate) - mine.backlog
     return max(0, min(size, fits))
