@@ -69,7 +69,7 @@ class Chunking:
     max_chunk: int = attrs.field(default=1024, validator=_positive)
     max_in_flight: int = attrs.field(default=2, validator=_positive)
     adapt_to_speed: bool = True
-    min_chunk: int = attrs.field(default=32, validator=_positive)
+    min_chunk: int = attrs.field(default=64, validator=_positive)
     whole_share: int = attrs.field(default=128, validator=_positive)
 
     def floor(self, total: int, endpoints: int) -> int:
@@ -104,6 +104,10 @@ class Chunking:
         if weight is None:
             size = floor  # a first, small bet while the endpoint's speed is unknown
         else:
+            # Chunks of about equal time, not equal count: a slower endpoint's smallest chunk
+            # shrinks with its speed, so it never holds the tail for long.
+            relative = min(1.0, weight * endpoints)
+            floor = max(1, math.ceil(floor * relative))
             size = max(floor, math.ceil(pending * weight / (2 * self.max_in_flight)))
         return max(1, min(size, self.max_chunk, pending))
 
