@@ -9,6 +9,8 @@ run() {
   "$@" || status=1
   echo "--- ($((SECONDS - t0)) s)"
 }
+run python -m benchmarks.harness --target vllm --hostfile "$AURORA_SWARM_VLLM_HOSTFILE" \
+    --model "$AURORA_SWARM_VLLM_MODEL" --out "${AURORA_CI_RESULTS:-benchmarks/out}/vllm"
 run python -m benchmarks.prefix_affinity --hostfile "$AURORA_SWARM_VLLM_HOSTFILE" \
     --model "$AURORA_SWARM_VLLM_MODEL" --out "${AURORA_CI_RESULTS:-benchmarks/out}/prefix_affinity"
 run python -m pytest tests/vllm -v -p no:cacheprovider
