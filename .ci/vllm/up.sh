@@ -70,7 +70,7 @@ export AURORA_VLLM_WORK=$WORK # for down.sh
 T_START=$SECONDS
 log() { echo "[up.sh $((SECONDS - T_START))s] $*" >&2; }
 
-# pip prints one harmless warning per package for this machine's unused local
+# pip prints one harmless warning per package for a configuration's unused local
 # index folders; keep them out of the log.
 pip_quiet() {
     "$VENV/bin/python" -m pip "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
