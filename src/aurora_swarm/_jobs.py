@@ -22,7 +22,13 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from ._exceptions import BatchError, ConfigurationError, EndpointUnavailable, PromptError
+from ._exceptions import (
+    BatchError,
+    ConfigurationError,
+    EndpointUnavailable,
+    PromptError,
+    RequestError,
+)
 from ._formats import ChatTemplateSetting
 from ._job_input import ItemId, JobFileError, JobItem, PromptFile, as_items
 from ._job_output import JobResult, ResultsFile, ResultWriter, failure_cause
@@ -309,16 +315,12 @@ async def check_fleet(pool: VLLMPool) -> None:
     """
     if await pool.model_info() is not None:
         return
-    from ._transport import Transport
-
-    transport = Transport(api_key="EMPTY", connect_timeout=5.0, max_connections=1)
     reason = "no answer"
     try:
-        await transport.models(pool.endpoints[0], timeout=5.0)
-    except Exception as exc:  # only to describe the failure
+        # Asked again only to say why: the pool's own transport, with its key and pools.
+        await pool._core.transport.models(pool.endpoints[0], timeout=5.0)
+    except RequestError as exc:
         reason = str(exc)
-    finally:
-        await transport.aclose()
     tried = min(8, pool.size)  # what model_info asks
     which = f"its {tried}" if tried == pool.size else f"the first {tried} of its {pool.size}"
     raise EndpointUnavailable(
