@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -18,7 +19,7 @@ from aurora_swarm import (
     RetryPolicy,
 )
 from aurora_swarm._health import Health
-from aurora_swarm._schedule import Load, admit
+from aurora_swarm._schedule import Load, admit, lead_time, water_level
 
 
 @pytest.mark.parametrize(
@@ -169,21 +170,78 @@ def test_uniform_fleet_request_count_is_bounded() -> None:
         assert chunks / endpoints <= 8, (total, endpoints, chunks)
 
 
+def _measured(rate: float, floor: float) -> Load:
+    """A load that has answered steadily at ``rate`` prompts/s, ``floor`` s at least a request."""
+    return Load(done=rate, busy=1.0, queued_answers=5, floor=floor, floor_size=1)
+
+
 def test_admit_keeps_slow_endpoint_out_of_the_tail() -> None:
     now = 100.0
-    slow = Load(done=100.0, busy=1.0, floor=0.06, floor_size=1)  # 100 prompts/s, 60 ms minimum
-    # plenty of work left: the slow endpoint takes its chunk
-    assert admit(50, slow, 100.0, 1000.0, 0.01, pending=5000, backlog=0, now=now) == 50
-    # 20 prompts left for a fleet of 1000 prompts/s: drains in 20 ms (30 ms with the slack),
-    # sooner than the 60 ms this endpoint needs for even one prompt
-    assert admit(10, slow, 100.0, 1000.0, 0.01, pending=20, backlog=0, now=now) == 0
-    # an endpoint about as fast as the fleet's best is not held back by noise
-    peer = Load(done=1000.0, busy=1.0, floor=0.012, floor_size=1)
-    assert admit(10, peer, 1000.0, 8000.0, 0.01, pending=16, backlog=0, now=now) == 10
-    # in between: a smaller chunk that still finishes in time
-    assert 0 < admit(50, slow, 100.0, 1000.0, 0.01, pending=200, backlog=0, now=now) < 50
+    slow = _measured(100.0, 0.06)  # 100 prompts/s, 60 ms at least
+    # the fleet finishes in 10 s: the slow endpoint takes its chunk
+    assert admit(50, slow, 100.0, now + 10.0, now) == 50
+    # the fleet finishes in 20 ms, sooner than the 60 ms this endpoint needs for one prompt
+    assert admit(10, slow, 100.0, now + 0.02, now) == 0
+    # in between: a smaller chunk that still finishes in time (0.3 s holds 30 prompts)
+    assert admit(50, slow, 100.0, now + 0.3, now) == 30
+    # a margin to spare shrinks it further
+    assert admit(50, slow, 100.0, now + 0.3, now, lead=0.1) == 20
     # unknown speed: no opinion
-    assert admit(50, Load(), None, 1000.0, 0.01, pending=40, backlog=0, now=now) == 50
+    assert admit(50, Load(), None, now + 0.01, now) == 50
+
+
+def test_admit_counts_the_work_already_in_flight() -> None:
+    now = 100.0
+    busy = _measured(100.0, 0.01)
+    busy.started(20, now - 0.05)  # 20 prompts sent 50 ms ago: 15 left, done in 150 ms
+    assert busy.free_at(now, 100.0) == pytest.approx(now + 0.15)
+    assert admit(50, busy, 100.0, now + 0.3, now) == 15
+
+
+def test_water_level_fills_the_servers_that_free_up_first() -> None:
+    # two idle servers of 100 prompts/s: 100 prompts take 0.5 s
+    assert water_level([(0.0, 100.0), (0.0, 100.0)], 100) == pytest.approx(0.5)
+    # one busy until 1.0: the idle one takes everything that fits before then
+    assert water_level([(0.0, 100.0), (1.0, 100.0)], 50) == pytest.approx(0.5)
+    # ... and past it, both share the rest
+    assert water_level([(0.0, 100.0), (1.0, 100.0)], 300) == pytest.approx(2.0)
+    assert water_level([], 10) == math.inf
+
+
+def test_lead_time_only_for_endpoints_slower_than_the_mean() -> None:
+    assert lead_time(64, 1600.0, 1333.0) == 0.0
+    assert lead_time(64, 533.0, 1333.0) == pytest.approx(64 / 533 - 64 / 1333)
+
+
+def test_rate_is_measured_between_answers_once_requests_queue() -> None:
+    load = Load()
+    # two requests of 64 sent at once; the server answers one every 40 ms after a 30 ms
+    # fixed cost: the first answer, alone, looks like 64 / 0.07 prompts/s
+    load.started(64, 0.0)
+    load.started(64, 0.0)
+    load.finished(64, 64, 0.0, 0.07)
+    assert load.rate(0.07) == pytest.approx(64 / 0.07)
+    load.started(64, 0.07)
+    load.finished(64, 64, 0.0, 0.11)
+    load.started(64, 0.11)
+    load.finished(64, 64, 0.07, 0.15)
+    # two answers that waited behind others: their gaps give the true 1600 prompts/s
+    assert load.rate(0.15) == pytest.approx(1600.0)
+
+
+def test_rate_of_a_server_running_requests_side_by_side() -> None:
+    load = Load()
+    # a GPU runs both requests at once: answers 1 ms apart, 64 prompts each, every 100 ms
+    for k in range(3):
+        t = 0.1 * k
+        load.started(64, t)
+        load.started(64, t)
+        load.finished(64, 64, t, t + 0.1)
+        load.finished(64, 64, t, t + 0.101)
+    rate = load.rate(0.3)
+    assert rate is not None
+    # about 128 prompts per 100 ms, not 64 per millisecond
+    assert 1000.0 < rate < 2000.0
 
 
 def test_prefix_homes_group_alike_prompts_and_balance_load() -> None:

@@ -38,7 +38,7 @@ from ._exceptions import (
 from ._health import Health, HealthPolicy
 from ._response import Response
 from ._retry import RetryPolicy
-from ._schedule import Chunking, Load, admit
+from ._schedule import Chunking, Load, admit, lead_time, water_level
 from ._stats import Counters
 from ._transport import BatchReply
 
@@ -99,7 +99,7 @@ class DispatchSettings:
 
 _SPLIT_STATUSES = frozenset({400, 413, 422})
 _INF = float("inf")
-_MIN_BACKUP_SAVING = 0.05  # seconds a backup request must save to be worth sending
+_MIN_BACKUP_SAVING = 0.01  # seconds a backup request must save to be worth sending
 _STRAGGLER_TICK = 0.02  # seconds between looks for a straggler worth backing up
 
 
@@ -111,6 +111,7 @@ class _Flight:
     shape: Hashable
     chunk: list[int]
     started: float
+    ahead: int  # prompts in flight on the endpoint before this request: it waits behind them
     scope: anyio.CancelScope
     backup: bool = False
     backed_up: bool = False
@@ -165,6 +166,7 @@ class BatchJob(Generic[P, K]):
                 self._pending.setdefault((shapes[index], homes[index]), deque()).append(index)
         self._pending_count = count
         self._forced: deque[list[int]] = deque()
+        self._due: deque[_Flight] = deque()  # stragglers waiting for a backup (see _take_due)
         self._remaining = count
         self._total = count
         self._flights: set[_Flight] = set()
@@ -177,6 +179,7 @@ class BatchJob(Generic[P, K]):
         self._fleet_rate = 0.0
         self._fleet_floor = 0.0
         self._fleet_rate_at = -1.0
+        self._level = _INF  # when the fleet would finish everything (see _fleet_rate_now)
         self.trace: list[tuple[int, float, float, int, str]] | None = None
 
     # -- public ---------------------------------------------------------------------------------
@@ -258,14 +261,26 @@ class BatchJob(Generic[P, K]):
             self._done.set()
 
     async def _watch_stragglers(self) -> None:
-        """Now and then, when nothing is left to hand out, offer a straggler's chunk to the
-        idle endpoint that would finish it soonest (see :meth:`_backup_for`)."""
+        """Now and then, look for a request that holds up the call and have it backed up.
+
+        While work is still queued, a request that should be answered well after the fleet could
+        drain everything (an endpoint far slower than it looked, or stuck) goes to the front of
+        the queue as a backup, so its prompts are redone inside the balanced schedule instead
+        of forming a tail. With nothing left to hand out, the idle endpoint that would finish
+        one soonest is offered the latest straggler (see :meth:`_backup_candidate`).
+        """
         while self._remaining:
             with anyio.move_on_after(_STRAGGLER_TICK):
                 await self._done.wait()
-            if self._pending_count or self._forced or not self._idle or not self._flights:
+            if self._forced or not self._flights:
                 continue
             now = time.monotonic()
+            if self._pending_count:
+                if not self._due:
+                    self._find_straggler(now)
+                continue
+            if not self._idle:
+                continue
             best: tuple[float, anyio.Event, int] | None = None
             for event, position in self._idle.items():
                 finish = self._expected_finish(position, 1, now)
@@ -275,12 +290,37 @@ class BatchJob(Generic[P, K]):
                 del self._idle[best[1]]
                 best[1].set()
 
+    def _find_straggler(self, now: float) -> None:
+        """Queue a backup of the request that would be answered latest, if it would be answered
+        clearly after the fleet could drain all the work (queued and in flight)."""
+        self._fleet_rate_now(now)
+        drain = self._level
+        if drain == _INF:
+            return
+        worst: _Flight | None = None
+        worst_finish = drain
+        for flight in self._flights:
+            if flight.backup or flight.backed_up:
+                continue
+            finish = self._flight_finish(flight, now, None)
+            if finish > worst_finish:
+                worst, worst_finish = flight, finish
+        if worst is not None and worst_finish - drain > max(
+            0.25 * (worst_finish - now), _MIN_BACKUP_SAVING
+        ):
+            self._due.append(worst)
+            self._wake(1)
+
     # -- taking work ----------------------------------------------------------------------------
 
     def _take(self, position: int, now: float) -> tuple[K, list[int], _Flight | None] | None:
         if self._forced:
             chunk = self._forced.popleft()
             return self._shapes[chunk[0]], chunk, None
+        if self._due:
+            due = self._take_due(position, now)
+            if due is not None:
+                return due
         if not self._pending_count:
             return self._backup_for(position, now) if self._backups else None
         chunking = self._settings.chunking
@@ -292,8 +332,10 @@ class BatchJob(Generic[P, K]):
         size = chunking.size(total=self._total, endpoints=len(self._records),
                              pending=self._pending_count, weight=weight)
         if chunking.adapt_to_speed and chunking.chunk_size is None:
-            admitted = admit(size, load, rate, fleet_rate, self._fleet_floor,
-                             self._pending_count, self._carried, now)
+            lead = 0.0
+            if rate is not None and fleet_rate > 0:
+                lead = lead_time(self._floor, rate, fleet_rate / len(self._records))
+            admitted = admit(size, load, rate, self._level, now, lead)
             if admitted == 0:
                 if not self._fastest_for(position, now):
                     return None  # a faster endpoint will take it
@@ -317,11 +359,17 @@ class BatchJob(Generic[P, K]):
         return best
 
     def _fleet_rate_now(self, now: float) -> float:
-        """Summed speed of the usable endpoints; one not yet measured counts as the mean."""
+        """Summed speed of the usable endpoints; one not yet measured counts as the mean.
+
+        Also refreshes ``_level``, when the fleet would finish everything (see
+        :func:`~aurora_swarm._schedule.water_level`); taking work does not move it, since the
+        work only moves from the queue to an endpoint.
+        """
         # Summing over a thousand endpoints on every take would cost more than the take itself.
         if now - self._fleet_rate_at > 0.02:
             known = 0.0
-            measured = unmeasured = 0
+            servers: list[tuple[float, float]] = []  # (free at, rate) of measured endpoints
+            unmeasured: list[Load] = []
             floor = _INF
             for record in self._records:
                 if record.health.benched:
@@ -329,15 +377,21 @@ class BatchJob(Generic[P, K]):
                 load = record.load
                 rate = load.rate(now)
                 if rate is None:
-                    unmeasured += 1
-                else:
-                    known += rate
-                    measured += 1
-                    if load.floor is not None and load.floor < floor:
-                        floor = load.floor
-            self._fleet_rate = known + (unmeasured * known / measured if measured else 0.0)
+                    unmeasured.append(load)
+                    continue
+                known += rate
+                servers.append((load.free_at(now, rate), rate))
+                if load.floor is not None and load.floor < floor:
+                    floor = load.floor
+            mean = known / len(servers) if servers else 0.0
+            self._fleet_rate = known + len(unmeasured) * mean
             self._fleet_floor = 0.0 if floor == _INF else floor
             self._fleet_rate_at = now
+            self._level = _INF
+            if servers:
+                servers += [(load.free_at(now, mean), mean) for load in unmeasured]
+                self._level = max(now + self._fleet_floor,
+                                  water_level(servers, self._pending_count))
         return self._fleet_rate
 
     def _fastest_for(self, position: int, now: float) -> bool:
@@ -364,6 +418,24 @@ class BatchJob(Generic[P, K]):
         if found is None:
             return None
         flight, chunk = found
+        flight.backed_up = True
+        return flight.shape, chunk, flight  # type: ignore[return-value]
+
+    def _take_due(self, position: int, now: float) -> tuple[K, list[int], _Flight] | None:
+        """Back up the straggler :meth:`_find_straggler` queued, if this endpoint beats it."""
+        flight = self._due[0]
+        if flight not in self._flights or flight.backed_up:
+            self._due.popleft()  # answered, failed or backed up meanwhile
+            return None
+        if flight.position == position:
+            return None
+        chunk = [i for i in flight.chunk if self.results[i] is None]
+        finish = self._flight_finish(flight, now, self._records[position].load)
+        mine = self._expected_finish(position, len(chunk), now)
+        if not chunk or mine == _INF or finish - mine < max(0.25 * (finish - now),
+                                                             _MIN_BACKUP_SAVING):
+            return None  # another endpoint may do better
+        self._due.popleft()
         flight.backed_up = True
         return flight.shape, chunk, flight  # type: ignore[return-value]
 
@@ -394,7 +466,7 @@ class BatchJob(Generic[P, K]):
             return None  # not worth a second request: the saving would be small
         return worst, chunk
 
-    def _flight_finish(self, flight: _Flight, now: float, mine: Load) -> float:
+    def _flight_finish(self, flight: _Flight, now: float, mine: Load | None) -> float:
         """When ``flight`` should be answered; an endpoint not yet measured counts as average."""
         load = self._records[flight.position].load
         rate = load.rate(now)
@@ -405,8 +477,10 @@ class BatchJob(Generic[P, K]):
                 return now + (now - flight.started)
             rate = fleet_rate / len(self._records)
         size = len(flight.chunk)
-        shortest = load.shortest(size) if load.floor is not None else mine.shortest(size)
-        expected = flight.started + max(shortest, size / rate)
+        source = load if load.floor is not None or mine is None else mine
+        shortest = source.shortest(size)
+        # A server answers its requests about in turn: this one after those ahead of it.
+        expected = flight.started + max(shortest, (flight.ahead + size) / rate)
         # Overdue: the estimate was wrong (a slow or stuck endpoint). Having run this long, it
         # may well run as long again.
         return expected if now <= expected else now + (now - flight.started)
@@ -432,8 +506,8 @@ class BatchJob(Generic[P, K]):
             attempts[index] += 1
             carriers[index] += 1
         started = time.monotonic()
-        flight = _Flight(position, shape, chunk, started, anyio.CancelScope(),
-                         backup=original is not None)
+        flight = _Flight(position, shape, chunk, started, record.load.backlog,
+                         anyio.CancelScope(), backup=original is not None)
         self._flights.add(flight)
         self._carried += size
         record.load.started(size, started)
@@ -453,7 +527,7 @@ class BatchJob(Generic[P, K]):
             for index in chunk:
                 carriers[index] -= 1
             if reply is None:
-                record.load.finished(size, 0, 0.0, time.monotonic())
+                record.load.finished(size, 0, started, time.monotonic())
         if self.trace is not None:
             kind = ("backup" if original else "chunk") if reply is not None else (
                 "failed" if error is not None else "called off")
@@ -463,7 +537,7 @@ class BatchJob(Generic[P, K]):
             record.health.record_failure(error, self._settings.health, self._settings.retry)
             self._return(chunk, error, position)
         elif reply is not None:
-            self._accept(record, position, chunk, reply)
+            self._accept(record, position, chunk, reply, started)
         # else: called off because another request answered every prompt it carried.
         if not self._remaining:
             self._wake_all()
@@ -473,7 +547,8 @@ class BatchJob(Generic[P, K]):
             self._wake(len(self._forced) + max(1, self._pending_count // self._floor))
 
     def _accept(
-        self, record: EndpointRecord, position: int, chunk: list[int], reply: BatchReply
+        self, record: EndpointRecord, position: int, chunk: list[int], reply: BatchReply,
+        started: float,
     ) -> None:
         counters = record.counters
         latency = reply.latency
@@ -505,7 +580,7 @@ class BatchJob(Generic[P, K]):
             answered += 1
             if hook is not None:
                 hook(index, response)
-        record.load.finished(len(chunk), answered, latency, time.monotonic())
+        record.load.finished(len(chunk), answered, started, time.monotonic())
         counters.answered += answered
         self._remaining -= answered
         if answered:

@@ -114,36 +114,62 @@ class Chunking:
 
 @attrs.define
 class Load:
-    """Work and observed speed of one endpoint (internal, shared across calls)."""
+    """Work and observed speed of one endpoint (internal, shared across calls).
+
+    The endpoint is seen as a server with a latency floor and a throughput: a request takes at
+    least the floor, and a busy server answers prompts at its throughput. An answer that comes
+    in while another answer came since the request was sent (the request waited behind other
+    work) measures throughput: the gap between the two answers is what the server spent on it.
+    An answer to a request that had the server to itself measures less well: its latency also
+    holds the request's fixed cost (parsing, scheduling, the first wave of sequences) that a
+    server with work queued hides. Counted as throughput, that cost made fast servers look up
+    to half as fast as they are, and handed the slow ones the tail. So such answers count only
+    until two of the first kind have come in. (A server that runs both requests at once answers
+    the second right after the first; that gap alone would overstate its speed, so it is never
+    used alone.)
+    """
 
     in_flight: int = 0
     backlog: int = 0
-    busy_since: float = 0.0
-    busy: float = 0.0
+    # Decayed sums of prompts answered and of the seconds the server spent on them: answers
+    # that waited behind others ("queued"), and answers that had the server to themselves.
     done: float = 0.0
+    busy: float = 0.0
+    queued_answers: int = 0
+    alone_done: float = 0.0
+    alone_busy: float = 0.0
+    answered_at: float | None = None  # when the last answer came in
+    busy_since: float = 0.0  # when the work now in flight started to arrive
     # The latency of the smallest request answered so far, and its size: what a request costs
     # however little it carries (a GPU runs a few sequences no faster than many).
     floor: float | None = None
     floor_size: int = 0
 
     def started(self, prompts: int, now: float) -> None:
-        if self.in_flight == 0:
+        if not self.in_flight:
             self.busy_since = now
         self.in_flight += 1
         self.backlog += prompts
 
-    def finished(self, prompts: int, answered: int, latency: float, now: float) -> None:
+    def finished(self, prompts: int, answered: int, started: float, now: float) -> None:
+        """Count out a request sent at ``started`` that answered ``answered`` prompts."""
         self.in_flight -= 1
         self.backlog -= prompts
-        if self.in_flight == 0:
-            self.busy += now - self.busy_since
-        if answered:
-            # Recent work weighs more: a server's speed drifts with its load.
+        if not answered:
+            return
+        latency = now - started
+        last, self.answered_at = self.answered_at, now
+        # Recent answers weigh more: a server's speed drifts with its load.
+        if last is not None and last > started:
             self.done = self.done * 0.9 + answered
-            self.busy = self.busy * 0.9
-            if (self.floor is None or prompts < self.floor_size
-                    or (prompts == self.floor_size and latency < self.floor)):
-                self.floor, self.floor_size = latency, prompts
+            self.busy = self.busy * 0.9 + (now - last)
+            self.queued_answers += 1
+        elif latency > 0:
+            self.alone_done = self.alone_done * 0.9 + answered
+            self.alone_busy = self.alone_busy * 0.9 + latency
+        if (self.floor is None or prompts < self.floor_size
+                or (prompts == self.floor_size and latency < self.floor)):
+            self.floor, self.floor_size = latency, prompts
 
     def shortest(self, prompts: int) -> float:
         """The least time a request of ``prompts`` prompts takes here, as far as seen.
@@ -157,38 +183,81 @@ class Load:
 
     def rate(self, now: float) -> float | None:
         """Prompts per second while busy, or ``None`` before the first answer."""
-        busy = self.busy + (now - self.busy_since if self.in_flight else 0.0)
-        if self.done <= 0 or busy <= 0:
+        done, busy = self.done, self.busy
+        if self.queued_answers < 2:
+            done, busy = done + self.alone_done, busy + self.alone_busy
+        if done <= 0 or busy <= 0:
             return None
-        return self.done / busy
+        return done / busy
+
+    def free_at(self, now: float, rate: float) -> float:
+        """When this endpoint should have answered everything in flight.
+
+        The server has worked through its backlog, in turn, since its last answer (or since the
+        work arrived, if later); what it has not done yet takes ``backlog / rate`` from there.
+        """
+        if not self.in_flight:
+            return now
+        since = self.busy_since
+        if self.answered_at is not None and self.answered_at > since:
+            since = self.answered_at
+        remaining = self.backlog - rate * (now - since)
+        return now + remaining / rate if remaining > 0 else now
 
     def finish_time(self, extra: int, now: float, rate: float) -> float:
-        """When this endpoint would finish its backlog plus ``extra`` prompts."""
-        return now + max(self.shortest(extra), (self.backlog + extra) / rate)
+        """When this endpoint would finish what it has in flight plus ``extra`` prompts."""
+        return max(now + self.shortest(extra), self.free_at(now, rate) + extra / rate)
 
 
-DRAIN_SLACK = 1.5
+def water_level(servers: Sequence[tuple[float, float]], pending: float) -> float:
+    """When ``pending`` prompts would be done, spread so that every server finishes together.
 
-
-def admit(size: int, mine: Load, rate: float | None, fleet_rate: float, fleet_floor: float,
-          pending: int, backlog: int, now: float) -> int:
-    """Shrink ``size`` so this endpoint finishes no later than the fleet would drain everything.
-
-    ``fleet_rate`` is the summed rate of the usable endpoints, ``fleet_floor`` the shortest
-    request latency among them (no request finishes sooner, however small), ``backlog`` the
-    prompts in flight in the call. Returns 0 when even one prompt would finish late here.
+    ``servers`` holds ``(free_at, rate)`` pairs: when each server is done with what it holds,
+    and its prompts per second. Like water poured over steps, the work fills the servers that
+    free up first; the level ``T`` solves ``sum(rate * max(0, T - free_at)) == pending``.
+    A server freeing up after ``T`` takes none.
     """
-    if rate is None or fleet_rate <= 0:
+    rate_sum = weighted = 0.0
+    for free, rate in sorted(servers):
+        if rate_sum > 0:
+            level = (pending + weighted) / rate_sum
+            if level <= free:
+                return level
+        rate_sum += rate
+        weighted += rate * free
+    return (pending + weighted) / rate_sum if rate_sum > 0 else math.inf
+
+
+def admit(size: int, mine: Load, rate: float | None, level: float, now: float,
+          lead: float = 0.0) -> int:
+    """Shrink ``size`` so this endpoint finishes by ``level``, the fleet's :func:`water_level`.
+
+    An endpoint's share of what is left is what it can do by the time the whole fleet would
+    finish; taking more would make it the last to finish. ``lead`` asks for that much time to
+    spare (see :func:`lead_time`). Returns 0 when even one prompt would finish late here.
+    """
+    if rate is None or level == math.inf:
         return size
-    # Half again the ideal drain time: endpoints nearly as fast as the best still take work
-    # (their estimates are noisy); only clearly slower ones are held back.
-    drain = now + DRAIN_SLACK * max(fleet_floor, (pending + backlog) / fleet_rate)
-    if mine.finish_time(size, now, rate) <= drain:
+    level -= lead
+    if mine.finish_time(size, now, rate) <= level:
         return size
-    if now + mine.shortest(1) > drain:
+    if now + mine.shortest(1) > level:
         return 0
-    fits = math.floor((drain - now) * rate) - mine.backlog
+    fits = math.floor((level - mine.free_at(now, rate)) * rate + 1e-9)
     return max(0, min(size, fits))
+
+
+def lead_time(chunk: int, rate: float, mean_rate: float) -> float:
+    """How much sooner than the fleet an endpoint of ``rate`` should plan to finish.
+
+    Finish-time estimates err by about a chunk's worth of work: a server with few sequence
+    slots runs even a handful of prompts as a whole wave, and the estimates are averages. On a
+    slow endpoint that error is long, and it lands at the very end of the call, where nobody
+    can make up for it; leaving the same prompts to faster peers costs them only a moment. So
+    an endpoint slower than the fleet's mean keeps the difference in the time a ``chunk``
+    takes it and the mean endpoint as a margin; a mean or faster one keeps none.
+    """
+    return max(0.0, chunk / rate - chunk / mean_rate)
 
 
 def prefix_homes(texts: Sequence[str], endpoints: int, chars: int) -> tuple[list[int], list[int]]:
