@@ -337,7 +337,8 @@ class BatchJob(Generic[P, K]):
                 lead = lead_time(self._floor, rate, fleet_rate / len(self._records))
             admitted = admit(size, load, rate, self._level, now, lead)
             if admitted == 0:
-                if not self._fastest_for(position, now):
+                size = min(size, self._pending_count)
+                if not self._fastest_for(position, size, now):
                     return None  # a faster endpoint will take it
             else:
                 size = admitted
@@ -394,11 +395,11 @@ class BatchJob(Generic[P, K]):
                                   water_level(servers, self._pending_count))
         return self._fleet_rate
 
-    def _fastest_for(self, position: int, now: float) -> bool:
-        """Whether no other usable endpoint would finish one more prompt sooner than this one."""
-        mine = self._expected_finish(position, 1, now)
+    def _fastest_for(self, position: int, size: int, now: float) -> bool:
+        """Whether no other usable endpoint would finish ``size`` more prompts sooner."""
+        mine = self._expected_finish(position, size, now)
         return all(
-            other == position or self._expected_finish(other, 1, now) >= mine
+            other == position or self._expected_finish(other, size, now) >= mine
             for other in range(len(self._records))
         )
 
@@ -529,8 +530,8 @@ class BatchJob(Generic[P, K]):
             if reply is None:
                 record.load.finished(size, 0, started, time.monotonic())
         if self.trace is not None:
-            kind = ("backup" if original else "chunk") if reply is not None else (
-                "failed" if error is not None else "called off")
+            kind = ("backup" if original else "chunk") + (
+                "" if reply is not None else " failed" if error is not None else " called off")
             self.trace.append((position, started, time.monotonic(), size, kind))
         if error is not None:
             counters.failures[error.cause] += 1
@@ -538,7 +539,9 @@ class BatchJob(Generic[P, K]):
             self._return(chunk, error, position)
         elif reply is not None:
             self._accept(record, position, chunk, reply, started)
-        # else: called off because another request answered every prompt it carried.
+        else:
+            # Called off: another request answered every prompt it carried first.
+            record.load.outrun(flight.ahead + size, started, time.monotonic())
         if not self._remaining:
             self._wake_all()
         elif self._forced or self._pending_count:

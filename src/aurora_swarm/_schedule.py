@@ -171,6 +171,18 @@ class Load:
                 or (prompts == self.floor_size and latency < self.floor)):
             self.floor, self.floor_size = latency, prompts
 
+    def outrun(self, prompts: int, started: float, now: float) -> None:
+        """A request, with ``prompts`` prompts in it and ahead of it, was called off unanswered
+        at ``now`` because a backup answered first.
+
+        For an endpoint that has never answered, this is all there is to know: it does at
+        most ``prompts`` in the time it ran. Counted as such (its best case), so it is not
+        taken for an endpoint of average speed and handed the same work again.
+        """
+        if self.rate(now) is None and now > started:
+            self.alone_done += prompts
+            self.alone_busy += now - started
+
     def shortest(self, prompts: int) -> float:
         """The least time a request of ``prompts`` prompts takes here, as far as seen.
 
