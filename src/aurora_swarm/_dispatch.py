@@ -177,6 +177,7 @@ class BatchJob(Generic[P, K]):
         self._done = anyio.Event()
         self._floor = settings.chunking.floor(count, len(records))
         self._fleet_rate = 0.0
+        self._mean_rate = 0.0  # of the usable endpoints whose speed is known
         self._fleet_floor = 0.0
         self._fleet_rate_at = -1.0
         self._level = _INF  # when the fleet would finish everything (see _fleet_rate_now)
@@ -332,10 +333,7 @@ class BatchJob(Generic[P, K]):
         size = chunking.size(total=self._total, endpoints=len(self._records),
                              pending=self._pending_count, weight=weight)
         if chunking.adapt_to_speed and chunking.chunk_size is None:
-            lead = 0.0
-            if rate is not None and fleet_rate > 0:
-                lead = lead_time(self._floor, rate, fleet_rate / len(self._records))
-            admitted = admit(size, load, rate, self._level, now, lead)
+            admitted = admit(size, load, rate, self._level, now, self._lead(rate))
             if admitted == 0:
                 size = min(size, self._pending_count)
                 if not self._fastest_for(position, size, now):
@@ -384,12 +382,15 @@ class BatchJob(Generic[P, K]):
                 servers.append((load.free_at(now, rate), rate))
                 if load.floor is not None and load.floor < floor:
                     floor = load.floor
-            mean = known / len(servers) if servers else 0.0
+            mean = self._mean_rate = known / len(servers) if servers else 0.0
             self._fleet_rate = known + len(unmeasured) * mean
             self._fleet_floor = 0.0 if floor == _INF else floor
             self._fleet_rate_at = now
             self._level = _INF
             if servers:
+                # A slow endpoint keeps its lead: the level must not count on work it will
+                # refuse, or that work is left over for whoever is idle at the end.
+                servers = [(free + self._lead(rate), rate) for free, rate in servers]
                 servers += [(load.free_at(now, mean), mean) for load in unmeasured]
                 self._level = max(now + self._fleet_floor,
                                   water_level(servers, self._pending_count))
@@ -411,7 +412,13 @@ class BatchJob(Generic[P, K]):
         if rate is None:
             return _INF
         start = now + record.health.wait_time(now)
-        return record.load.finish_time(extra, start, rate)
+        return record.load.finish_time(extra, start, rate) + self._lead(rate)
+
+    def _lead(self, rate: float | None) -> float:
+        """The margin an endpoint of ``rate`` keeps before the fleet's finish (lead_time)."""
+        if rate is None or self._mean_rate <= 0:
+            return 0.0
+        return lead_time(self._floor, rate, self._mean_rate)
 
     def _backup_for(self, position: int, now: float) -> tuple[K, list[int], _Flight] | None:
         """Take the backup :meth:`_backup_candidate` offers this endpoint, if any."""
