@@ -170,6 +170,7 @@ class BatchJob(Generic[P, K]):
         self._remaining = count
         self._total = count
         self._flights: set[_Flight] = set()
+        self._doubled: set[_Flight] = set()  # flights in flight twice: backups and originals
         self._carried = 0  # prompts in flight in this call
         # Workers with nothing to do wait here (event -> endpoint position), to be woken one
         # by one as work comes back; waking them all on every change costs O(endpoints) each.
@@ -333,7 +334,8 @@ class BatchJob(Generic[P, K]):
         size = chunking.size(total=self._total, endpoints=len(self._records),
                              pending=self._pending_count, weight=weight)
         if chunking.adapt_to_speed and chunking.chunk_size is None:
-            admitted = admit(size, load, rate, self._level, now, self._lead(rate))
+            admitted = admit(size, load, rate, self._level, now, self._lead(rate),
+                             least=max(1, self._floor // 4))
             if admitted == 0:
                 size = min(size, self._pending_count)
                 if not self._fastest_for(position, size, now):
@@ -517,6 +519,8 @@ class BatchJob(Generic[P, K]):
         flight = _Flight(position, shape, chunk, started, record.load.backlog,
                          anyio.CancelScope(), backup=original is not None)
         self._flights.add(flight)
+        if original is not None:
+            self._doubled.update((flight, original))
         self._carried += size
         record.load.started(size, started)
         reply: BatchReply | None = None
@@ -531,6 +535,7 @@ class BatchJob(Generic[P, K]):
             error = exc
         finally:
             self._flights.discard(flight)
+            self._doubled.discard(flight)
             self._carried -= size
             for index in chunk:
                 carriers[index] -= 1
@@ -610,10 +615,8 @@ class BatchJob(Generic[P, K]):
     def _call_off_answered(self) -> None:
         """Cancel requests whose every prompt has been answered by another request."""
         results = self.results
-        for flight in self._flights:
-            if (flight.backup or flight.backed_up) and all(
-                results[i] is not None for i in flight.chunk
-            ):
+        for flight in self._doubled:
+            if all(results[i] is not None for i in flight.chunk):
                 flight.scope.cancel()
 
     # -- failures -------------------------------------------------------------------------------

@@ -241,12 +241,14 @@ def water_level(servers: Sequence[tuple[float, float]], pending: float) -> float
 
 
 def admit(size: int, mine: Load, rate: float | None, level: float, now: float,
-          lead: float = 0.0) -> int:
+          lead: float = 0.0, least: int = 1) -> int:
     """Shrink ``size`` so this endpoint finishes by ``level``, the fleet's :func:`water_level`.
 
     An endpoint's share of what is left is what it can do by the time the whole fleet would
     finish; taking more would make it the last to finish. ``lead`` asks for that much time to
-    spare (see :func:`lead_time`). Returns 0 when even one prompt would finish late here.
+    spare (see :func:`lead_time`). A chunk cut below ``least`` prompts is not worth its
+    request: returns 0 then, as when even one prompt would finish late here, and the
+    endpoint's peers take the work.
     """
     if rate is None or level == math.inf:
         return size
@@ -256,7 +258,7 @@ def admit(size: int, mine: Load, rate: float | None, level: float, now: float,
     if now + mine.shortest(1) > level:
         return 0
     fits = math.floor((level - mine.free_at(now, rate)) * rate + 1e-9)
-    return max(0, min(size, fits))
+    return min(size, fits) if fits >= min(size, least) else 0
 
 
 def lead_time(chunk: int, rate: float, mean_rate: float) -> float:
