@@ -230,6 +230,30 @@ async def test_backup_requests_rescue_a_straggler() -> None:
     assert sum(1 for r in out if r.agent_index == 0) < 640 // 8
 
 
+async def test_a_straggling_whole_share_is_split_among_idle_endpoints() -> None:
+    """A share small enough to go whole (one request) on a 20x slower endpoint is redone in
+    slices by the idle fast endpoints, all at once, instead of whole by one of them."""
+    latency = LatencyModel(request_overhead=0.002, prompt_time=0.01, max_concurrent_seqs=16)
+    behaviors = {0: EndpointBehavior(slowness=20.0)}
+    prompts = [f"p{i}" for i in range(800)]  # 200 a share: one request each
+    async with FakeFleet(4, latency=latency, behaviors=behaviors) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL) as pool:
+            start = time.monotonic()
+            out = await pool.send_all_batched(prompts)
+            elapsed = time.monotonic() - start
+            stats = pool.stats()
+    check_all_correct(prompts, out)
+    assert sum(1 for r in out if r.agent_index == 0) == 0  # all redone elsewhere
+    # the fast endpoints idle at the time shared the straggler's 200: two slices at least,
+    # none of them the whole
+    fast = [fleet.counters(k) for k in (1, 2, 3)]
+    assert sum(c.completion_requests - 1 for c in fast) >= 2
+    assert all(c.prompts_received - 200 < 200 for c in fast)
+    # the slow endpoint alone would need 200 / 16 waves of 0.2 s: 2.6 s
+    assert elapsed < 1.5, elapsed
+    assert stats.backups >= 2
+
+
 async def test_prefix_affinity_keeps_a_prefix_on_one_endpoint() -> None:
     rubrics = [f"Rubric {p}: " + "judge carefully " * 30 for p in range(24)]
     prompts = [f"{rubrics[p]} answer {k}" for k in range(8) for p in range(24)]

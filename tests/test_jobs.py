@@ -95,7 +95,7 @@ async def test_breaking_out_of_the_stream_cancels_the_call() -> None:
     async with FakeFleet(2, latency=latency) as fleet:
         # Small chunks for these 4-sequence servers, so the first answer comes soon.
         async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
-                            chunking=Chunking(min_chunk=4)) as pool:
+                            chunking=Chunking(min_chunk=4, whole_share=4)) as pool:
             start = time.monotonic()
             async with stream_batched(pool, [f"p{i}" for i in range(400)]) as results:
                 async for _ in results:

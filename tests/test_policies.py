@@ -142,11 +142,11 @@ def test_chunk_size(total: int, endpoints: int, pending: int, weight: float | No
 
 @pytest.mark.parametrize(
     ("total", "endpoints", "expected"),
-    [(10_000, 100, 100), (12_800, 100, 128), (12_900, 100, 64), (3200, 8, 64), (256, 4, 64),
-     (100_000, 100, 125), (10, 4, 3)],
+    [(10_000, 100, 100), (12_800, 100, 128), (25_600, 100, 256), (25_700, 100, 64),
+     (3200, 8, 64), (256, 4, 64), (100_000, 100, 125), (10, 4, 3)],
 )
 def test_default_chunk_floor(total: int, endpoints: int, expected: int) -> None:
-    """A share of up to 128 prompts goes whole; a larger one in eighths, at least 64."""
+    """A share of up to 256 prompts goes whole; a larger one in eighths, at least 64."""
     assert Chunking().floor(total, endpoints) == expected
 
 

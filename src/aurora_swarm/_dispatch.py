@@ -20,6 +20,7 @@ A prompt's slot is written once: the first answer wins, so no prompt is answered
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -101,6 +102,7 @@ _SPLIT_STATUSES = frozenset({400, 413, 422})
 _INF = float("inf")
 _MIN_BACKUP_SAVING = 0.01  # seconds a backup request must save to be worth sending
 _STRAGGLER_TICK = 0.02  # seconds between looks for a straggler worth backing up
+_BUSY_LAG = 0.005  # seconds late the straggler watch wakes up, on average, when the client is busy
 
 
 @attrs.define(eq=False)
@@ -171,6 +173,8 @@ class BatchJob(Generic[P, K]):
         self._total = count
         self._flights: set[_Flight] = set()
         self._doubled: set[_Flight] = set()  # flights in flight twice: backups and originals
+        self._slices: dict[_Flight, int] = {}  # straggler -> prompts per backup (_offer_slices)
+        self._client_busy = False  # see _watch_stragglers
         self._carried = 0  # prompts in flight in this call
         # Workers with nothing to do wait here (event -> endpoint position), to be woken one
         # by one as work comes back; waking them all on every change costs O(endpoints) each.
@@ -268,29 +272,75 @@ class BatchJob(Generic[P, K]):
         While work is still queued, a request that should be answered well after the fleet could
         drain everything (an endpoint far slower than it looked, or stuck) goes to the front of
         the queue as a backup, so its prompts are redone inside the balanced schedule instead
-        of forming a tail. With nothing left to hand out, the idle endpoint that would finish
-        one soonest is offered the latest straggler (see :meth:`_backup_candidate`).
+        of forming a tail. With nothing left to hand out, idle endpoints, soonest first, are
+        offered slices of the latest stragglers (see :meth:`_backup_candidate`).
         """
+        lag = 0.0
         while self._remaining:
+            tick = time.monotonic()
             with anyio.move_on_after(_STRAGGLER_TICK):
                 await self._done.wait()
-            if self._forced or not self._flights:
-                continue
             now = time.monotonic()
+            # How late this loop wakes up tells how busy the client is. A client that cannot
+            # keep up reads answers late, so every request looks slow, and a backup would only
+            # add to its load: then nothing is backed up.
+            lag = 0.7 * lag + 0.3 * max(0.0, now - tick - _STRAGGLER_TICK)
+            self._client_busy = lag > _BUSY_LAG
+            if self._forced or not self._flights or self._client_busy:
+                continue
             if self._pending_count:
                 if not self._due:
                     self._find_straggler(now)
                 continue
-            if not self._idle:
+            self._offer_slices(now)
+
+    def _offer_slices(self, now: float) -> None:
+        """Share the stragglers' prompts among the idle endpoints, and wake those.
+
+        Stragglers are requests, latest first, that the soonest-finishing idle endpoint would
+        clearly beat with its slice; every idle endpoint gets an equal slice of the prompts
+        they hold that no backup carries yet. A large chunk on a slow endpoint is so redone by
+        several endpoints at once, each a short request, instead of moving whole to one.
+        """
+        if not self._idle:
+            return
+        wake: dict[int, anyio.Event] = {}  # one worker per idle endpoint that could help
+        for event, position in self._idle.items():
+            wake.setdefault(position, event)
+        best = min(wake, key=lambda p: self._expected_finish(p, 1, now))
+        best_load = self._records[best].load
+        # An idle endpoint far slower than the best would not beat a straggler: not counted.
+        soonest = self._expected_finish(best, 1, now)
+        wake = {p: e for p, e in wake.items()
+                if self._expected_finish(p, 1, now) - now <= 2 * (soonest - now)}
+        results, carriers = self.results, self._carriers
+        chosen: list[tuple[_Flight, int]] = []
+        total = 0
+        for finish, flight in sorted(
+            ((self._flight_finish(f, now, best_load), f) for f in self._flights
+             if not (f.backup or f.backed_up)),
+            key=lambda item: -item[0],
+        ):
+            uncovered = sum(1 for i in flight.chunk if results[i] is None and carriers[i] == 1)
+            if not uncovered:
                 continue
-            best: tuple[float, anyio.Event, int] | None = None
-            for event, position in self._idle.items():
-                finish = self._expected_finish(position, 1, now)
-                if finish != _INF and (best is None or finish < best[0]):
-                    best = (finish, event, position)
-            if best is not None and self._backup_candidate(best[2], now) is not None:
-                del self._idle[best[1]]
-                best[1].set()
+            helpers = len(wake) - (flight.position in wake)
+            if helpers < 1:
+                continue
+            piece = math.ceil((total + uncovered) / helpers)
+            mine = self._expected_finish(best, min(piece, uncovered), now)
+            if mine == _INF or finish - mine < max(0.25 * (finish - now), _MIN_BACKUP_SAVING):
+                break  # this one and every later one would not gain enough
+            chosen.append((flight, uncovered))
+            total += uncovered
+        if not chosen:
+            return
+        piece = math.ceil(total / len(wake))
+        for flight, _ in chosen:
+            self._slices[flight] = piece
+        for event in list(wake.values())[: math.ceil(total / piece)]:
+            del self._idle[event]
+            event.set()
 
     def _find_straggler(self, now: float) -> None:
         """Queue a backup of the request that would be answered latest, if it would be answered
@@ -324,7 +374,9 @@ class BatchJob(Generic[P, K]):
             if due is not None:
                 return due
         if not self._pending_count:
-            return self._backup_for(position, now) if self._backups else None
+            if not self._backups or self._client_busy:
+                return None
+            return self._backup_for(position, now)
         chunking = self._settings.chunking
         load = self._records[position].load
         rate = load.rate(now) if chunking.adapt_to_speed else None
@@ -428,7 +480,7 @@ class BatchJob(Generic[P, K]):
         if found is None:
             return None
         flight, chunk = found
-        flight.backed_up = True
+        self._cover(flight, chunk)
         return flight.shape, chunk, flight  # type: ignore[return-value]
 
     def _take_due(self, position: int, now: float) -> tuple[K, list[int], _Flight] | None:
@@ -439,22 +491,40 @@ class BatchJob(Generic[P, K]):
             return None
         if flight.position == position:
             return None
-        chunk = [i for i in flight.chunk if self.results[i] is None]
+        chunk = self._slice(flight)
         finish = self._flight_finish(flight, now, self._records[position].load)
         mine = self._expected_finish(position, len(chunk), now)
         if not chunk or mine == _INF or finish - mine < max(0.25 * (finish - now),
                                                              _MIN_BACKUP_SAVING):
             return None  # another endpoint may do better
-        self._due.popleft()
-        flight.backed_up = True
+        self._cover(flight, chunk)
+        if flight.backed_up:
+            self._due.popleft()
         return flight.shape, chunk, flight  # type: ignore[return-value]
 
-    def _backup_candidate(self, position: int, now: float) -> tuple[_Flight, list[int]] | None:
-        """Copy the in-flight chunk that would finish latest, if this endpoint beats it clearly.
+    def _slice(self, flight: _Flight) -> list[int]:
+        """The prompts of ``flight`` a backup should carry: those no backup carries yet, at
+        most the slice :meth:`_offer_slices` planned for it."""
+        results, carriers = self.results, self._carriers
+        uncovered = [i for i in flight.chunk if results[i] is None and carriers[i] == 1]
+        most = self._slices.get(flight)
+        return uncovered if most is None else uncovered[:most]
 
-        With nothing left to hand out, an idle fast endpoint re-sends the prompts a slow (or
-        stuck) endpoint still holds; the first answer wins and the loser is called off. This
-        keeps a straggler from holding the whole call.
+    def _cover(self, flight: _Flight, chunk: list[int]) -> None:
+        """Note that a backup now carries ``chunk``; the flight is backed up once all is."""
+        taken = set(chunk)
+        results, carriers = self.results, self._carriers
+        flight.backed_up = all(
+            i in taken or results[i] is not None or carriers[i] > 1 for i in flight.chunk
+        )
+
+    def _backup_candidate(self, position: int, now: float) -> tuple[_Flight, list[int]] | None:
+        """A slice of the in-flight chunk that would finish latest, if this endpoint beats it.
+
+        With nothing left to hand out, an idle fast endpoint re-sends prompts a slow (or stuck)
+        endpoint still holds (:meth:`_slice`); the first answer wins and the loser is called
+        off once every prompt it carries is answered. This keeps a straggler from holding the
+        whole call.
         """
         worst: _Flight | None = None
         worst_finish = now
@@ -466,8 +536,9 @@ class BatchJob(Generic[P, K]):
                 worst, worst_finish = flight, finish
         if worst is None:
             return None
-        chunk = [i for i in worst.chunk if self.results[i] is None]
+        chunk = self._slice(worst)
         if not chunk:
+            worst.backed_up = True  # answered or covered meanwhile
             return None
         mine = self._expected_finish(position, len(chunk), now)
         if mine == _INF:
@@ -536,6 +607,7 @@ class BatchJob(Generic[P, K]):
         finally:
             self._flights.discard(flight)
             self._doubled.discard(flight)
+            self._slices.pop(flight, None)
             self._carried -= size
             for index in chunk:
                 carriers[index] -= 1
