@@ -316,11 +316,12 @@ class BatchJob(Generic[P, K]):
         results, carriers = self.results, self._carriers
         chosen: list[tuple[_Flight, int]] = []
         total = 0
-        for finish, flight in sorted(
-            ((self._flight_finish(f, now, best_load), f) for f in self._flights
-             if not (f.backup or f.backed_up)),
-            key=lambda item: -item[0],
-        ):
+        candidates = []
+        for f in self._flights:
+            finish = self._straggler_finish(f, now, best_load)
+            if finish is not None:
+                candidates.append((finish, f))
+        for finish, flight in sorted(candidates, key=lambda item: -item[0]):
             uncovered = sum(1 for i in flight.chunk if results[i] is None and carriers[i] == 1)
             if not uncovered:
                 continue
@@ -352,10 +353,8 @@ class BatchJob(Generic[P, K]):
         worst: _Flight | None = None
         worst_finish = drain
         for flight in self._flights:
-            if flight.backup or flight.backed_up:
-                continue
-            finish = self._flight_finish(flight, now, None)
-            if finish > worst_finish:
+            finish = self._straggler_finish(flight, now, None)
+            if finish is not None and finish > worst_finish:
                 worst, worst_finish = flight, finish
         if worst is not None and worst_finish - drain > max(
             0.25 * (worst_finish - now), _MIN_BACKUP_SAVING
@@ -528,11 +527,12 @@ class BatchJob(Generic[P, K]):
         """
         worst: _Flight | None = None
         worst_finish = now
+        load = self._records[position].load
         for flight in self._flights:
-            if flight.backup or flight.backed_up or flight.position == position:
+            if flight.position == position:
                 continue
-            finish = self._flight_finish(flight, now, self._records[position].load)
-            if finish > worst_finish:
+            finish = self._straggler_finish(flight, now, load)
+            if finish is not None and finish > worst_finish:
                 worst, worst_finish = flight, finish
         if worst is None:
             return None
@@ -547,24 +547,46 @@ class BatchJob(Generic[P, K]):
             return None  # not worth a second request: the saving would be small
         return worst, chunk
 
-    def _flight_finish(self, flight: _Flight, now: float, mine: Load | None) -> float:
-        """When ``flight`` should be answered; an endpoint not yet measured counts as average."""
+    def _straggler_finish(self, flight: _Flight, now: float, mine: Load | None) -> float | None:
+        """When ``flight`` should be answered, if it may be a straggler worth a backup.
+
+        It may be one on an endpoint slower than the fleet's mean, or when it has run more than
+        twice as long as it should have (a stuck endpoint, or one far slower than it looked).
+        A request of an ordinary endpoint, a little late, is none: its estimate is only an
+        average, and on a server that runs many sequences at once a backup would take as long
+        as the request it copies.
+        """
+        if flight.backup or flight.backed_up:
+            return None
+        rate = self._records[flight.position].load.rate(now)
+        if not (rate is not None and self._lead(rate) > 0):
+            expected = self._flight_expected(flight, now, None)
+            if expected is None or now - flight.started <= 1.5 * (expected - flight.started):
+                return None
+        return self._flight_finish(flight, now, mine)
+
+    def _flight_expected(self, flight: _Flight, now: float, mine: Load | None) -> float | None:
+        """When ``flight`` should be answered by the estimates; an endpoint not yet measured
+        counts as average (``None`` while nothing is measured)."""
         load = self._records[flight.position].load
         rate = load.rate(now)
         if rate is None:
             fleet_rate = self._fleet_rate_now(now)
             if fleet_rate <= 0:
-                # Nothing measured yet: having run this long, it may well run as long again.
-                return now + (now - flight.started)
+                return None
             rate = fleet_rate / len(self._records)
         size = len(flight.chunk)
         source = load if load.floor is not None or mine is None else mine
-        shortest = source.shortest(size)
         # A server answers its requests about in turn: this one after those ahead of it.
-        expected = flight.started + max(shortest, (flight.ahead + size) / rate)
-        # Overdue: the estimate was wrong (a slow or stuck endpoint). Having run this long, it
-        # may well run as long again.
-        return expected if now <= expected else now + (now - flight.started)
+        return flight.started + max(source.shortest(size), (flight.ahead + size) / rate)
+
+    def _flight_finish(self, flight: _Flight, now: float, mine: Load | None) -> float:
+        """When ``flight`` should be answered, as expected, or when overdue, having run this
+        long, after as long again (the estimate was wrong: a slow or stuck endpoint)."""
+        expected = self._flight_expected(flight, now, mine)
+        if expected is None or now > expected:
+            return now + (now - flight.started)
+        return expected
 
     # -- one request ----------------------------------------------------------------------------
 
