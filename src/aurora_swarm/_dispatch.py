@@ -551,7 +551,8 @@ class BatchJob(Generic[P, K]):
         """When ``flight`` should be answered, if it may be a straggler worth a backup.
 
         It may be one on an endpoint slower than the fleet's mean, or when it has run more than
-        twice as long as it should have (a stuck endpoint, or one far slower than it looked).
+        half again as long as it should have (a stuck endpoint, or one far slower than it
+        looked).
         A request of an ordinary endpoint, a little late, is none: its estimate is only an
         average, and on a server that runs many sequences at once a backup would take as long
         as the request it copies.
