@@ -126,16 +126,17 @@ class Load:
     """Work and observed speed of one endpoint (internal, shared across calls).
 
     The endpoint is seen as a server with a latency floor and a throughput: a request takes at
-    least the floor, and a busy server answers prompts at its throughput. An answer that comes
-    in while another answer came since the request was sent (the request waited behind other
-    work) measures throughput: the gap between the two answers is what the server spent on it.
-    An answer to a request that had the server to itself measures less well: its latency also
-    holds the request's fixed cost (parsing, scheduling, the first wave of sequences) that a
-    server with work queued hides. Counted as throughput, that cost made fast servers look up
-    to half as fast as they are, and handed the slow ones the tail. So such answers count only
-    until two of the first kind have come in. (A server that runs both requests at once answers
-    the second right after the first; that gap alone would overstate its speed, so it is never
-    used alone.)
+    least the floor, and a busy server answers prompts at its throughput.
+
+    Throughput is measured between answers. A request sent before the previous answer came in
+    waited behind other work, so the time from that answer to its own is what the server spent
+    on it. A request that had the server to itself measures less well: its latency also holds
+    the fixed cost (parsing, scheduling, the first wave of sequences) that a server with work
+    queued hides. Counted as throughput, that cost made fast servers look up to half as fast as
+    they are and handed the slow ones the tail, so such answers count only until two of the
+    first kind have come in. (A server that runs two requests side by side answers the second
+    right after the first: that gap alone would overstate its speed, so one such measure is
+    never used alone.)
     """
 
     in_flight: int = 0
