@@ -254,6 +254,35 @@ async def test_a_straggling_whole_share_is_split_among_idle_endpoints() -> None:
     assert stats.backups >= 2
 
 
+async def test_no_backups_while_the_client_cannot_keep_up() -> None:
+    """A client whose event loop runs late reads every answer late: backups would only add to
+    its load, so none are sent; with the loop free, the same straggler is backed up."""
+    latency = LatencyModel(request_overhead=0.002, prompt_time=0.01, max_concurrent_seqs=16)
+    behaviors = {0: EndpointBehavior(slowness=10.0)}
+    prompts = [f"p{i}" for i in range(400)]
+
+    async def hog() -> None:
+        while True:
+            # Computes for 20 ms at a time without yielding, as heavy work in a notebook would.
+            until = time.perf_counter() + 0.02
+            while time.perf_counter() < until:
+                pass
+            await anyio.sleep(0.001)
+
+    backups = []
+    for busy in (True, False):
+        async with FakeFleet(4, latency=latency, behaviors=behaviors) as fleet:
+            async with VLLMPool(fleet.endpoints, model=MODEL) as pool:
+                async with anyio.create_task_group() as group:
+                    if busy:
+                        group.start_soon(hog)
+                    out = await pool.send_all_batched(prompts)
+                    group.cancel_scope.cancel()
+                check_all_correct(prompts, out)
+                backups.append(pool.stats().backups)
+    assert backups[0] == 0 and backups[1] >= 1, backups
+
+
 async def test_prefix_affinity_keeps_a_prefix_on_one_endpoint() -> None:
     rubrics = [f"Rubric {p}: " + "judge carefully " * 30 for p in range(24)]
     prompts = [f"{rubrics[p]} answer {k}" for k in range(8) for p in range(24)]

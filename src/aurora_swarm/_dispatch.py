@@ -103,6 +103,7 @@ _INF = float("inf")
 _MIN_BACKUP_SAVING = 0.01  # seconds a backup request must save to be worth sending
 _STRAGGLER_TICK = 0.02  # seconds between looks for a straggler worth backing up
 _BUSY_LAG = 0.005  # seconds late the straggler watch wakes up, on average, when the client is busy
+_BUSY_CPU = 0.9  # share of wall time the process computes, on average, when the client is busy
 
 
 @attrs.define(eq=False)
@@ -275,17 +276,23 @@ class BatchJob(Generic[P, K]):
         of forming a tail. With nothing left to hand out, idle endpoints, soonest first, are
         offered slices of the latest stragglers (see :meth:`_backup_candidate`).
         """
-        lag = 0.0
+        lag = load = 0.0
+        first = True
         while self._remaining:
-            tick = time.monotonic()
+            tick, cpu = time.monotonic(), time.process_time()
             with anyio.move_on_after(_STRAGGLER_TICK):
                 await self._done.wait()
             now = time.monotonic()
-            # How late this loop wakes up tells how busy the client is. A client that cannot
-            # keep up reads answers late, so every request looks slow, and a backup would only
-            # add to its load: then nothing is backed up.
-            lag = 0.7 * lag + 0.3 * max(0.0, now - tick - _STRAGGLER_TICK)
-            self._client_busy = lag > _BUSY_LAG
+            # A client that cannot keep up reads answers late, so every request looks slow,
+            # and a backup would only add to its load: then nothing is backed up. Two signs:
+            # this loop wakes up late, or the process spends nearly all its time computing.
+            late = max(0.0, now - tick - _STRAGGLER_TICK)
+            computing = (time.process_time() - cpu) / max(now - tick, 1e-6)
+            # Averaged over the last few looks; the first one counts in full.
+            lag = late if first else 0.7 * lag + 0.3 * late
+            load = computing if first else 0.7 * load + 0.3 * computing
+            first = False
+            self._client_busy = lag > _BUSY_LAG or load > _BUSY_CPU
             if self._forced or not self._flights or self._client_busy:
                 continue
             if self._pending_count:
