@@ -19,29 +19,17 @@ import time
 
 import anyio
 
-from aurora_swarm import Chunking, Endpoint, VLLMPool
+from aurora_swarm import Chunking
 
+from .dispatch_balance import fresh_call
 from .fleet_process import fleet_process
 
-MODEL = "fake-model"
 ENDPOINTS, PROMPTS = 8, 1600
 SERVERS = {  # name: (sequence slots, seconds a prompt)
     "256 sequences, 200 ms a prompt (GPU-like)": (256, 0.2),
     "32 sequences, 20 ms a prompt": (32, 0.02),
 }
 FLEETS: dict[str, dict[int, float]] = {"even": {}, "two 3x slower": {0: 3.0, 1: 3.0}}
-
-
-async def call(endpoints: list[Endpoint], prompts: list[str],
-               whole_share: int) -> tuple[float, int]:
-    chunking = Chunking(whole_share=whole_share)
-    async with VLLMPool(endpoints, model=MODEL, max_tokens=16, chunking=chunking) as pool:
-        start = time.perf_counter()
-        out = await pool.send_all_batched(prompts)
-        elapsed = time.perf_counter() - start
-        if not all(r.success for r in out):
-            raise SystemExit("a prompt failed: the fleet is not healthy")
-        return elapsed, pool.stats().requests
 
 
 def main() -> None:
@@ -59,12 +47,13 @@ def main() -> None:
             runs: dict[int, list[tuple[float, int]]] = {128: [], 256: []}
             with fleet_process(ENDPOINTS, request_overhead=0.005, prompt_time=prompt_time,
                                max_concurrent_seqs=seqs, slow=slow) as endpoints:
-                anyio.run(call, endpoints, prompts[:100], 128)  # warm-up, not measured
+                anyio.run(fresh_call, endpoints, prompts[:100], Chunking())  # warm-up, not measured
                 for _ in range(args.repeat):
                     for share in runs:
                         gc.collect()
                         time.sleep(0.3)  # the fleet finishes what called-off requests left
-                        runs[share].append(anyio.run(call, endpoints, prompts, share))
+                        runs[share].append(anyio.run(
+                            fresh_call, endpoints, prompts, Chunking(whole_share=share)))
             cells = [
                 f"{statistics.median(t for t, _ in r) / ideal:.2f}x "
                 f"({statistics.median(q for _, q in r):.0f})"

@@ -106,6 +106,13 @@ _BUSY_LAG = 0.005  # seconds late the straggler watch wakes up, on average, when
 _BUSY_CPU = 0.9  # share of wall time the process computes, on average, when the client is busy
 
 
+def _worth_backing_up(finish: float, backup_finish: float, now: float) -> bool:
+    """Whether a backup answered at ``backup_finish`` beats a request due at ``finish`` by
+    enough to be worth a second request: a quarter of the wait, and at least
+    ``_MIN_BACKUP_SAVING``."""
+    return finish - backup_finish >= max(0.25 * (finish - now), _MIN_BACKUP_SAVING)
+
+
 @attrs.define(eq=False)
 class _Flight:
     """One request in flight: which endpoint, which prompts, and how to call it off."""
@@ -320,7 +327,6 @@ class BatchJob(Generic[P, K]):
         soonest = self._expected_finish(best, 1, now)
         wake = {p: e for p, e in wake.items()
                 if self._expected_finish(p, 1, now) - now <= 2 * (soonest - now)}
-        results, carriers = self.results, self._carriers
         chosen: list[tuple[_Flight, int]] = []
         total = 0
         candidates = []
@@ -329,7 +335,7 @@ class BatchJob(Generic[P, K]):
             if finish is not None:
                 candidates.append((finish, f))
         for finish, flight in sorted(candidates, key=lambda item: -item[0]):
-            uncovered = sum(1 for i in flight.chunk if results[i] is None and carriers[i] == 1)
+            uncovered = len(self._uncovered(flight))
             if not uncovered:
                 continue
             helpers = len(wake) - (flight.position in wake)
@@ -337,7 +343,7 @@ class BatchJob(Generic[P, K]):
                 continue
             piece = math.ceil((total + uncovered) / helpers)
             mine = self._expected_finish(best, min(piece, uncovered), now)
-            if mine == _INF or finish - mine < max(0.25 * (finish - now), _MIN_BACKUP_SAVING):
+            if not _worth_backing_up(finish, mine, now):
                 break  # this one and every later one would not gain enough
             chosen.append((flight, uncovered))
             total += uncovered
@@ -363,9 +369,7 @@ class BatchJob(Generic[P, K]):
             finish = self._straggler_finish(flight, now, None)
             if finish is not None and finish > worst_finish:
                 worst, worst_finish = flight, finish
-        if worst is not None and worst_finish - drain > max(
-            0.25 * (worst_finish - now), _MIN_BACKUP_SAVING
-        ):
+        if worst is not None and _worth_backing_up(worst_finish, drain, now):
             self._due.append(worst)
             self._wake(1)
 
@@ -500,19 +504,22 @@ class BatchJob(Generic[P, K]):
         chunk = self._slice(flight)
         finish = self._flight_finish(flight, now, self._records[position].load)
         mine = self._expected_finish(position, len(chunk), now)
-        if not chunk or mine == _INF or finish - mine < max(0.25 * (finish - now),
-                                                             _MIN_BACKUP_SAVING):
+        if not chunk or not _worth_backing_up(finish, mine, now):
             return None  # another endpoint may do better
         self._cover(flight, chunk)
         if flight.backed_up:
             self._due.popleft()
         return flight.shape, chunk, flight  # type: ignore[return-value]
 
-    def _slice(self, flight: _Flight) -> list[int]:
-        """The prompts of ``flight`` a backup should carry: those no backup carries yet, at
-        most the slice :meth:`_offer_slices` planned for it."""
+    def _uncovered(self, flight: _Flight) -> list[int]:
+        """The prompts of ``flight`` still unanswered that no backup carries yet."""
         results, carriers = self.results, self._carriers
-        uncovered = [i for i in flight.chunk if results[i] is None and carriers[i] == 1]
+        return [i for i in flight.chunk if results[i] is None and carriers[i] == 1]
+
+    def _slice(self, flight: _Flight) -> list[int]:
+        """The prompts of ``flight`` a backup should carry: the uncovered ones, at most the
+        slice :meth:`_offer_slices` planned for it."""
+        uncovered = self._uncovered(flight)
         most = self._slices.get(flight)
         return uncovered if most is None else uncovered[:most]
 
@@ -547,10 +554,8 @@ class BatchJob(Generic[P, K]):
         if not chunk:
             worst.backed_up = True  # answered or covered meanwhile
             return None
-        mine = self._expected_finish(position, len(chunk), now)
-        if mine == _INF:
-            return None
-        if worst_finish - mine < max(0.25 * (worst_finish - now), _MIN_BACKUP_SAVING):
+        if not _worth_backing_up(worst_finish, self._expected_finish(position, len(chunk), now),
+                                 now):
             return None  # not worth a second request: the saving would be small
         return worst, chunk
 
