@@ -532,17 +532,18 @@ class BatchJob(Generic[P, K]):
         )
 
     def _backup_candidate(self, position: int, now: float) -> tuple[_Flight, list[int]] | None:
-        """A slice of the in-flight chunk that would finish latest, if this endpoint beats it.
+        """A slice of the planned straggler that would finish latest, if this endpoint beats it.
 
         With nothing left to hand out, an idle fast endpoint re-sends prompts a slow (or stuck)
         endpoint still holds (:meth:`_slice`); the first answer wins and the loser is called
         off once every prompt it carries is answered. This keeps a straggler from holding the
-        whole call.
+        whole call. Only stragglers :meth:`_offer_slices` planned are taken, so the first
+        endpoint to go idle does not take a whole chunk that several could share.
         """
         worst: _Flight | None = None
         worst_finish = now
         load = self._records[position].load
-        for flight in self._flights:
+        for flight in self._slices:
             if flight.position == position:
                 continue
             finish = self._straggler_finish(flight, now, load)
