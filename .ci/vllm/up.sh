@@ -27,7 +27,10 @@
 #                which is also its process-group id (the engine and worker processes
 #                are in that group: kill the group, not just the pid, to stop all of it)
 #   logs/server-PORT.log
-set -euo pipefail
+set -eEuo pipefail
+# Any command that fails unhandled ends this script (set -e); say which one, and stop
+# whatever servers were started, rather than leaving the caller a silent exit status.
+trap 'status=$?; echo "[up.sh] FAILED at line $LINENO (status $status): $BASH_COMMAND" >&2; if declare -F stop_all >/dev/null; then stop_all; fi; exit "$status"' ERR
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV=${AURORA_VLLM_VENV:-$HOME/.cache/aurora-swarm/vllm-venv}
@@ -217,7 +220,9 @@ wait_healthy() { # indices
         if ((SECONDS >= next_note)); then
             for i in "${pending[@]}"; do
                 local last
-                last=$(grep -v 'is ignored: it is neither' "$LOG_DIR/server-${PORTS[i]}.log" 2>/dev/null | tail -n 1 | cut -c1-160)
+                # || true: a server still importing torch has written nothing yet, and
+                # grep finding no line must not end this script (set -e, pipefail).
+                last=$(grep -v 'is ignored: it is neither' "$LOG_DIR/server-${PORTS[i]}.log" 2>/dev/null | tail -n 1 | cut -c1-160) || true
                 log "waiting for server $i (port ${PORTS[i]}): ${last:-<no output yet>}"
             done
             next_note=$((SECONDS + 15))
