@@ -62,7 +62,10 @@ class Chunking:
         Weigh shares by each endpoint's observed throughput, keep slow endpoints from taking
         work they would finish after everyone else, and send backup requests for stragglers.
     min_chunk:
-        Smallest adaptive chunk when an endpoint's share is cut into several.
+        Smallest adaptive chunk when an endpoint's share is cut into several. An endpoint
+        whose speed is not known yet gets two such chunks first; on servers that run many
+        more sequences at once (256 on a GPU vLLM server), shares of a few hundred prompts
+        fill them better with 128.
     whole_share:
         An endpoint's fair share of a call up to this many prompts goes out as one request. A
         GPU vLLM server runs 256 sequences at once by default (``--max-num-seqs``): cutting
