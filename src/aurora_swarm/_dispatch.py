@@ -183,7 +183,6 @@ class BatchJob(Generic[P, K]):
         self._doubled: set[_Flight] = set()  # flights in flight twice: backups and originals
         self._slices: dict[_Flight, int] = {}  # straggler -> prompts per backup (_offer_slices)
         self._client_busy = False  # see _watch_stragglers
-        self._carried = 0  # prompts in flight in this call
         # Workers with nothing to do wait here (event -> endpoint position), to be woken one
         # by one as work comes back; waking them all on every change costs O(endpoints) each.
         self._idle: dict[anyio.Event, int] = {}
@@ -321,12 +320,11 @@ class BatchJob(Generic[P, K]):
         wake: dict[int, anyio.Event] = {}  # one worker per idle endpoint that could help
         for event, position in self._idle.items():
             wake.setdefault(position, event)
-        best = min(wake, key=lambda p: self._expected_finish(p, 1, now))
+        ready = {p: self._expected_finish(p, 1, now) for p in wake}  # one prompt done by
+        best = min(ready, key=ready.__getitem__)
         best_load = self._records[best].load
         # An idle endpoint far slower than the best would not beat a straggler: not counted.
-        soonest = self._expected_finish(best, 1, now)
-        wake = {p: e for p, e in wake.items()
-                if self._expected_finish(p, 1, now) - now <= 2 * (soonest - now)}
+        wake = {p: e for p, e in wake.items() if ready[p] - now <= 2 * (ready[best] - now)}
         chosen: list[tuple[_Flight, int]] = []
         total = 0
         candidates = []
@@ -389,7 +387,7 @@ class BatchJob(Generic[P, K]):
             return self._backup_for(position, now)
         chunking = self._settings.chunking
         load = self._records[position].load
-        rate = load.rate(now) if chunking.adapt_to_speed else None
+        rate = load.rate() if chunking.adapt_to_speed else None
         key, queue = self._queue_for(position)
         fleet_rate = self._fleet_rate_now(now) if rate is not None else 0.0
         weight = rate / fleet_rate if rate is not None and fleet_rate > 0 else None
@@ -429,7 +427,9 @@ class BatchJob(Generic[P, K]):
         work only moves from the queue to an endpoint.
         """
         # Summing over a thousand endpoints on every take would cost more than the take itself.
-        if now - self._fleet_rate_at > 0.02:
+        # A sum that knows no speed yet is not kept, though: the straggler watch refreshes it
+        # before the first answers, and the takes right after those would go without weights.
+        if now - self._fleet_rate_at > 0.02 or self._fleet_rate <= 0:
             known = 0.0
             servers: list[tuple[float, float]] = []  # (free at, rate) of measured endpoints
             unmeasured: list[Load] = []
@@ -438,7 +438,7 @@ class BatchJob(Generic[P, K]):
                 if record.health.benched:
                     continue
                 load = record.load
-                rate = load.rate(now)
+                rate = load.rate()
                 if rate is None:
                     unmeasured.append(load)
                     continue
@@ -472,7 +472,7 @@ class BatchJob(Generic[P, K]):
         record = self._records[position]
         if record.health.benched:
             return _INF
-        rate = record.load.rate(now)
+        rate = record.load.rate()
         if rate is None:
             return _INF
         start = now + record.health.wait_time(now)
@@ -572,7 +572,7 @@ class BatchJob(Generic[P, K]):
         """
         if flight.backup or flight.backed_up:
             return None
-        rate = self._records[flight.position].load.rate(now)
+        rate = self._records[flight.position].load.rate()
         if not (rate is not None and self._lead(rate) > 0):
             expected = self._flight_expected(flight, now, None)
             if expected is None or now - flight.started <= 1.5 * (expected - flight.started):
@@ -583,7 +583,7 @@ class BatchJob(Generic[P, K]):
         """When ``flight`` should be answered by the estimates; an endpoint not yet measured
         counts as average (``None`` while nothing is measured)."""
         load = self._records[flight.position].load
-        rate = load.rate(now)
+        rate = load.rate()
         if rate is None:
             fleet_rate = self._fleet_rate_now(now)
             if fleet_rate <= 0:
@@ -628,7 +628,6 @@ class BatchJob(Generic[P, K]):
         self._flights.add(flight)
         if original is not None:
             self._doubled.update((flight, original))
-        self._carried += size
         record.load.started(size, started)
         reply: BatchReply | None = None
         error: RequestError | None = None
@@ -644,7 +643,6 @@ class BatchJob(Generic[P, K]):
             self._flights.discard(flight)
             self._doubled.discard(flight)
             self._slices.pop(flight, None)
-            self._carried -= size
             for index in chunk:
                 carriers[index] -= 1
             if reply is None:

@@ -192,7 +192,7 @@ class Load:
         most ``prompts`` in the time it ran. Counted as such (its best case), so it is not
         taken for an endpoint of average speed and handed the same work again.
         """
-        if self.rate(now) is None and now > started:
+        if self.rate() is None and now > started:
             self.alone_done += prompts
             self.alone_busy += now - started
 
@@ -206,7 +206,7 @@ class Load:
             return 0.0
         return self.floor * min(1.0, prompts / self.floor_size)
 
-    def rate(self, now: float) -> float | None:
+    def rate(self) -> float | None:
         """Prompts per second while busy, or ``None`` before the first answer."""
         done, busy = self.done, self.busy
         if self.queued_answers < 2:
