@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 import pytest
 
 from aurora_swarm import (
     BadResponseError,
-    Chunking,
     ConfigurationError,
     ConnectError,
     HealthPolicy,
@@ -19,7 +17,6 @@ from aurora_swarm import (
     RetryPolicy,
 )
 from aurora_swarm._health import Health
-from aurora_swarm._schedule import Load, admit, lead_time, water_level
 
 
 @pytest.mark.parametrize(
@@ -119,129 +116,6 @@ def test_health_cooldown_doubles_and_is_capped() -> None:
     assert first == pytest.approx(1.0, abs=0.05)
     assert second == pytest.approx(2.0, abs=0.05)
     assert third == pytest.approx(3.0, abs=0.05)
-
-
-@pytest.mark.parametrize(
-    ("total", "endpoints", "pending", "weight", "expected"),
-    [
-        (3200, 8, 3200, None, 50),       # probe chunk: an eighth of the fair share
-        (3200, 8, 3200, 1 / 8, 100),     # known speed: a quarter of the share of what is left
-        (3200, 8, 400, 1 / 8, 50),       # never below the floor...
-        (3200, 8, 30, 1 / 8, 30),        # ...but never more than is pending
-        (10, 4, 10, None, 3),            # tiny call: about one chunk per endpoint
-        (10**6, 10, 10**6, 0.1, 1024),   # capped by max_chunk
-        (3200, 8, 3200, 0.5, 400),       # a fast endpoint takes more
-    ],
-)
-def test_chunk_size(total: int, endpoints: int, pending: int, weight: float | None,
-                    expected: int) -> None:
-    chunking = Chunking(min_chunk=32)
-    size = chunking.size(total=total, endpoints=endpoints, pending=pending, weight=weight)
-    assert size == expected
-
-
-@pytest.mark.parametrize(
-    ("total", "endpoints", "expected"),
-    [(10_000, 100, 100), (12_800, 100, 128), (25_600, 100, 256), (25_700, 100, 64),
-     (3200, 8, 64), (256, 4, 64), (100_000, 100, 125), (10, 4, 3)],
-)
-def test_default_chunk_floor(total: int, endpoints: int, expected: int) -> None:
-    """A share of up to 256 prompts goes whole; a larger one in eighths, at least 64."""
-    assert Chunking().floor(total, endpoints) == expected
-
-
-def test_fixed_chunk_size() -> None:
-    assert Chunking(chunk_size=7).size(total=100, endpoints=2, pending=100, weight=0.5) == 7
-    with pytest.raises(ConfigurationError, match="chunk_size must be >= 1"):
-        Chunking(chunk_size=0)
-
-
-def test_uniform_fleet_request_count_is_bounded() -> None:
-    """Replaying the sizing rule on a uniform fleet gives at most 8 chunks per endpoint."""
-    chunking = Chunking()
-    for total, endpoints in [(3200, 8), (10_000, 100), (100, 4), (20_000, 100), (7, 3)]:
-        pending, chunks = total, 0
-        first = endpoints * chunking.max_in_flight
-        while pending:
-            weight = None if chunks < first else 1 / endpoints
-            pending -= chunking.size(total=total, endpoints=endpoints, pending=pending,
-                                     weight=weight)
-            chunks += 1
-        assert chunks / endpoints <= 8, (total, endpoints, chunks)
-
-
-def _measured(rate: float, floor: float) -> Load:
-    """A load that has answered steadily at ``rate`` prompts/s, ``floor`` s at least a request."""
-    return Load(done=rate, busy=1.0, queued_answers=5, floor=floor, floor_size=1)
-
-
-def test_admit_keeps_slow_endpoint_out_of_the_tail() -> None:
-    now = 100.0
-    slow = _measured(100.0, 0.06)  # 100 prompts/s, 60 ms at least
-    # the fleet finishes in 10 s: the slow endpoint takes its chunk
-    assert admit(50, slow, 100.0, now + 10.0, now) == 50
-    # the fleet finishes in 20 ms, sooner than the 60 ms this endpoint needs for one prompt
-    assert admit(10, slow, 100.0, now + 0.02, now) == 0
-    # in between: a smaller chunk that still finishes in time (0.3 s holds 30 prompts)
-    assert admit(50, slow, 100.0, now + 0.3, now) == 30
-    # a margin to spare shrinks it further
-    assert admit(50, slow, 100.0, now + 0.3, now, lead=0.1) == 20
-    # unknown speed: no opinion
-    assert admit(50, Load(), None, now + 0.01, now) == 50
-
-
-def test_admit_counts_the_work_already_in_flight() -> None:
-    now = 100.0
-    busy = _measured(100.0, 0.01)
-    busy.started(20, now - 0.05)  # 20 prompts sent 50 ms ago: 15 left, done in 150 ms
-    assert busy.free_at(now, 100.0) == pytest.approx(now + 0.15)
-    assert admit(50, busy, 100.0, now + 0.3, now) == 15
-
-
-def test_water_level_fills_the_servers_that_free_up_first() -> None:
-    # two idle servers of 100 prompts/s: 100 prompts take 0.5 s
-    assert water_level([(0.0, 100.0), (0.0, 100.0)], 100) == pytest.approx(0.5)
-    # one busy until 1.0: the idle one takes everything that fits before then
-    assert water_level([(0.0, 100.0), (1.0, 100.0)], 50) == pytest.approx(0.5)
-    # ... and past it, both share the rest
-    assert water_level([(0.0, 100.0), (1.0, 100.0)], 300) == pytest.approx(2.0)
-    assert water_level([], 10) == math.inf
-
-
-def test_lead_time_only_for_endpoints_slower_than_the_mean() -> None:
-    assert lead_time(64, 1600.0, 1333.0) == 0.0
-    assert lead_time(64, 533.0, 1333.0) == pytest.approx(64 / 533 - 64 / 1333)
-
-
-def test_rate_is_measured_between_answers_once_requests_queue() -> None:
-    load = Load()
-    # two requests of 64 sent at once; the server answers one every 40 ms after a 30 ms
-    # fixed cost: the first answer, alone, looks like 64 / 0.07 prompts/s
-    load.started(64, 0.0)
-    load.started(64, 0.0)
-    load.finished(64, 64, 0.0, 0.07)
-    assert load.rate() == pytest.approx(64 / 0.07)
-    load.started(64, 0.07)
-    load.finished(64, 64, 0.0, 0.11)
-    load.started(64, 0.11)
-    load.finished(64, 64, 0.07, 0.15)
-    # two answers that waited behind others: their gaps give the true 1600 prompts/s
-    assert load.rate() == pytest.approx(1600.0)
-
-
-def test_rate_of_a_server_running_requests_side_by_side() -> None:
-    load = Load()
-    # a GPU runs both requests at once: answers 1 ms apart, 64 prompts each, every 100 ms
-    for k in range(3):
-        t = 0.1 * k
-        load.started(64, t)
-        load.started(64, t)
-        load.finished(64, 64, t, t + 0.1)
-        load.finished(64, 64, t, t + 0.101)
-    rate = load.rate()
-    assert rate is not None
-    # about 128 prompts per 100 ms, not 64 per millisecond
-    assert 1000.0 < rate < 2000.0
 
 
 def test_prefix_homes_group_alike_prompts_and_balance_load() -> None:

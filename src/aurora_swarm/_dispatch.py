@@ -1,32 +1,45 @@
-"""Batched dispatch: every prompt over every endpoint, few requests, nothing lost.
+"""Batched dispatch: every prompt over every endpoint, few requests, every slot busy, nothing lost.
 
-A :class:`BatchJob` owns one call of ``send_all_batched``. Each endpoint runs
-``Chunking.max_in_flight`` workers; a worker that has room pulls the next chunk (sized by
-:mod:`aurora_swarm._schedule`), sends it as ONE request, and writes each answer straight into
-its prompt's input slot. Whatever fails goes back to the front of the queue for any endpoint to
-take, while the failing endpoint rests (:mod:`aurora_swarm._health`):
+A :class:`BatchJob` owns one call of ``send_all_batched``. One decider task plans; request tasks
+only send, wait and record. The plan works in time, on what each server is
+(:mod:`aurora_swarm._server_model`: slots, a queue, a wave time):
 
-* a retryable failure of the whole request (timeout, connection, 408/409/429/5xx, bad answer)
-  returns all its prompts; each prompt may be carried by at most ``RetryPolicy.max_attempts``
-  requests;
-* a choice missing from an otherwise good answer returns only that prompt;
-* a non-retryable status (400, 413, 422, ...) on a chunk of several prompts splits the chunk in
-  halves, so one bad prompt fails alone and its neighbours are still answered;
-* when every endpoint of the call is down, what is left fails at once with
-  :class:`~aurora_swarm.EndpointUnavailable`.
+1. **Fill.** Unassigned prompts are spread by :func:`~aurora_swarm._plan.water_fill` over the
+   usable endpoints, counting what every call of the pool already has queued there, and each
+   endpoint's share goes out at once as a few requests (:func:`~aurora_swarm._plan.cut`). On a
+   fleet with no known differences that is the equal split; the requests queue back to back on
+   the server, so its slots stay full.
+2. **Rebalance.** A request still waiting in a server's queue costs nothing to take back: vLLM
+   aborts a request whose client goes away. When an endpoint turns out slower than planned (its
+   answers, or the lack of them, tell), its last waiting requests are called off and their
+   prompts spread again over endpoints that will finish them sooner.
+3. **Back up.** Work that is already running is not taken back; when nothing is left to hand out
+   and an endpoint is idle, a request that would finish clearly later is sent again in slices
+   to the idle endpoints; the first answer wins and the loser is called off.
+
+Failures: a retryable failure of a request (timeout, connection, 408/409/429/5xx, bad answer)
+returns its prompts for any endpoint to take, while the endpoint rests
+(:mod:`aurora_swarm._health`); each prompt is carried by at most ``RetryPolicy.max_attempts``
+requests. A choice missing from an otherwise good answer returns only that prompt. A
+non-retryable status (400, 413, 422) on a request of several prompts splits it in halves, so one
+bad prompt fails alone. When every endpoint of the call is down, what is left fails at once with
+:class:`~aurora_swarm.EndpointUnavailable`.
 
 A prompt's slot is written once: the first answer wins, so no prompt is answered twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import statistics
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
+import anyio.abc
 import attrs
 
 from ._endpoint import Endpoint
@@ -37,9 +50,11 @@ from ._exceptions import (
     RequestError,
 )
 from ._health import Health, HealthPolicy
+from ._plan import Lane, cut, water_fill, worth_moving
 from ._response import Response
 from ._retry import RetryPolicy
-from ._schedule import Chunking, Load, admit, lead_time, water_level
+from ._schedule import Chunking
+from ._server_model import Held, ServerModel
 from ._stats import Counters
 from ._transport import BatchReply
 
@@ -49,7 +64,9 @@ P = TypeVar("P")
 K = TypeVar("K", bound=Hashable)
 Sender = Callable[[Endpoint, list[P], K, float | None], Awaitable[BatchReply]]
 Prober = Callable[[Endpoint], Awaitable[bool]]
+GaugeReader = Callable[[Endpoint], Awaitable["tuple[int, int] | None"]]
 ResultHook = Callable[[int, Response], None]
+Clock = Callable[[], float]
 
 
 @attrs.define(eq=False)
@@ -58,9 +75,10 @@ class EndpointRecord:
 
     endpoint: Endpoint
     health: Health = attrs.field(factory=Health)
-    load: Load = attrs.field(factory=Load)
+    server: ServerModel = attrs.field(factory=ServerModel)
     counters: Counters = attrs.field(factory=Counters)
     probing: bool = False
+    scraping: bool = False
 
 
 @attrs.frozen
@@ -99,32 +117,27 @@ class DispatchSettings:
 
 
 _SPLIT_STATUSES = frozenset({400, 413, 422})
-_INF = float("inf")
-_MIN_BACKUP_SAVING = 0.01  # seconds a backup request must save to be worth sending
-_STRAGGLER_TICK = 0.02  # seconds between looks for a straggler worth backing up
-_BUSY_LAG = 0.005  # seconds late the straggler watch wakes up, on average, when the client is busy
-_BUSY_CPU = 0.9  # share of wall time the process computes, on average, when the client is busy
-
-
-def _worth_backing_up(finish: float, backup_finish: float, now: float) -> bool:
-    """Whether a backup answered at ``backup_finish`` beats a request due at ``finish`` by
-    enough to be worth a second request: a quarter of the wait, and at least
-    ``_MIN_BACKUP_SAVING``."""
-    return finish - backup_finish >= max(0.25 * (finish - now), _MIN_BACKUP_SAVING)
+_MOVE_MARGIN = 0.2  # share of the wait a move must save (see _plan.worth_moving)
+_BACKUP_MARGIN = 0.25  # the same for a backup, which adds work instead of moving it
+_TICK = 0.02  # seconds between looks at the whole fleet, at the least
+_TICK_PER_ENDPOINT = 1e-5  # and this much more per endpoint, so large fleets are looked at less
+_SCRAPE_AFTER = 0.05  # seconds a request must have waited before its server's gauges are read
+_SCRAPE_EVERY = 0.5  # seconds between gauge reads of one server, at the least
+_BUSY_LAG = 0.005  # seconds late the decider wakes up, on average, when the client is saturated
 
 
 @attrs.define(eq=False)
 class _Flight:
-    """One request in flight: which endpoint, which prompts, and how to call it off."""
+    """One request of this call: where, which prompts, and how to call it off."""
 
     position: int
-    shape: Hashable
+    shape: Any
     chunk: list[int]
-    started: float
-    ahead: int  # prompts in flight on the endpoint before this request: it waits behind them
+    held: Held
     scope: anyio.CancelScope
     backup: bool = False
-    backed_up: bool = False
+    backed_up: bool = False  # a backup carries its prompts
+    taken_back: bool = False
 
 
 class BatchJob(Generic[P, K]):
@@ -145,54 +158,50 @@ class BatchJob(Generic[P, K]):
         backups: bool = True,
         homes: Sequence[int] | None = None,
         groups: Sequence[int] | None = None,
+        gauges: GaugeReader | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         self._records = records
         self._payloads = payloads
         self._shapes = shapes
         self._send = send
         self._probe = probe
+        self._gauges = gauges
         self._settings = settings
         self._limiter = limiter
         self._on_result = on_result
         self._split_refused = split_refused
-        self._backups = backups and settings.chunking.adapt_to_speed and len(records) > 1
+        self._clock = clock
+        chunking = settings.chunking
+        self._adaptive = chunking.adapt_to_speed and chunking.chunk_size is None
+        self._backups = backups and chunking.adapt_to_speed and len(records) > 1
+        self._rebalance = self._adaptive and len(records) > 1
         count = len(payloads)
         self.results: list[Response | None] = [None] * count
         self._attempts = [0] * count
         self._carriers = [0] * count  # requests in flight that carry the prompt
         self._last_error: list[RequestError | None] = [None] * count
-        # Work waits in queues keyed by (request shape, home endpoint). Without prefix affinity
-        # every prompt's home is None: one queue per shape, shared by all endpoints.
+        # Unassigned work waits in queues keyed by (request shape, home endpoint). Without
+        # prefix affinity every prompt's home is None: one queue per shape.
         self._homes = homes
         self._pending: dict[tuple[K, int | None], deque[int]] = {}
         if homes is None:
             for index, shape in enumerate(shapes):
                 self._pending.setdefault((shape, None), deque()).append(index)
         else:
-            # A home's queue keeps each prefix group together: chunks carry whole groups, and
-            # an idle endpoint stealing from the tail takes whole groups too.
+            # A home's queue keeps each prefix group together, so requests carry whole groups.
             group = groups if groups is not None else homes
             for index in sorted(range(count), key=lambda i: (homes[i], group[i])):
                 self._pending.setdefault((shapes[index], homes[index]), deque()).append(index)
         self._pending_count = count
-        self._forced: deque[list[int]] = deque()
-        self._due: deque[_Flight] = deque()  # stragglers waiting for a backup (see _take_due)
+        self._forced: deque[tuple[list[int], int]] = deque()  # (chunk, failed on) after a split
         self._remaining = count
-        self._total = count
-        self._flights: set[_Flight] = set()
-        self._doubled: set[_Flight] = set()  # flights in flight twice: backups and originals
-        self._slices: dict[_Flight, int] = {}  # straggler -> prompts per backup (_offer_slices)
-        self._client_busy = False  # see _watch_stragglers
-        # Workers with nothing to do wait here (event -> endpoint position), to be woken one
-        # by one as work comes back; waking them all on every change costs O(endpoints) each.
-        self._idle: dict[anyio.Event, int] = {}
-        self._done = anyio.Event()
-        self._floor = settings.chunking.floor(count, len(records))
-        self._fleet_rate = 0.0
-        self._mean_rate = 0.0  # of the usable endpoints whose speed is known
-        self._fleet_floor = 0.0
-        self._fleet_rate_at = -1.0
-        self._level = _INF  # when the fleet would finish everything (see _fleet_rate_now)
+        self._mine: dict[int, list[_Flight]] = {}  # this call's requests per endpoint, in order
+        self._doubled: set[_Flight] = set()  # requests whose prompts another also carries
+        self._changed = anyio.Event()
+        self._group: anyio.abc.TaskGroup | None = None
+        self._lag = 0.0
+        self._looked_at = -math.inf
         self.trace: list[tuple[int, float, float, int, str]] | None = None
 
     # -- public ---------------------------------------------------------------------------------
@@ -201,213 +210,155 @@ class BatchJob(Generic[P, K]):
         """Dispatch every prompt; return one :class:`Response` per prompt, in input order."""
         if self._remaining:
             async with anyio.create_task_group() as group:
-                # Every endpoint's first worker starts before any second one, so a small call
-                # spreads over all endpoints instead of filling the first ones twice.
-                for _ in range(self._settings.chunking.max_in_flight):
-                    for position in range(len(self._records)):
-                        group.start_soon(self._worker, position)
-                if self._backups:
-                    group.start_soon(self._watch_stragglers)
+                self._group = group
+                await self._decide()
+                group.cancel_scope.cancel()  # what is left is only called-off work
         return [r for r in self.results if r is not None]
 
-    # -- workers --------------------------------------------------------------------------------
+    # -- the decider ----------------------------------------------------------------------------
 
-    async def _worker(self, position: int) -> None:
-        record = self._records[position]
-        health = record.health
+    async def _decide(self) -> None:
+        """Plan, then wait for something to change (an answer, a failure, a probe) or a tick."""
         while self._remaining:
-            now = time.monotonic()
-            wait = health.wait_time(now)
-            if wait > 0:
-                if self._all_down():
-                    self._fail_everything_left()
-                    return
-                await self._idle_wait(position, wait)
-                continue
-            if health.benched:
-                await self._probe_once(position, record)
-                continue
-            work = self._take(position, now)
-            if work is None:
-                # Woken when work comes back or a straggler is worth backing up; the timeout
-                # is only a safety net.
-                await self._idle_wait(position, 1.0)
-                continue
-            await self._run_chunk(position, *work)
+            now = self._clock()
+            wait = self._step(now)
+            if not self._remaining:
+                return
+            self._changed = anyio.Event()
+            start = self._clock()
+            with anyio.move_on_after(wait):
+                await self._changed.wait()
+            late = max(0.0, self._clock() - start - wait) if wait < math.inf else 0.0
+            self._lag = 0.7 * self._lag + 0.3 * late
 
-    async def _probe_once(self, position: int, record: EndpointRecord) -> None:
-        if record.probing:
-            await self._idle_wait(position, record.health.wait_time(time.monotonic()) or 0.05)
-            return
-        record.probing = True
-        try:
-            ok = await self._probe(record.endpoint)
-        finally:
-            record.probing = False
-        record.health.probe_result(ok, self._settings.health)
+    def _notify(self) -> None:
+        self._changed.set()
 
-    async def _idle_wait(self, position: int, timeout: float) -> None:
-        event = anyio.Event()
-        self._idle[event] = position
-        try:
-            with anyio.move_on_after(timeout):
-                await event.wait()
-        finally:
-            self._idle.pop(event, None)
+    def _step(self, now: float) -> float:
+        """Everything the decider does at ``now``; returns how long it may wait for news.
 
-    def _wake(self, count: int) -> None:
-        """Wake up to ``count`` idle workers whose endpoints may take work now."""
-        now = time.monotonic()
-        for event, position in list(self._idle.items()):
-            if count <= 0:
-                break
-            if self._records[position].health.wait_time(now) == 0:
-                del self._idle[event]
-                event.set()
-                count -= 1
-
-    def _wake_all(self) -> None:
-        for event in self._idle:
-            event.set()
-        self._idle.clear()
-        if not self._remaining:
-            self._done.set()
-
-    async def _watch_stragglers(self) -> None:
-        """Now and then, look for a request that holds up the call and have it backed up.
-
-        While work is still queued, a request that should be answered well after the fleet could
-        drain everything (an endpoint far slower than it looked, or stuck) goes to the front of
-        the queue as a backup, so its prompts are redone inside the balanced schedule instead
-        of forming a tail. With nothing left to hand out, idle endpoints, soonest first, are
-        offered slices of the latest stragglers (see :meth:`_backup_candidate`).
+        Placing work happens whenever there is work to place; looking over the whole fleet
+        (taking back, backups, reading gauges, probes) at most once a tick, so an answer costs
+        the decider nothing when there is nothing to decide.
         """
-        lag = load = 0.0
-        first = True
-        while self._remaining:
-            tick, cpu = time.monotonic(), time.process_time()
-            with anyio.move_on_after(_STRAGGLER_TICK):
-                await self._done.wait()
-            now = time.monotonic()
-            # A client that cannot keep up reads answers late, so every request looks slow,
-            # and a backup would only add to its load: then nothing is backed up. Two signs:
-            # this loop wakes up late, or the process spends nearly all its time computing.
-            late = max(0.0, now - tick - _STRAGGLER_TICK)
-            computing = (time.process_time() - cpu) / max(now - tick, 1e-6)
-            # Averaged over the last few looks; the first one counts in full.
-            lag = late if first else 0.7 * lag + 0.3 * late
-            load = computing if first else 0.7 * load + 0.3 * computing
-            first = False
-            self._client_busy = lag > _BUSY_LAG or load > _BUSY_CPU
-            if self._forced or not self._flights or self._client_busy:
-                continue
-            if self._pending_count:
-                if not self._due:
-                    self._find_straggler(now)
-                continue
-            self._offer_slices(now)
-
-    def _offer_slices(self, now: float) -> None:
-        """Share the stragglers' prompts among the idle endpoints, and wake those.
-
-        Stragglers are requests, latest first, that the soonest-finishing idle endpoint would
-        clearly beat with its slice; every idle endpoint gets an equal slice of the prompts
-        they hold that no backup carries yet. A large chunk on a slow endpoint is so redone by
-        several endpoints at once, each a short request, instead of moving whole to one.
-        """
-        if not self._idle:
-            return
-        wake: dict[int, anyio.Event] = {}  # one worker per idle endpoint that could help
-        for event, position in self._idle.items():
-            wake.setdefault(position, event)
-        ready = {p: self._expected_finish(p, 1, now) for p in wake}  # one prompt done by
-        best = min(ready, key=ready.__getitem__)
-        best_load = self._records[best].load
-        # An idle endpoint far slower than the best would not beat a straggler: not counted.
-        wake = {p: e for p, e in wake.items() if ready[p] - now <= 2 * (ready[best] - now)}
-        chosen: list[tuple[_Flight, int]] = []
-        total = 0
-        candidates = []
-        for f in self._flights:
-            finish = self._straggler_finish(f, now, best_load)
-            if finish is not None:
-                candidates.append((finish, f))
-        for finish, flight in sorted(candidates, key=lambda item: -item[0]):
-            uncovered = len(self._uncovered(flight))
-            if not uncovered:
-                continue
-            helpers = len(wake) - (flight.position in wake)
-            if helpers < 1:
-                continue
-            piece = math.ceil((total + uncovered) / helpers)
-            mine = self._expected_finish(best, min(piece, uncovered), now)
-            if not _worth_backing_up(finish, mine, now):
-                break  # this one and every later one would not gain enough
-            chosen.append((flight, uncovered))
-            total += uncovered
-        if not chosen:
-            return
-        piece = math.ceil(total / len(wake))
-        for flight, _ in chosen:
-            self._slices[flight] = piece
-        for event in list(wake.values())[: math.ceil(total / piece)]:
-            del self._idle[event]
-            event.set()
-
-    def _find_straggler(self, now: float) -> None:
-        """Queue a backup of the request that would be answered latest, if it would be answered
-        clearly after the fleet could drain all the work (queued and in flight)."""
-        self._fleet_rate_now(now)
-        drain = self._level
-        if drain == _INF:
-            return
-        worst: _Flight | None = None
-        worst_finish = drain
-        for flight in self._flights:
-            finish = self._straggler_finish(flight, now, None)
-            if finish is not None and finish > worst_finish:
-                worst, worst_finish = flight, finish
-        if worst is not None and _worth_backing_up(worst_finish, drain, now):
-            self._due.append(worst)
-            self._wake(1)
-
-    # -- taking work ----------------------------------------------------------------------------
-
-    def _take(self, position: int, now: float) -> tuple[K, list[int], _Flight | None] | None:
+        records = self._records
+        tick = _TICK + _TICK_PER_ENDPOINT * len(records)
+        look = now - self._looked_at >= tick
+        if not (look or self._pending_count or self._forced):
+            return tick - (now - self._looked_at)
+        if look:
+            self._looked_at = now
+            self._probe_benched(now)
+        usable = [p for p, r in enumerate(records)
+                  if not r.health.benched and r.health.wait_time(now) == 0]
+        if not usable:
+            if self._all_down():
+                self._fail_everything_left()
+                return 0.0
+            return self._next_wake(now)
+        fallback = self._typical_wave()
+        lanes = {p: self._lane(p, now, fallback) for p in usable}
         if self._forced:
-            chunk = self._forced.popleft()
-            return self._shapes[chunk[0]], chunk, None
-        if self._due:
-            due = self._take_due(position, now)
-            if due is not None:
-                return due
-        if not self._pending_count:
-            if not self._backups or self._client_busy:
-                return None
-            return self._backup_for(position, now)
+            self._place_forced(lanes, now)
+        if self._pending_count:
+            self._place_pending(lanes, now)
+        if look:
+            if self._rebalance and self._take_back(lanes, now, fallback):
+                lanes = {p: self._lane(p, now, fallback) for p in usable}
+                self._place_pending(lanes, now)
+            if self._backups and not self._pending_count and self._lag < _BUSY_LAG:
+                self._back_up(lanes, now, fallback)
+            if self._gauges is not None:
+                self._read_gauges(now)
+        return min(tick, self._next_wake(now))
+
+    def _next_wake(self, now: float) -> float:
+        """Time until a resting endpoint may work again or a benched one is due a probe."""
+        soonest = math.inf
+        for record in self._records:
+            wait = record.health.wait_time(now)
+            if wait > 0:
+                soonest = min(soonest, wait)
+        return max(0.001, min(soonest, 1.0)) if soonest < math.inf else 1.0
+
+    def _typical_wave(self) -> float | None:
+        """The median measured wave of the call's endpoints: the guess for an unmeasured one."""
+        waves = [r.server.wave for r in self._records if r.server.wave is not None]
+        return statistics.median(waves) if waves else None
+
+    def _lane(self, position: int, now: float, fallback: float | None) -> Lane:
+        server = self._records[position].server
+        wave = server.wave_at(now, fallback) or 1.0  # nothing measured anywhere: all alike
+        if not server.held:
+            return Lane(now, 0, 0, server.capacity(), wave)
+        origin = server.answered_at if server.done else server.busy_since
+        return Lane(origin, server.done, server.queued, server.capacity(), wave)
+
+    # -- filling --------------------------------------------------------------------------------
+
+    def _place_pending(self, lanes: dict[int, Lane], now: float) -> None:
+        """Spread the unassigned prompts over ``lanes`` (water-filling in time) and send."""
+        positions = list(lanes)
+        if not self._adaptive:
+            positions = self._plain_positions(positions)
+            shares = self._plain_shares(positions)
+        else:
+            shares = water_fill([lanes[p] for p in positions], self._pending_count, now)
         chunking = self._settings.chunking
-        load = self._records[position].load
-        rate = load.rate() if chunking.adapt_to_speed else None
-        key, queue = self._queue_for(position)
-        fleet_rate = self._fleet_rate_now(now) if rate is not None else 0.0
-        weight = rate / fleet_rate if rate is not None and fleet_rate > 0 else None
-        size = chunking.size(total=self._total, endpoints=len(self._records),
-                             pending=self._pending_count, weight=weight)
-        if chunking.adapt_to_speed and chunking.chunk_size is None:
-            admitted = admit(size, load, rate, self._level, now, self._lead(rate),
-                             least=max(1, self._floor // 4))
-            if admitted == 0:
-                size = min(size, self._pending_count)
-                if not self._fastest_for(position, size, now):
-                    return None  # a faster endpoint will take it
-            else:
-                size = admitted
-        take = queue.popleft if key[1] in (None, position) else queue.pop  # steal from the tail
-        chunk = [take() for _ in range(min(size, len(queue)))]
-        self._pending_count -= len(chunk)
-        if not queue:
-            del self._pending[key]
-        return key[0], chunk, None
+        for position, share in zip(positions, shares, strict=True):
+            for shape, taken in self._take_pending(position, share):
+                if chunking.chunk_size is not None:
+                    sizes = [chunking.chunk_size] * (len(taken) // chunking.chunk_size)
+                    if len(taken) % chunking.chunk_size:
+                        sizes.append(len(taken) % chunking.chunk_size)
+                elif len(taken) <= chunking.whole_share:
+                    sizes = [len(taken)] if len(taken) <= chunking.max_chunk else cut(
+                        len(taken), pieces=1, smallest=1, largest=chunking.max_chunk)
+                else:
+                    sizes = cut(len(taken), pieces=chunking.max_in_flight,
+                                smallest=chunking.min_chunk, largest=chunking.max_chunk)
+                start = 0
+                for size in sizes:
+                    self._launch(position, shape, taken[start:start + size], now)
+                    start += size
+
+    def _plain_positions(self, positions: list[int]) -> list[int]:
+        """Without speed adaptation: endpoints with fewer requests of this call first."""
+        return sorted(positions, key=lambda p: len(self._mine.get(p, ())))
+
+    def _plain_shares(self, positions: list[int]) -> list[int]:
+        """Fixed-size requests (or an equal split), ``max_in_flight`` at most per endpoint."""
+        chunking = self._settings.chunking
+        pending = self._pending_count
+        size = chunking.chunk_size or max(1, math.ceil(pending / len(positions)))
+        shares = []
+        for position in positions:
+            room = max(0, chunking.max_in_flight - len(self._mine.get(position, ())))
+            share = min(pending, room * size)
+            shares.append(share)
+            pending -= share
+        return shares
+
+    def _take_pending(self, position: int, count: int) -> list[tuple[K, list[int]]]:
+        """Take ``count`` unassigned prompts for ``position``: its own home's first, then from
+        the tail of the largest other queue; grouped by request shape."""
+        taken: list[tuple[K, list[int]]] = []
+        results = self.results
+        while count > 0 and self._pending_count:
+            key, queue = self._queue_for(position)
+            own = key[1] in (None, position)
+            chunk: list[int] = []
+            while queue and len(chunk) < count:
+                index = queue.popleft() if own else queue.pop()
+                self._pending_count -= 1
+                if results[index] is None and not self._carriers[index]:
+                    chunk.append(index)
+            if not queue:
+                del self._pending[key]
+            if chunk:
+                taken.append((key[0], chunk))
+                count -= len(chunk)
+        return taken
 
     def _queue_for(self, position: int) -> tuple[tuple[K, int | None], deque[int]]:
         """This endpoint's own largest queue; with none left, the largest queue of all."""
@@ -419,279 +370,297 @@ class BatchJob(Generic[P, K]):
             best = max(self._pending.items(), key=lambda item: len(item[1]))
         return best
 
-    def _fleet_rate_now(self, now: float) -> float:
-        """Summed speed of the usable endpoints; one not yet measured counts as the mean.
-
-        Also refreshes ``_level``, when the fleet would finish everything (see
-        :func:`~aurora_swarm._schedule.water_level`); taking work does not move it, since the
-        work only moves from the queue to an endpoint.
-        """
-        # Summing over a thousand endpoints on every take would cost more than the take itself.
-        # A sum that knows no speed yet is not kept, though: the straggler watch refreshes it
-        # before the first answers, and the takes right after those would go without weights.
-        if now - self._fleet_rate_at > 0.02 or self._fleet_rate <= 0:
-            known = 0.0
-            servers: list[tuple[float, float]] = []  # (free at, rate) of measured endpoints
-            unmeasured: list[Load] = []
-            floor = _INF
-            for record in self._records:
-                if record.health.benched:
-                    continue
-                load = record.load
-                rate = load.rate()
-                if rate is None:
-                    unmeasured.append(load)
-                    continue
-                known += rate
-                servers.append((load.free_at(now, rate), rate))
-                if load.floor is not None and load.floor < floor:
-                    floor = load.floor
-            mean = self._mean_rate = known / len(servers) if servers else 0.0
-            self._fleet_rate = known + len(unmeasured) * mean
-            self._fleet_floor = 0.0 if floor == _INF else floor
-            self._fleet_rate_at = now
-            self._level = _INF
-            if servers:
-                # A slow endpoint keeps its lead: the level must not count on work it will
-                # refuse, or that work is left over for whoever is idle at the end.
-                servers = [(free + self._lead(rate), rate) for free, rate in servers]
-                servers += [(load.free_at(now, mean), mean) for load in unmeasured]
-                self._level = max(now + self._fleet_floor,
-                                  water_level(servers, self._pending_count))
-        return self._fleet_rate
-
-    def _fastest_for(self, position: int, size: int, now: float) -> bool:
-        """Whether no other usable endpoint would finish ``size`` more prompts sooner."""
-        mine = self._expected_finish(position, size, now)
-        return all(
-            other == position or self._expected_finish(other, size, now) >= mine
-            for other in range(len(self._records))
-        )
-
-    def _expected_finish(self, position: int, extra: int, now: float) -> float:
-        record = self._records[position]
-        if record.health.benched:
-            return _INF
-        rate = record.load.rate()
-        if rate is None:
-            return _INF
-        start = now + record.health.wait_time(now)
-        return record.load.finish_time(extra, start, rate) + self._lead(rate)
-
-    def _lead(self, rate: float | None) -> float:
-        """The margin an endpoint of ``rate`` keeps before the fleet's finish (lead_time)."""
-        if rate is None or self._mean_rate <= 0:
-            return 0.0
-        return lead_time(self._floor, rate, self._mean_rate)
-
-    def _backup_for(self, position: int, now: float) -> tuple[K, list[int], _Flight] | None:
-        """Take the backup :meth:`_backup_candidate` offers this endpoint, if any."""
-        found = self._backup_candidate(position, now)
-        if found is None:
-            return None
-        flight, chunk = found
-        self._cover(flight, chunk)
-        return flight.shape, chunk, flight  # type: ignore[return-value]
-
-    def _take_due(self, position: int, now: float) -> tuple[K, list[int], _Flight] | None:
-        """Back up the straggler :meth:`_find_straggler` queued, if this endpoint beats it."""
-        flight = self._due[0]
-        if flight not in self._flights or flight.backed_up:
-            self._due.popleft()  # answered, failed or backed up meanwhile
-            return None
-        if flight.position == position:
-            return None
-        chunk = self._slice(flight)
-        finish = self._flight_finish(flight, now, self._records[position].load)
-        mine = self._expected_finish(position, len(chunk), now)
-        if not chunk or not _worth_backing_up(finish, mine, now):
-            return None  # another endpoint may do better
-        self._cover(flight, chunk)
-        if flight.backed_up:
-            self._due.popleft()
-        return flight.shape, chunk, flight  # type: ignore[return-value]
-
-    def _uncovered(self, flight: _Flight) -> list[int]:
-        """The prompts of ``flight`` still unanswered that no backup carries yet."""
-        results, carriers = self.results, self._carriers
-        return [i for i in flight.chunk if results[i] is None and carriers[i] == 1]
-
-    def _slice(self, flight: _Flight) -> list[int]:
-        """The prompts of ``flight`` a backup should carry: the uncovered ones, at most the
-        slice :meth:`_offer_slices` planned for it."""
-        uncovered = self._uncovered(flight)
-        most = self._slices.get(flight)
-        return uncovered if most is None else uncovered[:most]
-
-    def _cover(self, flight: _Flight, chunk: list[int]) -> None:
-        """Note that a backup now carries ``chunk``; the flight is backed up once all is."""
-        taken = set(chunk)
-        results, carriers = self.results, self._carriers
-        flight.backed_up = all(
-            i in taken or results[i] is not None or carriers[i] > 1 for i in flight.chunk
-        )
-
-    def _backup_candidate(self, position: int, now: float) -> tuple[_Flight, list[int]] | None:
-        """A slice of the planned straggler that would finish latest, if this endpoint beats it.
-
-        With nothing left to hand out, an idle fast endpoint re-sends prompts a slow (or stuck)
-        endpoint still holds (:meth:`_slice`); the first answer wins and the loser is called
-        off once every prompt it carries is answered. This keeps a straggler from holding the
-        whole call. Only stragglers :meth:`_offer_slices` planned are taken, so the first
-        endpoint to go idle does not take a whole chunk that several could share.
-        """
-        worst: _Flight | None = None
-        worst_finish = now
-        load = self._records[position].load
-        for flight in self._slices:
-            if flight.position == position:
+    def _place_forced(self, lanes: dict[int, Lane], now: float) -> None:
+        """Send the halves of a refused request whole, each where it finishes soonest (not
+        where it was refused, if there is another endpoint)."""
+        while self._forced:
+            chunk, failed_on = self._forced.popleft()
+            chunk = [i for i in chunk if self.results[i] is None and not self._carriers[i]]
+            if not chunk:
                 continue
-            finish = self._straggler_finish(flight, now, load)
-            if finish is not None and finish > worst_finish:
-                worst, worst_finish = flight, finish
-        if worst is None:
-            return None
-        chunk = self._slice(worst)
-        if not chunk:
-            worst.backed_up = True  # answered or covered meanwhile
-            return None
-        if not _worth_backing_up(worst_finish, self._expected_finish(position, len(chunk), now),
-                                 now):
-            return None  # not worth a second request: the saving would be small
-        return worst, chunk
+            choices = [p for p in lanes if p != failed_on] or list(lanes)
+            position = min(choices, key=lambda p: (lanes[p].finish(len(chunk), now), p))
+            self._launch(position, self._shapes[chunk[0]], chunk, now)
+            lanes[position] = lanes[position].with_extra(len(chunk))
 
-    def _straggler_finish(self, flight: _Flight, now: float, mine: Load | None) -> float | None:
-        """When ``flight`` should be answered, if it may be a straggler worth a backup.
+    # -- rebalancing ----------------------------------------------------------------------------
 
-        It may be one on an endpoint slower than the fleet's mean, or when it has run more than
-        half again as long as it should have (a stuck endpoint, or one far slower than it
-        looked).
-        A request of an ordinary endpoint, a little late, is none: its estimate is only an
-        average, and on a server that runs many sequences at once a backup would take as long
-        as the request it copies.
+    def _take_back(self, lanes: dict[int, Lane], now: float, fallback: float | None) -> bool:
+        """Call off waiting requests that other endpoints would clearly finish sooner.
+
+        Only a request that should not have started yet (every slot busy with work queued
+        before it) is taken back: the server frees it at no cost. The latest first, each
+        against the endpoints that free up soonest.
         """
-        if flight.backup or flight.backed_up:
-            return None
-        rate = self._records[flight.position].load.rate()
-        if not (rate is not None and self._lead(rate) > 0):
-            expected = self._flight_expected(flight, now, None)
-            if expected is None or now - flight.started <= 1.5 * (expected - flight.started):
-                return None
-        return self._flight_finish(flight, now, mine)
+        candidates: list[tuple[float, _Flight]] = []
+        for position, flights in self._mine.items():
+            if not flights or position not in lanes:
+                continue
+            server = self._records[position].server
+            wave = server.wave_at(now, fallback)
+            if wave is None:
+                continue
+            for flight in reversed(flights):
+                if flight.backup or flight.taken_back:
+                    continue
+                if server.start_of(flight.held.ahead, now, wave) <= now + 0.1 * wave:
+                    break  # running (or about to): this one and those before it stay
+                candidates.append((server.finish_of(flight.held.end, now, wave), flight))
+        if not candidates:
+            return False
+        # The few endpoints that free up soonest are where moved work would go.
+        soonest = sorted(lanes, key=lambda p: lanes[p].finish(1, now))[:8]
+        moved = False
+        for stay, flight in sorted(candidates, key=lambda item: -item[0]):
+            size = len(flight.chunk)
+            targets = [p for p in soonest if p != flight.position]
+            if not targets:
+                continue
+            target = min(targets, key=lambda p: lanes[p].finish(size, now))
+            move = lanes[target].finish(size, now)
+            if not worth_moving(stay, move, now, _MOVE_MARGIN) or stay - move < 0.5 * min(
+                    lanes[target].wave, lanes[flight.position].wave):
+                continue
+            lanes[target] = lanes[target].with_extra(size)
+            self._call_back(flight)
+            moved = True
+        return moved
 
-    def _flight_expected(self, flight: _Flight, now: float, mine: Load | None) -> float | None:
-        """When ``flight`` should be answered by the estimates; an endpoint not yet measured
-        counts as average (``None`` while nothing is measured)."""
-        load = self._records[flight.position].load
-        rate = load.rate()
-        if rate is None:
-            fleet_rate = self._fleet_rate_now(now)
-            if fleet_rate <= 0:
-                return None
-            rate = fleet_rate / len(self._records)
-        size = len(flight.chunk)
-        source = load if load.floor is not None or mine is None else mine
-        # A server answers its requests about in turn: this one after those ahead of it.
-        return flight.started + max(source.shortest(size), (flight.ahead + size) / rate)
+    def _call_back(self, flight: _Flight) -> None:
+        """Take a waiting request back: cancel it and return its prompts, unblamed."""
+        flight.taken_back = True
+        flight.scope.cancel()
+        record = self._records[flight.position]
+        record.server.drop(flight.held)
+        record.counters.taken_back += 1
+        self._forget(flight)
+        for index in flight.chunk:
+            self._carriers[index] -= 1
+            self._attempts[index] -= 1  # not the prompt's fault
+            if self.results[index] is None and not self._carriers[index]:
+                self._push_pending(index)
 
-    def _flight_finish(self, flight: _Flight, now: float, mine: Load | None) -> float:
-        """When ``flight`` should be answered, as expected, or when overdue, having run this
-        long, after as long again (the estimate was wrong: a slow or stuck endpoint)."""
-        expected = self._flight_expected(flight, now, mine)
-        if expected is None or now > expected:
-            return now + (now - flight.started)
-        return expected
+    def _back_up(self, lanes: dict[int, Lane], now: float, fallback: float | None) -> None:
+        """With nothing left to hand out, let idle endpoints redo slices of the requests that
+        would be answered clearly later than they could do them."""
+        idle = [p for p in lanes if not self._records[p].server.held]
+        if not idle:
+            return
+        stragglers: list[tuple[float, _Flight, list[int]]] = []
+        for position, flights in self._mine.items():
+            server = self._records[position].server
+            wave = server.wave if server.wave is not None else fallback
+            if wave is None:
+                continue
+            for flight in flights:
+                if flight.backup or flight.backed_up:
+                    continue
+                uncovered = [i for i in flight.chunk
+                             if self.results[i] is None and self._carriers[i] == 1]
+                if uncovered:
+                    stay = server.finish_of(flight.held.end, now, wave)
+                    if stay <= now:
+                        # Overdue: the estimate was wrong (a slow or stuck server); having
+                        # run this long, it may well take as long again.
+                        stay = now + (now - flight.held.sent)
+                    stragglers.append((stay, flight, uncovered))
+        for stay, flight, uncovered in sorted(stragglers, key=lambda item: -item[0]):
+            helpers = [p for p in idle if p != flight.position]
+            if not helpers:
+                break
+            piece = math.ceil(len(uncovered) / len(helpers))
+            move = max(lanes[p].finish(piece, now) for p in helpers[:len(uncovered)])
+            if not worth_moving(stay, move, now, _BACKUP_MARGIN):
+                break  # the latest one is not worth it, so no later one is
+            flight.backed_up = True
+            self._doubled.add(flight)
+            used = []
+            for start, position in zip(range(0, len(uncovered), piece), helpers, strict=False):
+                self._launch(position, flight.shape, uncovered[start:start + piece], now,
+                             backup=True)
+                used.append(position)
+            idle = [p for p in idle if p not in used]
+            if not idle:
+                break
+
+    # -- slots from /metrics --------------------------------------------------------------------
+
+    def _read_gauges(self, now: float) -> None:
+        """Read the load gauges of servers whose slots are not known yet, while our requests
+        wait there (while any wait, the running count is the server's capacity)."""
+        group = self._group
+        assert group is not None
+        for position, flights in self._mine.items():
+            record = self._records[position]
+            server = record.server
+            if (not flights or record.scraping or server.metrics is False
+                    or server.slots_source in ("metrics", "option")
+                    or now - server.scraped_at < _SCRAPE_EVERY
+                    or now - flights[0].held.sent < _SCRAPE_AFTER):
+                continue
+            record.scraping = True
+            server.scraped_at = now
+            group.start_soon(self._read_one, record)
+
+    async def _read_one(self, record: EndpointRecord) -> None:
+        assert self._gauges is not None
+        try:
+            gauges = await self._gauges(record.endpoint)
+        finally:
+            record.scraping = False
+        server = record.server
+        if gauges is None:
+            server.metrics = False
+            return
+        server.metrics = True
+        running, waiting = gauges
+        if waiting > 0 and running > 0:
+            changed = server.slots != running
+            server.learn_slots(running, "metrics")
+            if changed:
+                server.wave = None  # measured with the wrong slots: measure again
+            self._notify()
+        elif running > 0:
+            server.learn_slots(running, "observed")
+
+    # -- health ---------------------------------------------------------------------------------
+
+    def _probe_benched(self, now: float) -> None:
+        group = self._group
+        assert group is not None
+        for record in self._records:
+            health = record.health
+            if health.benched and not record.probing and health.wait_time(now) == 0:
+                record.probing = True
+                group.start_soon(self._probe_once, record)
+
+    async def _probe_once(self, record: EndpointRecord) -> None:
+        try:
+            ok = await self._probe(record.endpoint)
+        finally:
+            record.probing = False
+        record.health.probe_result(ok, self._settings.health)
+        self._notify()
+
+    def _all_down(self) -> bool:
+        return not any(self._mine.values()) and all(
+            r.health.benched and r.health.down for r in self._records
+        )
 
     # -- one request ----------------------------------------------------------------------------
 
-    async def _run_chunk(
-        self, position: int, shape: K, chunk: list[int], original: _Flight | None
-    ) -> None:
+    def _launch(self, position: int, shape: K, chunk: list[int], now: float,
+                backup: bool = False) -> None:
+        """Send ``chunk`` to ``position`` as one request (the server model counts it at once)."""
         record = self._records[position]
+        held = record.server.send(len(chunk), now)
+        flight = _Flight(position, shape, chunk, held, anyio.CancelScope(), backup=backup)
+        self._mine.setdefault(position, []).append(flight)
         counters = record.counters
-        size = len(chunk)
         counters.requests += 1
         counters.batch_requests += 1
-        counters.prompts += size
-        attempts = self._attempts
-        carriers = self._carriers
-        if original is not None:
+        counters.prompts += len(chunk)
+        if backup:
             counters.backups += 1
+            self._doubled.add(flight)
+        attempts, carriers = self._attempts, self._carriers
         for index in chunk:
-            if attempts[index] and original is None:
+            if attempts[index] and not backup:
                 counters.retries += 1
             attempts[index] += 1
             carriers[index] += 1
-        started = time.monotonic()
-        flight = _Flight(position, shape, chunk, started, record.load.backlog,
-                         anyio.CancelScope(), backup=original is not None)
-        self._flights.add(flight)
-        if original is not None:
-            self._doubled.update((flight, original))
-        record.load.started(size, started)
+        group = self._group
+        assert group is not None
+        group.start_soon(self._fly, flight)
+
+    async def _fly(self, flight: _Flight) -> None:
+        """Send one request, wait, and record what came back."""
+        record = self._records[flight.position]
+        chunk = flight.chunk
+        started = self._clock()
         reply: BatchReply | None = None
         error: RequestError | None = None
+        settled = False
         try:
             with flight.scope:
                 payloads = [self._payloads[i] for i in chunk]
-                timeout = self._settings.timeouts.for_chunk(size)
+                timeout = self._settings.timeouts.for_chunk(len(chunk))
                 async with self._limiter:
-                    reply = await self._send(record.endpoint, payloads, shape, timeout)
+                    reply = await self._send(record.endpoint, payloads, flight.shape, timeout)
         except RequestError as exc:
             error = exc
         finally:
-            self._flights.discard(flight)
-            self._doubled.discard(flight)
-            self._slices.pop(flight, None)
-            for index in chunk:
-                carriers[index] -= 1
-            if reply is None:
-                record.load.finished(size, 0, started, time.monotonic())
+            if reply is None and error is None and not flight.taken_back:
+                # Called off (another request answered it all) or the call was cancelled:
+                # either way the server aborted it.
+                self._settle_unanswered(flight)
+                settled = True
+        now = self._clock()
         if self.trace is not None:
-            kind = ("backup" if original else "chunk") + (
-                "" if reply is not None else " failed" if error is not None else " called off")
-            self.trace.append((position, started, time.monotonic(), size, kind))
-        if error is not None:
-            counters.failures[error.cause] += 1
-            record.health.record_failure(error, self._settings.health, self._settings.retry)
-            self._return(chunk, error, position)
-        elif reply is not None:
-            self._accept(record, position, chunk, reply, started)
-        else:
-            # Called off: another request answered every prompt it carried first.
-            record.load.outrun(flight.ahead + size, started, time.monotonic())
-        if not self._remaining:
-            self._wake_all()
-        elif self._forced or self._pending_count:
-            # Work came back (or waits while slow endpoints hold back): wake enough idle
-            # endpoints to take it.
-            self._wake(len(self._forced) + max(1, self._pending_count // self._floor))
+            kind = ("backup" if flight.backup else "chunk") + (
+                "" if reply is not None else " failed" if error is not None
+                else " taken back" if flight.taken_back else " called off")
+            self.trace.append((flight.position, started, now, len(chunk), kind))
+        if flight.taken_back:
+            if reply is not None:  # answered just before it was called off
+                self._accept(record, flight, reply, now, counted=False)
+            self._notify()
+            return
+        if not settled:
+            self._forget(flight)
+            for index in chunk:
+                self._carriers[index] -= 1
+            if error is not None:
+                record.server.drop(flight.held)
+                record.counters.failures[error.cause] += 1
+                record.health.record_failure(error, self._settings.health,
+                                             self._settings.retry)
+                self._return(chunk, error, flight.position)
+            elif reply is not None:
+                self._accept(record, flight, reply, now, counted=True)
+        if (not self._remaining or self._pending_count or self._forced or error is not None
+                or (self._backups and not record.server.held)):
+            self._notify()
 
-    def _accept(
-        self, record: EndpointRecord, position: int, chunk: list[int], reply: BatchReply,
-        started: float,
-    ) -> None:
+    def _settle_unanswered(self, flight: _Flight) -> None:
+        self._records[flight.position].server.drop(flight.held)
+        self._forget(flight)
+        for index in flight.chunk:
+            self._carriers[index] -= 1
+
+    def _forget(self, flight: _Flight) -> None:
+        flights = self._mine.get(flight.position)
+        if flights is not None:
+            with contextlib.suppress(ValueError):
+                flights.remove(flight)
+        self._doubled.discard(flight)
+
+    def _accept(self, record: EndpointRecord, flight: _Flight, reply: BatchReply,
+                now: float, *, counted: bool) -> None:
         counters = record.counters
         latency = reply.latency
         counters.latencies.append(latency)
         if reply.usage is not None:
             counters.prompt_tokens += reply.usage.prompt_tokens
             counters.completion_tokens += reply.usage.completion_tokens
+        if counted:
+            record.server.answered(flight.held, now)
         results = self.results
         attempts = self._attempts
         endpoint = record.endpoint
+        position = flight.position
         hook = self._on_result
         answered = 0
         missing: list[int] = []
         first_error: BadResponseError | None = None
-        for index, choice in zip(chunk, reply.choices, strict=True):
+        for index, choice in zip(flight.chunk, reply.choices, strict=True):
             if isinstance(choice, BadResponseError):
                 missing.append(index)
                 self._last_error[index] = choice
                 first_error = first_error or choice
                 continue
             if results[index] is not None:
-                continue  # answered already by a backup (first answer wins)
+                continue  # answered already by another request (first answer wins)
             response = Response(
                 success=True, text=choice.text, agent_index=position,
                 finish_reason=choice.finish_reason, latency=latency,
@@ -701,10 +670,9 @@ class BatchJob(Generic[P, K]):
             answered += 1
             if hook is not None:
                 hook(index, response)
-        record.load.finished(len(chunk), answered, started, time.monotonic())
         counters.answered += answered
         self._remaining -= answered
-        if answered:
+        if answered and self._doubled:
             self._call_off_answered()
         if first_error is None:
             record.health.record_success()
@@ -715,17 +683,23 @@ class BatchJob(Generic[P, K]):
         else:
             record.health.record_failure(first_error, self._settings.health,
                                          self._settings.retry)
-        for index in missing:
-            self._return_one(index, self._last_error[index] or first_error, position)
+        if counted:
+            for index in missing:
+                self._return_one(index, self._last_error[index] or first_error, position)
 
     def _call_off_answered(self) -> None:
-        """Cancel requests whose every prompt has been answered by another request."""
+        """Cancel requests whose every prompt another request has answered."""
         results = self.results
-        for flight in self._doubled:
+        for flight in list(self._doubled):
             if all(results[i] is not None for i in flight.chunk):
                 flight.scope.cancel()
 
     # -- failures -------------------------------------------------------------------------------
+
+    def _push_pending(self, index: int) -> None:
+        home = None if self._homes is None else self._homes[index]
+        self._pending.setdefault((self._shapes[index], home), deque()).appendleft(index)
+        self._pending_count += 1
 
     def _return(self, chunk: list[int], exc: RequestError, position: int) -> None:
         if (
@@ -741,7 +715,7 @@ class BatchJob(Generic[P, K]):
                 for index in part:
                     self._attempts[index] -= 1  # a split is not the prompt's fault
                 if part:
-                    self._forced.append(part)
+                    self._forced.append((part, position))
         else:
             for index in chunk:
                 self._return_one(index, exc, position)
@@ -751,9 +725,7 @@ class BatchJob(Generic[P, K]):
         if self.results[index] is not None or self._carriers[index]:
             return  # answered, or another request still carries it
         if exc.retryable and self._attempts[index] < self._settings.retry.max_attempts:
-            home = None if self._homes is None else self._homes[index]
-            self._pending.setdefault((self._shapes[index], home), deque()).appendleft(index)
-            self._pending_count += 1
+            self._push_pending(index)
             return
         self._fail(index, exc, position)
 
@@ -764,14 +736,9 @@ class BatchJob(Generic[P, K]):
         if self._on_result is not None:
             self._on_result(index, response)
 
-    def _all_down(self) -> bool:
-        return not self._flights and all(
-            r.health.benched and r.health.down for r in self._records
-        )
-
     def _fail_everything_left(self) -> None:
         left = [i for queue in self._pending.values() for i in queue]
-        left += [i for chunk in self._forced for i in chunk]
+        left += [i for chunk, _ in self._forced for i in chunk]
         self._pending.clear()
         self._forced.clear()
         self._pending_count = 0
@@ -783,4 +750,3 @@ class BatchJob(Generic[P, K]):
             exc = EndpointUnavailable(f"every endpoint is down{reason}")
             exc.__cause__ = last
             self._fail(index, exc, -1)
-        self._wake_all()

@@ -129,6 +129,11 @@ class VLLMPool:
         256 characters (after chat formatting); an int sets that length; ``False`` (default)
         spreads prompts without regard to their text. Idle endpoints still take others' work,
         so nothing waits on a busy server.
+    max_num_seqs:
+        Sequences each server runs at once (vLLM's ``--max-num-seqs``), when known; a
+        ``max_num_seqs=N`` hostfile tag sets it per endpoint. Left out, the pool reads it from
+        a vLLM server's ``/metrics`` while requests wait there, and plans with 256 (vLLM's
+        default) until then. Dispatch plans each endpoint's share in waves of this many.
 
     Examples
     --------
@@ -165,6 +170,7 @@ class VLLMPool:
         chat_template: ChatTemplateSetting = None,
         system_prompt: str | None = None,
         prefix_affinity: int | bool = False,
+        max_num_seqs: int | None = None,
     ) -> None:
         if isinstance(endpoints, str | Endpoint):
             raise ConfigurationError("endpoints must be a list of endpoints, not a single one")
@@ -191,9 +197,17 @@ class VLLMPool:
         if system_prompt is not None and not isinstance(system_prompt, str):
             raise ConfigurationError(
                 f"system_prompt must be a str, got {type(system_prompt).__name__}")
+        if max_num_seqs is not None and (
+                isinstance(max_num_seqs, bool) or not isinstance(max_num_seqs, int)
+                or max_num_seqs < 1):
+            raise ConfigurationError(f"max_num_seqs must be an int >= 1, got {max_num_seqs!r}")
         records: dict[Endpoint, EndpointRecord] = {}
         for endpoint in resolved:
-            records.setdefault(endpoint, EndpointRecord(endpoint))
+            if endpoint not in records:
+                record = records[endpoint] = EndpointRecord(endpoint)
+                slots = _slots_of(endpoint, max_num_seqs)
+                if slots is not None:
+                    record.server.learn_slots(slots, "option")
         self._core = _Core(
             transport=transport,
             model=model,
@@ -336,7 +350,8 @@ class VLLMPool:
     def stats(self) -> PoolStats:
         """Counters for this pool's endpoints; safe to read while a call runs."""
         records = self._core.records
-        return PoolStats.collect((e, records[e].counters) for e in self._endpoints)
+        return PoolStats.collect(((e, records[e].counters) for e in self._endpoints),
+                                 {e: records[e].server for e in self._endpoints})
 
     async def model_info(self) -> ModelInfo | None:
         """What ``/v1/models`` says about the model (fetched once per pool, then cached)."""
@@ -566,6 +581,7 @@ class VLLMPool:
             else (lambda k, r: on_result(fit[k], r)),
             homes=homes,
             groups=groups,
+            gauges=self._gauges,
         )
         answers = await job.run()
         if whole:
@@ -617,6 +633,10 @@ class VLLMPool:
     ) -> BatchReply:
         params = {**params, "max_tokens": shape.max_tokens}
         return await self._core.transport.chat_batch(endpoint, conversations, params, timeout)
+
+    async def _gauges(self, endpoint: Endpoint) -> tuple[int, int] | None:
+        return await self._core.transport.load_gauges(
+            endpoint, self._core.settings.health.probe_timeout)
 
     async def _probe(self, endpoint: Endpoint) -> bool:
         return await self._core.transport.health(
@@ -691,6 +711,21 @@ class _Plan:
             else:
                 fit.append(index)
         return fit
+
+
+def _slots_of(endpoint: Endpoint, default: int | None) -> int | None:
+    """An endpoint's sequence slots from its ``max_num_seqs`` tag, else the pool's option."""
+    tag = endpoint.tags.get("max_num_seqs")
+    if tag is None:
+        return default
+    try:
+        slots = int(tag)
+    except ValueError:
+        slots = 0
+    if slots < 1:
+        raise ConfigurationError(
+            f"endpoint {endpoint}: tag max_num_seqs must be an int >= 1, got {tag!r}")
+    return slots
 
 
 def _affinity_chars(value: int | bool) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from ._endpoint import Endpoint
+from ._server_model import ServerModel
 
 __all__ = ["EndpointStats", "PoolStats"]
 
@@ -35,13 +36,15 @@ class Counters:
     answered: int = 0
     retries: int = 0
     backups: int = 0
+    taken_back: int = 0
     failures: Counter[str] = attrs.field(factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latencies: list[float] = attrs.field(factory=list)
 
-    def snapshot(self, endpoint: Endpoint) -> EndpointStats:
+    def snapshot(self, endpoint: Endpoint, server: ServerModel | None = None) -> EndpointStats:
         ordered = sorted(self.latencies)
+        server = server or ServerModel()
         return EndpointStats(
             endpoint=endpoint,
             requests=self.requests,
@@ -56,6 +59,10 @@ class Counters:
             latency_p50=percentile(ordered, 50),
             latency_p95=percentile(ordered, 95),
             latency_p99=percentile(ordered, 99),
+            taken_back=self.taken_back,
+            slots=server.slots,
+            slots_source=server.slots_source,
+            wave=server.wave,
         )
 
 
@@ -87,6 +94,17 @@ class EndpointStats:
         Tokens the server reported.
     latency_p50, latency_p95, latency_p99:
         Request latency percentiles in seconds (``None`` before the first answer).
+    taken_back:
+        Requests called off while they still waited in the server's queue, their prompts given
+        to endpoints that would finish them sooner.
+    slots:
+        Sequences the server runs at once, as the pool knows it (``None`` while unknown).
+    slots_source:
+        Where ``slots`` came from: ``"metrics"`` (vLLM's ``/metrics`` while requests waited),
+        ``"option"`` (``max_num_seqs`` on the pool or the hostfile), ``"observed"`` (the most
+        seen running at once, a lower bound) or ``None``.
+    wave:
+        Seconds a prompt holds a slot there, as measured (``None`` before it is).
     """
 
     endpoint: Endpoint
@@ -102,6 +120,10 @@ class EndpointStats:
     latency_p50: float | None
     latency_p95: float | None
     latency_p99: float | None
+    taken_back: int = 0
+    slots: int | None = None
+    slots_source: str | None = None
+    wave: float | None = None
 
 
 @attrs.frozen
@@ -123,12 +145,14 @@ class PoolStats:
     latency_p99: float | None
 
     @classmethod
-    def collect(cls, items: Iterable[tuple[Endpoint, Counters]]) -> PoolStats:
-        """Build a snapshot from live counters."""
+    def collect(cls, items: Iterable[tuple[Endpoint, Counters]],
+                servers: Mapping[Endpoint, ServerModel] | None = None) -> PoolStats:
+        """Build a snapshot from live counters (and what the pool knows of each server)."""
         pairs = list(items)
         ordered = sorted(x for _, c in pairs for x in c.latencies)
+        servers = servers or {}
         return cls(
-            tuple(c.snapshot(e) for e, c in pairs),
+            tuple(c.snapshot(e, servers.get(e)) for e, c in pairs),
             percentile(ordered, 50),
             percentile(ordered, 95),
             percentile(ordered, 99),
@@ -163,6 +187,11 @@ class PoolStats:
     def backups(self) -> int:
         """Backup requests sent for stragglers."""
         return sum(e.backups for e in self.endpoints)
+
+    @property
+    def taken_back(self) -> int:
+        """Requests taken back from a server's queue and given to others."""
+        return sum(e.taken_back for e in self.endpoints)
 
     @property
     def failures(self) -> dict[str, int]:
@@ -206,6 +235,7 @@ class PoolStats:
                 answered=now.answered - old.answered,
                 retries=now.retries - old.retries,
                 backups=now.backups - old.backups,
+                taken_back=now.taken_back - old.taken_back,
                 failures={k: v for k, v in failures.items() if v},
                 prompt_tokens=now.prompt_tokens - old.prompt_tokens,
                 completion_tokens=now.completion_tokens - old.completion_tokens,

@@ -417,9 +417,45 @@ class Transport:
             return False
         return response.status_code == 200
 
+    async def load_gauges(self, endpoint: Endpoint, timeout: float = 5.0) -> tuple[int, int] | None:
+        """vLLM's ``vllm:num_requests_running`` and ``vllm:num_requests_waiting`` from
+        ``/metrics``, or ``None`` when the server publishes no such gauges.
+
+        vLLM counts each prompt of a list-prompt request as a request of its own, so these are
+        sequences: while any wait, the running ones are the server's capacity.
+        """
+        try:
+            response = await self._http(endpoint).get(endpoint.url + "/metrics", timeout=timeout)
+        except (httpx2.HTTPError, OSError):
+            return None
+        if response.status_code != 200:
+            return None
+        return parse_load_gauges(response.text)
+
     async def aclose(self) -> None:
         """Close every connection pool (shielded: a cancellation cannot interrupt it)."""
         with anyio.CancelScope(shield=True):
             clients, self._https, self._clients = list(self._https.values()), {}, {}
             for http in clients:
                 await http.aclose()
+
+
+def parse_load_gauges(text: str) -> tuple[int, int] | None:
+    """The summed ``vllm:num_requests_running`` and ``vllm:num_requests_waiting`` samples of a
+    Prometheus text page, or ``None`` if either is missing."""
+    wanted = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(wanted):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name not in wanted:
+            continue
+        fields = (line.rsplit("}", 1)[-1] if "{" in line else line[len(name):]).split()
+        try:
+            found[name] = found.get(name, 0.0) + float(fields[0])
+        except (IndexError, ValueError):
+            continue
+    if len(found) < 2:
+        return None
+    return int(found[wanted[0]]), int(found[wanted[1]])

@@ -1,0 +1,153 @@
+"""Dispatch decisions as plain functions: who takes how much, and what is worth taking back.
+
+Everything here works on :class:`Lane` snapshots (one per endpoint: its slots, wave time and the
+queue it holds) at an explicit ``now``, so it can be tested with tables of cases and Hypothesis,
+without a server. :mod:`aurora_swarm._dispatch` applies the decisions.
+
+* :func:`water_fill` spreads prompts so that every endpoint finishes as early as it can: like
+  water poured over steps, each wave of slots that frees up soonest takes the next prompts. On a
+  fleet with no known differences this is the equal split, by construction.
+* :func:`cut` turns one endpoint's share into requests: few, but enough of them that the last
+  ones wait in the server's queue, where they can be taken back for free if the endpoint turns
+  out slower than planned.
+* :func:`worth_moving` says whether work is worth moving from where it waits to another
+  endpoint: only when that clearly finishes it sooner, so noise never moves work on a fleet
+  whose servers are alike.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+
+import attrs
+
+__all__ = ["Lane", "cut", "water_fill", "worth_moving"]
+
+_MIN_SAVING = 0.005  # seconds a move must save at the least, whatever the margin says
+
+
+@attrs.frozen
+class Lane:
+    """One endpoint as the planner sees it.
+
+    Its queue, counted in prompt places since its busy period began: places up to ``done``
+    were answered at ``origin``; ``queued`` is the end of what it holds. Each wave of ``slots``
+    places takes ``wave`` seconds.
+    """
+
+    origin: float
+    done: int
+    queued: int
+    slots: int
+    wave: float
+
+    def finish(self, extra: int, now: float) -> float:
+        """When the server would be done with what it holds plus ``extra`` more prompts."""
+        end = self.queued + extra
+        if end <= self.done:
+            return now
+        waves = math.ceil(end / self.slots) - self.done // self.slots
+        return max(now, self.origin + waves * self.wave)
+
+    def step(self, k: int) -> tuple[float, int]:
+        """The ``k``-th wave boundary (1-based) from ``origin``: its time, and how many more
+        prompts than the server holds would be done by then."""
+        base = self.done // self.slots
+        return self.origin + k * self.wave, (base + k) * self.slots - self.queued
+
+    def first_step(self) -> int:
+        """The first wave boundary by which the server could finish one more prompt."""
+        base = self.done // self.slots
+        return max(1, self.queued // self.slots + 1 - base)
+
+    def with_extra(self, extra: int) -> Lane:
+        """The lane after ``extra`` more prompts were queued on it."""
+        return attrs.evolve(self, queued=self.queued + extra)
+
+
+def water_fill(lanes: Sequence[Lane], count: int, now: float) -> list[int]:
+    """Shares of ``count`` prompts over ``lanes`` so that the last one finishes soonest.
+
+    Waves that free up sooner take prompts first; the last wave needed is shared evenly among
+    the lanes that finish it at about the same time (within a quarter of the shortest wave), so
+    alike servers get alike shares. Returns one share per lane, summing to ``count``.
+    """
+    shares = [0] * len(lanes)
+    if count <= 0 or not lanes:
+        return shares
+    heap: list[tuple[float, int, int]] = []
+    for i, lane in enumerate(lanes):
+        k = lane.first_step()
+        t, _ = lane.step(k)
+        heap.append((max(t, now), i, k))
+    heapq.heapify(heap)
+    room = [0] * len(lanes)
+    total = 0
+    finish_time = now
+    while total < count:
+        t, i, k = heapq.heappop(heap)
+        _, more = lanes[i].step(k)
+        more = max(0, more)
+        total += more - room[i]
+        room[i] = more
+        finish_time = t
+        t_next, _ = lanes[i].step(k + 1)
+        heapq.heappush(heap, (max(t_next, now), i, k + 1))
+    # Lanes whose wave ends about when the last one needed does share that last wave.
+    tolerance = 0.25 * min(lane.wave for lane in lanes)
+    while heap and heap[0][0] <= finish_time + tolerance:
+        t, i, k = heapq.heappop(heap)
+        _, more = lanes[i].step(k)
+        room[i] = max(room[i], more)
+        t_next, _ = lanes[i].step(k + 1)
+        heapq.heappush(heap, (max(t_next, now), i, k + 1))
+    # Every lane has ``room`` by about ``finish_time``: more than needed. Keep the rooms that
+    # free up clearly sooner, and share the rest evenly among the lanes of the last wave.
+    last = [i for i in range(len(lanes)) if room[i] > 0 and _last_step(lanes[i], room[i])
+            >= finish_time - tolerance]
+    before = {i: _room_before(lanes[i], room[i]) for i in last}
+    for i in range(len(lanes)):
+        shares[i] = before[i] if i in before else room[i]
+    left = count - sum(shares)
+    # Evenly over the last lanes, as far as each one's wave has room.
+    order = sorted(last, key=lambda i: (room[i] - before[i], i))
+    for n, i in enumerate(order):
+        give = min(room[i] - before[i], math.ceil(left / (len(order) - n)))
+        shares[i] += give
+        left -= give
+    return shares
+
+
+def _last_step(lane: Lane, room: int) -> float:
+    """When the wave holding the ``room``-th extra prompt ends."""
+    return lane.finish(room, lane.origin)
+
+
+def _room_before(lane: Lane, room: int) -> int:
+    """The extra prompts done by the end of the wave before the one holding extra ``room``."""
+    end = lane.queued + room
+    full = (math.ceil(end / lane.slots) - 1) * lane.slots
+    return max(0, full - lane.queued)
+
+
+def cut(share: int, *, pieces: int, smallest: int, largest: int) -> list[int]:
+    """Request sizes for one endpoint's ``share``: at most ``pieces`` requests of about equal
+    size, none below ``smallest`` (unless the share is) nor above ``largest``.
+
+    Several requests queue back to back on the server, so they run as one would; only the last
+    ones wait, and those can be taken back if the server falls behind.
+    """
+    if share <= 0:
+        return []
+    n = max(1, min(pieces, share // max(1, smallest)))
+    n = max(n, math.ceil(share / largest))
+    size, extra = divmod(share, n)
+    return [size + 1] * extra + [size] * (n - extra)
+
+
+def worth_moving(stay: float, move: float, now: float, margin: float) -> bool:
+    """Whether work due at ``stay`` where it is would gain from moving where it is due at
+    ``move``: sooner by ``margin`` of the wait (and by a few milliseconds at least)."""
+    return stay - move >= max(margin * (stay - now), _MIN_SAVING)

@@ -1,0 +1,188 @@
+"""What a vLLM server is, as the dispatcher sees it: slots, a queue, and a wave time.
+
+A vLLM server runs at most ``slots`` sequences at once (``--max-num-seqs``, or fewer when its KV
+cache is short) and keeps one first-come-first-served queue of sequences shared by every request.
+A prompt holds a slot for about one *wave*: the time to generate its answer. So ``c`` prompts
+queued on an idle server are done after ``ceil(c / slots)`` waves, and a request is answered when
+the last of its prompts is: after the prompts queued ahead of it and its own.
+
+:class:`ServerModel` keeps that picture for one endpoint, shared by every call and sub-pool of a
+pool: the requests it holds (in arrival order, each with the number of prompts queued ahead of
+it), the slots (from ``/metrics``, a pool option or hostfile tag, else estimated), and the wave
+time, learned from answers. Everything here is plain arithmetic over an explicit ``now``.
+
+Waves are measured over a *busy period*: from the moment the server got work from us while
+holding none, every answer tells how long the server took for everything queued up to and
+including that request. A server still working on a request tells something too: it is at least
+slow enough not to have finished it yet (:meth:`ServerModel.wave_at`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+__all__ = ["Held", "ServerModel"]
+
+ASSUMED_SLOTS = 256
+"""Slots assumed for a server that has not told its own: vLLM's default ``--max-num-seqs``."""
+
+
+@attrs.define(eq=False)
+class Held:
+    """One request a server holds: ``size`` prompts behind ``ahead`` queued since the busy period
+    began, sent at ``sent``."""
+
+    size: int
+    ahead: int
+    sent: float
+
+    @property
+    def end(self) -> int:
+        """The request's last prompt's place in the busy period's queue."""
+        return self.ahead + self.size
+
+
+@attrs.define(eq=False)
+class ServerModel:
+    """One endpoint's slots, queue and wave time (see the module docstring).
+
+    Attributes
+    ----------
+    slots:
+        Sequences the server runs at once, or ``None`` while unknown.
+    slots_source:
+        Where ``slots`` came from: ``"metrics"`` (``vllm:num_requests_running`` while requests
+        waited), ``"option"`` (a pool option or hostfile tag), ``"observed"`` (the most prompts
+        seen running at once) or ``None``.
+    wave:
+        Seconds a prompt holds a slot, as measured, or ``None`` before the first answer.
+    """
+
+    slots: int | None = None
+    slots_source: str | None = None
+    wave: float | None = None
+    held: list[Held] = attrs.field(factory=list)
+    busy_since: float = 0.0
+    queued: int = 0  # prompts queued in this busy period, taken-back ones not counted
+    done: int = 0  # queue place up to which the server has answered
+    answered_at: float = 0.0  # when it answered up to ``done``
+    metrics: bool | None = None  # whether /metrics answered; None until asked
+    scraped_at: float = -math.inf
+
+    # -- what the server holds ------------------------------------------------------------------
+
+    def send(self, size: int, now: float) -> Held:
+        """Note a request of ``size`` prompts sent at ``now``; returns its handle."""
+        if not self.held:
+            self.busy_since = now
+            self.queued = self.done = 0
+            self.answered_at = now
+        held = Held(size, self.queued, now)
+        self.queued += size
+        self.held.append(held)
+        return held
+
+    def drop(self, held: Held) -> None:
+        """Forget a request that was taken back or failed: the requests behind it move up."""
+        try:
+            index = self.held.index(held)
+        except ValueError:
+            return
+        del self.held[index]
+        for later in self.held[index:]:
+            later.ahead -= held.size
+        self.queued -= held.size
+        if self.done > held.ahead:
+            self.done = max(held.ahead, self.done - held.size)
+
+    def answered(self, held: Held, now: float) -> None:
+        """Note that ``held`` was answered at ``now``, and learn the wave time from it."""
+        if held not in self.held:
+            return
+        elapsed = now - self.busy_since
+        if elapsed > 0:
+            sample = elapsed / math.ceil(held.end / self.capacity())
+            # Early answers of a busy period measure few waves; later ones average over many.
+            self.wave = sample if self.wave is None else 0.5 * self.wave + 0.5 * sample
+        if held.end > self.done:
+            self.done, self.answered_at = held.end, now
+        self.drop_answered(held)
+
+    def drop_answered(self, held: Held) -> None:
+        """Remove an answered request; the queue places of the others stay as they were."""
+        try:
+            self.held.remove(held)
+        except ValueError:
+            return
+
+    # -- slots ----------------------------------------------------------------------------------
+
+    def learn_slots(self, slots: int, source: str) -> None:
+        """Record the server's slots: a reading from ``/metrics`` or an option wins over an
+        observation, and an observation only ever raises what was observed."""
+        if slots < 1:
+            return
+        if source == "observed":
+            if self.slots_source in (None, "observed") and (self.slots or 0) < slots:
+                self.slots, self.slots_source = slots, source
+            return
+        if source == "metrics" and self.slots_source == "metrics":
+            slots = max(slots, self.slots or 0)
+        self.slots, self.slots_source = slots, source
+
+    def capacity(self) -> int:
+        """The slots to plan with: as known, else :data:`ASSUMED_SLOTS`."""
+        return self.slots or ASSUMED_SLOTS
+
+    # -- time -----------------------------------------------------------------------------------
+
+    def oldest(self) -> Held | None:
+        """The request first in the server's queue."""
+        return self.held[0] if self.held else None
+
+    def wave_at(self, now: float, fallback: float | None) -> float | None:
+        """The wave time to plan with at ``now``.
+
+        The measured wave, or ``fallback`` (the fleet's typical wave) before any; but at least
+        as long as the server has already spent without answering its oldest request: a server
+        that has not answered ``c`` prompts in ``t`` seconds takes more than
+        ``t / ceil(c / slots)`` a wave.
+        """
+        wave = self.wave if self.wave is not None else fallback
+        oldest = self.oldest()
+        slots = self.capacity()
+        if oldest is not None:
+            start = self.answered_at if self.done else self.busy_since
+            waves = math.ceil(oldest.end / slots) - math.floor(self.done / slots)
+            if waves > 0 and now > start:
+                lower = (now - start) / waves
+                wave = lower if wave is None or wave < lower else wave
+        return wave
+
+    def finish_of(self, place: int, now: float, wave: float) -> float:
+        """When the prompt at queue ``place`` should be done, by waves from the last answer."""
+        if place <= self.done:
+            return now
+        slots = self.capacity()
+        waves = math.ceil(place / slots) - math.floor(self.done / slots)
+        start = self.answered_at if self.done else self.busy_since
+        return max(now, start + waves * wave)
+
+    def start_of(self, place: int, now: float, wave: float) -> float:
+        """When the prompt after queue place ``place`` should get a slot."""
+        slots = self.capacity()
+        waves = place // slots - self.done // slots
+        start = self.answered_at if self.done else self.busy_since
+        return start + max(0, waves) * wave
+
+    def free_at(self, now: float, wave: float | None) -> float:
+        """When the server should be done with everything it holds."""
+        if not self.held or wave is None:
+            return now
+        return self.finish_of(self.queued, now, wave)
+
+    def outstanding(self) -> int:
+        """Prompts in the requests the server holds."""
+        return sum(h.size for h in self.held)

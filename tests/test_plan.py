@@ -1,0 +1,153 @@
+"""Dispatch decisions and the server model as pure functions: tables of cases and properties."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aurora_swarm._plan import Lane, cut, water_fill, worth_moving
+from aurora_swarm._server_model import ASSUMED_SLOTS, ServerModel
+
+
+def lane(**fields: float) -> Lane:
+    base = {"origin": 0.0, "done": 0, "queued": 0, "slots": 256, "wave": 1.0}
+    base.update(fields)
+    return Lane(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("lanes", "count", "expected"),
+    [
+        # alike servers: the equal split, whatever the count
+        ([lane()] * 4, 192, [48, 48, 48, 48]),
+        ([lane()] * 8, 2400, [300] * 8),
+        ([lane(slots=16)] * 4, 7, [2, 2, 2, 1]),
+        # slots weigh: a server with twice the slots takes twice the share
+        ([lane(slots=32), lane(slots=16)], 96, [64, 32]),
+        # a server 8x slower takes nothing when the others finish in fewer waves
+        ([lane(slots=16)] * 7 + [lane(slots=16, wave=8.0)], 64, [10, 9, 9, 9, 9, 9, 9, 0]),
+        # ... and its fair part of a long call (3 of its waves fit in the fast ones' 15)
+        ([lane(slots=32)] * 6 + [lane(slots=32, wave=4.0)], 2800,
+         [451, 451, 451, 451, 450, 450, 96]),
+        # a server holding 40 prompts on 16 slots (3 waves) takes none of a small call
+        ([lane(slots=16, queued=40)] + [lane(slots=16)] * 3, 50, [0, 17, 17, 16]),
+        # ... but fills the free places of its third wave first when that is as soon
+        ([lane(slots=16, queued=40)], 8, [8]),
+    ],
+)
+def test_water_fill(lanes: list[Lane], count: int, expected: list[int]) -> None:
+    assert water_fill(lanes, count, 0.0) == expected
+
+
+def test_water_fill_counts_time_already_spent() -> None:
+    # answered up to place 16 at t=0.5 with one wave left for places 17..32: busy till 1.5
+    busy = lane(origin=0.5, done=16, queued=32, slots=16)
+    assert busy.finish(0, 0.6) == pytest.approx(1.5)
+    assert water_fill([busy, lane(origin=0.6, slots=16)], 16, 0.6) == [0, 16]
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 512), st.floats(0.05, 10.0), st.integers(0, 2000)),
+             min_size=1, max_size=12),
+    st.integers(0, 20_000),
+)
+@settings(max_examples=300, deadline=None)
+def test_water_fill_shares_everything_and_no_share_finishes_late(
+    servers: list[tuple[int, float, int]], count: int
+) -> None:
+    lanes = [lane(slots=s, wave=w, queued=q) for s, w, q in servers]
+    shares = water_fill(lanes, count, 0.0)
+    assert sum(shares) == count and min(shares) >= 0
+    if count:
+        finish = max(ln.finish(n, 0.0) for ln, n in zip(lanes, shares, strict=True) if n)
+        # within a quarter of the shortest wave of the best possible finish (the last wave
+        # is shared evenly among the lanes that finish it within that)
+        tolerance = 0.25 * min(w for _, w, _ in servers) + 1e-9
+        assert finish <= _best_finish(lanes, count) + tolerance
+
+
+def _best_finish(lanes: list[Lane], count: int) -> float:
+    """The earliest time by which the lanes can finish ``count`` more prompts, by brute force."""
+    times = sorted({ln.origin + k * ln.wave for ln in lanes
+                    for k in range(1, (ln.queued + count) // ln.slots + 2)})
+    for t in times:
+        room = sum(max(0, math.floor((t - ln.origin) / ln.wave + 1e-9) * ln.slots - ln.queued)
+                   for ln in lanes)
+        if room >= count:
+            return t
+    raise AssertionError("no finish found")
+
+
+@given(st.integers(1, 64), st.integers(1, 2000))
+@settings(max_examples=200, deadline=None)
+def test_alike_lanes_get_shares_within_one(lanes: int, count: int) -> None:
+    shares = water_fill([lane(slots=16)] * lanes, count, 0.0)
+    assert max(shares) - min(shares) <= 1
+
+
+@pytest.mark.parametrize(
+    ("share", "expected"),
+    [
+        (8, [8]),
+        (64, [32, 32]),
+        (300, [75, 75, 75, 75]),
+        (101, [34, 34, 33]),  # no piece below smallest
+        (4096, [1024] * 4),
+        (10_000, [1000] * 10),  # never above largest
+    ],
+)
+def test_cut(share: int, expected: list[int]) -> None:
+    pieces = cut(share, pieces=4, smallest=32, largest=1024)
+    assert pieces == expected and sum(pieces) == share
+
+
+def test_worth_moving_needs_a_clear_gain() -> None:
+    assert worth_moving(10.0, 5.0, 0.0, 0.2)
+    assert not worth_moving(10.0, 9.0, 0.0, 0.2)  # saves 10%: noise on alike servers
+    assert not worth_moving(0.003, 0.0, 0.0, 0.2)  # a few milliseconds: not worth a request
+
+
+def test_server_model_learns_waves_over_a_busy_period() -> None:
+    server = ServerModel()
+    server.learn_slots(16, "option")
+    first = server.send(16, 0.0)
+    second = server.send(16, 0.0)
+    assert (first.ahead, second.ahead) == (0, 16)
+    assert server.start_of(second.ahead, 0.0, 0.1) == pytest.approx(0.1)  # waits a wave
+    server.answered(first, 0.1)
+    assert server.wave == pytest.approx(0.1)
+    server.answered(second, 0.2)
+    assert server.wave == pytest.approx(0.1)
+    assert not server.held
+
+
+def test_server_model_take_back_moves_the_queue_up() -> None:
+    server = ServerModel()
+    server.learn_slots(8, "metrics")
+    held = [server.send(8, 0.0) for _ in range(3)]
+    server.drop(held[1])
+    assert held[2].ahead == 8 and server.queued == 16
+    assert server.finish_of(held[2].end, 0.0, 1.0) == pytest.approx(2.0)
+
+
+def test_an_unanswered_request_bounds_the_wave_from_below() -> None:
+    server = ServerModel()
+    server.learn_slots(16, "metrics")
+    server.send(32, 0.0)  # two waves
+    assert server.wave_at(1.0, 0.1) == pytest.approx(0.5)  # not done after 1 s: >= 0.5 a wave
+    assert server.wave_at(0.1, 0.1) == pytest.approx(0.1)
+
+
+def test_slots_sources() -> None:
+    server = ServerModel()
+    assert server.capacity() == ASSUMED_SLOTS
+    server.learn_slots(40, "observed")
+    server.learn_slots(30, "observed")  # an observation only raises
+    assert (server.slots, server.slots_source) == (40, "observed")
+    server.learn_slots(64, "metrics")
+    server.learn_slots(12, "observed")  # a reading beats an observation
+    assert (server.slots, server.slots_source) == (64, "metrics")
+    assert math.isinf(server.scraped_at * -1)
