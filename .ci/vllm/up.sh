@@ -17,6 +17,10 @@
 #                            one after the other 44-50 s, on 2 cores)
 #   AURORA_VLLM_BIND         spread | auto | nobind | <VLLM_CPU_OMP_THREADS_BIND value>
 #                            spread (default) pins server i's worker threads to CPU i mod ncpu
+#   AURORA_VLLM_MAX_NUM_SEQS sequence slots per server, one value per server, space-separated
+#                            (default "64 8": servers of different capacity, so the suite can
+#                            check the slots a pool learns from /metrics; the last value is
+#                            repeated for further servers; empty: vLLM's default)
 #   AURORA_VLLM_EXTRA_ARGS   extra api_server arguments, word-split (default --enforce-eager:
 #                            skips torch.compile warm-up, start-up 22 s instead of 45-55 s;
 #                            set it to the empty string to compile)
@@ -43,6 +47,7 @@ PYTHON=${AURORA_VLLM_PYTHON:-python3}
 START_MODE=${AURORA_VLLM_START:-parallel}
 BIND=${AURORA_VLLM_BIND:-spread}
 EXTRA_ARGS=${AURORA_VLLM_EXTRA_ARGS---enforce-eager}
+read -r -a MAX_NUM_SEQS <<<"${AURORA_VLLM_MAX_NUM_SEQS-64 8}"
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2; }
 
@@ -136,6 +141,12 @@ start_server() { # index
         *) bind=$BIND ;;
     esac
     local logf=$LOG_DIR/server-$port.log
+    local seqs=()
+    if ((${#MAX_NUM_SEQS[@]})); then
+        local n=$i
+        ((n < ${#MAX_NUM_SEQS[@]})) || n=$((${#MAX_NUM_SEQS[@]} - 1))
+        seqs=(--max-num-seqs "${MAX_NUM_SEQS[n]}")
+    fi
     # setsid: the server leads its own process group, so down.sh (or a test)
     # can stop it together with its EngineCore and Worker processes.
     # shellcheck disable=SC2086
@@ -158,13 +169,14 @@ start_server() { # index
             --host 127.0.0.1 \
             --port "$port" \
             --dtype float32 \
+            "${seqs[@]}" \
             $EXTRA_ARGS
     ) >"$logf" 2>&1 </dev/null &
     local pid=$!
     disown "$pid" # no "Killed" job notices from this shell when down.sh stops it
     PIDS[i]=$pid
     echo "$pid" >>"$PIDFILE"
-    log "started server $i: pid $pid port $port cpu-bind=$bind log $logf"
+    log "started server $i: pid $pid port $port cpu-bind=$bind ${seqs[*]} log $logf"
 }
 
 alive() { # pid: running and not a zombie

@@ -311,9 +311,9 @@ class BatchJob(Generic[P, K]):
                     sizes = [chunking.chunk_size] * (len(taken) // chunking.chunk_size)
                     if len(taken) % chunking.chunk_size:
                         sizes.append(len(taken) % chunking.chunk_size)
-                elif len(taken) <= chunking.whole_share:
-                    sizes = [len(taken)] if len(taken) <= chunking.max_chunk else cut(
-                        len(taken), pieces=1, smallest=1, largest=chunking.max_chunk)
+                elif len(taken) <= max(chunking.whole_share, lanes[position].slots):
+                    # It all starts at once (one wave): nothing would wait to be taken back.
+                    sizes = cut(len(taken), pieces=1, smallest=1, largest=chunking.max_chunk)
                 else:
                     sizes = cut(len(taken), pieces=chunking.max_in_flight,
                                 smallest=chunking.min_chunk, largest=chunking.max_chunk)

@@ -52,7 +52,9 @@ class Chunking:
     min_chunk:
         Smallest request when a share is cut into several.
     whole_share:
-        A share of up to this many prompts goes as one request.
+        A share of up to this many prompts goes as one request; so does a share that fits in
+        one wave of the server's slots (it all starts at once, so nothing would wait in the
+        queue to be taken back).
     """
 
     chunk_size: int | None = attrs.field(default=None, validator=_optional_positive)
