@@ -302,3 +302,62 @@ async def test_prefix_affinity_keeps_a_prefix_on_one_endpoint() -> None:
 def test_prefix_affinity_setting_is_checked() -> None:
     with pytest.raises(ConfigurationError, match="prefix_affinity must be True, False or a number"):
         VLLMPool(["h:1"], model=MODEL, prefix_affinity=-3)
+
+
+async def test_waiting_work_is_taken_back_from_a_slow_endpoint() -> None:
+    """An endpoint 8x slower than it was planned for: its requests still waiting in its queue
+    are called off and their prompts answered elsewhere, each once."""
+    latency = LatencyModel(request_overhead=0.001, prompt_time=0.005, max_concurrent_seqs=16)
+    behaviors = {0: EndpointBehavior(slowness=8.0)}
+    prompts = [f"p{i}" for i in range(1600)]  # 400 a share: 25 waves, cut in 4 requests
+    async with FakeFleet(4, latency=latency, behaviors=behaviors) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_num_seqs=16) as pool:
+            settled: list[int] = []
+            out = await pool.send_all_batched(prompts, on_result=lambda i, r: settled.append(i))
+            stats = pool.stats()
+    check_all_correct(prompts, out)
+    assert sorted(settled) == list(range(1600))
+    assert stats.taken_back >= 1
+    assert stats.retries == 0  # taking back is not a retry
+    assert sum(1 for r in out if r.agent_index == 0) <= 200
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    fleet_shape=st.lists(st.tuples(st.sampled_from([4, 16, 64]), st.sampled_from([1.0, 3.0, 8.0]),
+                                   st.sampled_from(["ok", "ok", "ok", "503", "drop", "shuffle"])),
+                         min_size=1, max_size=5),
+    calls=st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=3),
+    known_slots=st.booleans(),
+)
+def test_property_random_fleets_answer_everything_once(
+    fleet_shape: list[tuple[int, float, str]], calls: list[int], known_slots: bool
+) -> None:
+    """Random slots, speeds and faults, several concurrent calls on one pool: every prompt
+    settled exactly once, with its own answer (work taken back or backed up notwithstanding)."""
+    latency = LatencyModel(request_overhead=0.001, prompt_time=0.002)
+
+    async def scenario() -> None:
+        behaviors = {k: EndpointBehavior(slowness=speed, script=(fault,) * 2, retry_after=0.01)
+                     for k, (_, speed, fault) in enumerate(fleet_shape)}
+        async with FakeFleet(len(fleet_shape), latency=latency, behaviors=behaviors) as fleet:
+            endpoints = [e if not known_slots else type(e)(e.host, e.port,
+                                                           {"max_num_seqs": str(slots)})
+                         for e, (slots, _, _) in zip(fleet.endpoints, fleet_shape, strict=True)]
+            async with VLLMPool(endpoints, model=MODEL, retry=FAST_RETRY,
+                                health=FAST_HEALTH) as pool:
+
+                async def one(call: int, n: int) -> None:
+                    prompts = [f"call {call} prompt {i}" for i in range(n)]
+                    settled: list[int] = []
+                    out = await pool.send_all_batched(
+                        prompts, on_result=lambda i, r: settled.append(i))
+                    assert sorted(settled) == list(range(n))
+                    check_all_correct(prompts, out)
+
+                async with anyio.create_task_group() as group:
+                    for call, n in enumerate(calls):
+                        group.start_soon(one, call, n)
+
+    anyio.run(scenario)

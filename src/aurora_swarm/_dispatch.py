@@ -122,7 +122,8 @@ _BACKUP_MARGIN = 0.25  # the same for a backup, which adds work instead of movin
 _TICK = 0.02  # seconds between looks at the whole fleet, at the least
 _TICK_PER_ENDPOINT = 1e-5  # and this much more per endpoint, so large fleets are looked at less
 _SCRAPE_AFTER = 0.05  # seconds a request must have waited before its server's gauges are read
-_SCRAPE_EVERY = 0.5  # seconds between gauge reads of one server, at the least
+_SCRAPE_EVERY = 0.1  # seconds between gauge reads of one server, at the least
+_STAGGER = 0.01  # seconds between the requests of one share, so the server queues them in order
 _BUSY_LAG = 0.005  # seconds late the decider wakes up, on average, when the client is saturated
 
 
@@ -318,8 +319,11 @@ class BatchJob(Generic[P, K]):
                     sizes = cut(len(taken), pieces=chunking.max_in_flight,
                                 smallest=chunking.min_chunk, largest=chunking.max_chunk)
                 start = 0
-                for size in sizes:
-                    self._launch(position, shape, taken[start:start + size], now)
+                for k, size in enumerate(sizes):
+                    # The server queues each request as it takes it in; a request sent a moment
+                    # after the one before lands behind it, so the last ones are what waits.
+                    self._launch(position, shape, taken[start:start + size], now,
+                                 delay=k * _STAGGER)
                     start += size
 
     def _plain_positions(self, positions: list[int]) -> list[int]:
@@ -514,14 +518,22 @@ class BatchJob(Generic[P, K]):
             return
         server.metrics = True
         running, waiting = gauges
-        if waiting > 0 and running > 0:
-            changed = server.slots != running
-            server.learn_slots(running, "metrics")
-            if changed:
-                server.wave = None  # measured with the wrong slots: measure again
-            self._notify()
-        elif running > 0:
+        if running <= 0:
+            return
+        if waiting <= 0:
             server.learn_slots(running, "observed")
+            return
+        # While requests wait, the running ones fill the slots; but a server still taking a
+        # large request in runs fewer for a moment, so a reading counts once it repeats.
+        if running != server.last_reading:
+            server.last_reading = running
+            server.learn_slots(running, "observed")
+            return
+        changed = server.capacity() != running
+        server.learn_slots(running, "metrics")
+        if changed:
+            server.wave = None  # measured against the wrong slots: measure again
+        self._notify()
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -550,7 +562,7 @@ class BatchJob(Generic[P, K]):
     # -- one request ----------------------------------------------------------------------------
 
     def _launch(self, position: int, shape: K, chunk: list[int], now: float,
-                backup: bool = False) -> None:
+                backup: bool = False, delay: float = 0.0) -> None:
         """Send ``chunk`` to ``position`` as one request (the server model counts it at once)."""
         record = self._records[position]
         held = record.server.send(len(chunk), now)
@@ -571,9 +583,9 @@ class BatchJob(Generic[P, K]):
             carriers[index] += 1
         group = self._group
         assert group is not None
-        group.start_soon(self._fly, flight)
+        group.start_soon(self._fly, flight, delay)
 
-    async def _fly(self, flight: _Flight) -> None:
+    async def _fly(self, flight: _Flight, delay: float = 0.0) -> None:
         """Send one request, wait, and record what came back."""
         record = self._records[flight.position]
         chunk = flight.chunk
@@ -583,6 +595,8 @@ class BatchJob(Generic[P, K]):
         settled = False
         try:
             with flight.scope:
+                if delay:
+                    await anyio.sleep(delay)
                 payloads = [self._payloads[i] for i in chunk]
                 timeout = self._settings.timeouts.for_chunk(len(chunk))
                 async with self._limiter:

@@ -69,6 +69,7 @@ class ServerModel:
     done: int = 0  # queue place up to which the server has answered
     answered_at: float = 0.0  # when it answered up to ``done``
     metrics: bool | None = None  # whether /metrics answered; None until asked
+    last_reading: int = 0  # the running count of the last gauge reading while requests waited
     scraped_at: float = -math.inf
 
     # -- what the server holds ------------------------------------------------------------------
@@ -133,8 +134,13 @@ class ServerModel:
         self.slots, self.slots_source = slots, source
 
     def capacity(self) -> int:
-        """The slots to plan with: as known, else :data:`ASSUMED_SLOTS`."""
-        return self.slots or ASSUMED_SLOTS
+        """The slots to plan with: as read or given; else :data:`ASSUMED_SLOTS`, or more if
+        more were seen running at once (an observation is only a lower bound)."""
+        if self.slots is None:
+            return ASSUMED_SLOTS
+        if self.slots_source == "observed":
+            return max(self.slots, ASSUMED_SLOTS)
+        return self.slots
 
     # -- time -----------------------------------------------------------------------------------
 
