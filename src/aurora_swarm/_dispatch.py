@@ -35,7 +35,7 @@ import math
 import statistics
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -123,8 +123,40 @@ _TICK = 0.02  # seconds between looks at the whole fleet, at the least
 _TICK_PER_ENDPOINT = 1e-5  # and this much more per endpoint, so large fleets are looked at less
 _SCRAPE_AFTER = 0.05  # seconds a request must have waited before its server's gauges are read
 _SCRAPE_EVERY = 0.1  # seconds between gauge reads of one server, at the least
-_STAGGER = 0.01  # seconds between the requests of one share, so the server queues them in order
+_STAGGER = 0.003  # seconds between the requests of one share, so the server queues them in order
 _BUSY_LAG = 0.005  # seconds late the decider wakes up, on average, when the client is saturated
+
+
+class _Lanes:
+    """The usable endpoints' :class:`~aurora_swarm._plan.Lane` at one moment, each made when
+    first asked for: a look over a large fleet often needs only a few of them."""
+
+    def __init__(self, job: BatchJob[Any, Any], usable: list[int], now: float,
+                 fallback: float | None) -> None:
+        self._job = job
+        self._usable = usable
+        self._set = set(usable)
+        self._now = now
+        self._fallback = fallback
+        self._made: dict[int, Lane] = {}
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._usable)
+
+    def __len__(self) -> int:
+        return len(self._usable)
+
+    def __contains__(self, position: object) -> bool:
+        return position in self._set
+
+    def __getitem__(self, position: int) -> Lane:
+        lane = self._made.get(position)
+        if lane is None:
+            lane = self._made[position] = self._job._lane(position, self._now, self._fallback)
+        return lane
+
+    def __setitem__(self, position: int, lane: Lane) -> None:
+        self._made[position] = lane
 
 
 @attrs.define(eq=False)
@@ -258,14 +290,14 @@ class BatchJob(Generic[P, K]):
                 return 0.0
             return self._next_wake(now)
         fallback = self._typical_wave()
-        lanes = {p: self._lane(p, now, fallback) for p in usable}
+        lanes = _Lanes(self, usable, now, fallback)
         if self._forced:
             self._place_forced(lanes, now)
         if self._pending_count:
             self._place_pending(lanes, now)
         if look:
             if self._rebalance and self._take_back(lanes, now, fallback):
-                lanes = {p: self._lane(p, now, fallback) for p in usable}
+                lanes = _Lanes(self, usable, now, fallback)
                 self._place_pending(lanes, now)
             if self._backups and not self._pending_count and self._lag < _BUSY_LAG:
                 self._back_up(lanes, now, fallback)
@@ -297,7 +329,7 @@ class BatchJob(Generic[P, K]):
 
     # -- filling --------------------------------------------------------------------------------
 
-    def _place_pending(self, lanes: dict[int, Lane], now: float) -> None:
+    def _place_pending(self, lanes: _Lanes, now: float) -> None:
         """Spread the unassigned prompts over ``lanes`` (water-filling in time) and send."""
         positions = list(lanes)
         if not self._adaptive:
@@ -374,7 +406,7 @@ class BatchJob(Generic[P, K]):
             best = max(self._pending.items(), key=lambda item: len(item[1]))
         return best
 
-    def _place_forced(self, lanes: dict[int, Lane], now: float) -> None:
+    def _place_forced(self, lanes: _Lanes, now: float) -> None:
         """Send the halves of a refused request whole, each where it finishes soonest (not
         where it was refused, if there is another endpoint)."""
         while self._forced:
@@ -389,7 +421,7 @@ class BatchJob(Generic[P, K]):
 
     # -- rebalancing ----------------------------------------------------------------------------
 
-    def _take_back(self, lanes: dict[int, Lane], now: float, fallback: float | None) -> bool:
+    def _take_back(self, lanes: _Lanes, now: float, fallback: float | None) -> bool:
         """Call off waiting requests that other endpoints would clearly finish sooner.
 
         Only a request that should not have started yet (every slot busy with work queued
@@ -401,6 +433,8 @@ class BatchJob(Generic[P, K]):
             if not flights or position not in lanes:
                 continue
             server = self._records[position].server
+            if flights[-1].held.ahead < server.capacity():
+                continue  # all of it runs in the first wave: nothing waits
             wave = server.wave_at(now, fallback)
             if wave is None:
                 continue
@@ -444,7 +478,7 @@ class BatchJob(Generic[P, K]):
             if self.results[index] is None and not self._carriers[index]:
                 self._push_pending(index)
 
-    def _back_up(self, lanes: dict[int, Lane], now: float, fallback: float | None) -> None:
+    def _back_up(self, lanes: _Lanes, now: float, fallback: float | None) -> None:
         """With nothing left to hand out, let idle endpoints redo slices of the requests that
         would be answered clearly later than they could do them."""
         idle = [p for p in lanes if not self._records[p].server.held]
@@ -647,6 +681,8 @@ class BatchJob(Generic[P, K]):
         if flights is not None:
             with contextlib.suppress(ValueError):
                 flights.remove(flight)
+            if not flights:
+                del self._mine[flight.position]
         self._doubled.discard(flight)
 
     def _accept(self, record: EndpointRecord, flight: _Flight, reply: BatchReply,
