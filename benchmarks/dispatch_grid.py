@@ -61,7 +61,7 @@ PER_ENDPOINT = (8, 64, 300, 1024, 4096)
 POOLS = ("fresh", "warm")
 CALLERS = (1, 8)
 METHODS = ("batched", "equal", "oracle")
-QUICK = {"slots": [16, 256], "shape": ["uniform", "one-8x-slower"], "per_endpoint": [64],
+QUICK = {"slots": [16, 256], "shape": ["uniform", "two-3x-slower"], "per_endpoint": [64],
          "pool": ["fresh"], "callers": [1, 8], "repeat": 3}
 BUDGET = 0.8  # seconds of waves a uniform cell's equal split should take at most
 SMALL_CALLS, SMALL_SIZE, SMALL_SLOTS, SMALL_PROMPT_TIME = 20, 64, 16, 0.1
@@ -381,7 +381,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.dispatch_grid", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="a small subset for CI: 16 and 256 slots, uniform and one 8x "
+                        help="a small subset for CI: 16 and 256 slots, uniform and two 3x "
                         "slower, 64 prompts an endpoint, fresh pool, 1 and 8 callers, 3 runs")
     parser.add_argument("--slots", type=_list(int), help="sequence slots (default 16,256)")
     parser.add_argument("--shape", type=_list(str, list(SHAPES)),

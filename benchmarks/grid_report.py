@@ -54,7 +54,7 @@ def heat_map(rows: list[dict[str, Any]], path: Path) -> bool:
     from matplotlib.colors import TwoSlopeNorm
 
     panels = sorted({(r["pool"], r["callers"]) for r in rows})
-    fleets = sorted({(r["slots"], r["shape"]) for r in rows})
+    fleets = list(dict.fromkeys((r["slots"], r["shape"]) for r in rows))  # in the grid's order
     sizes = sorted({r["per_endpoint"] for r in rows})
     top = max(2.0, max(r["x_oracle"] for r in rows))
     norm = TwoSlopeNorm(vmin=min(0.5, min(r["x_oracle"] for r in rows)), vcenter=1.0, vmax=top)
