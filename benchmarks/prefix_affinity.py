@@ -8,7 +8,8 @@ uses its own prefixes, so neither finds the other's in the cache.
 
 With P prefixes on M servers and N prompts, expect about (N - P) / N with affinity (each prefix
 computed once) against (N - P*M) / N without (once per server), times the share of prompt tokens
-that fill whole cache blocks.
+that fill whole cache blocks. The prompts each server got are reported beside the hit rate: a
+"plain" hit rate above the expected one may only mean that one server got most of the prompts.
 
 Run: ``python -m benchmarks.prefix_affinity --hostfile H --model M``
 """
@@ -69,19 +70,22 @@ def make_prompts(tag: str, prefixes: int, per_prefix: int, filler_units: int,
 
 
 async def run_mode(endpoints: list[Endpoint], model: str, prompts: list[str],
-                   affinity: bool) -> dict[str, float]:
+                   affinity: bool) -> dict[str, float | str]:
     before = await anyio.to_thread.run_sync(prefix_counters, endpoints)
     async with VLLMPool(endpoints, model=model, max_tokens=1, timeout=600.0,
                         prefix_affinity=affinity, sampling={"temperature": 0.0}) as pool:
         start = time.perf_counter()
         out = await pool.send_all_batched(prompts)
         elapsed = time.perf_counter() - start
-        requests = pool.stats().requests
+        stats = pool.stats()
+    per_server = [e.prompts for e in stats.endpoints]
     after = await anyio.to_thread.run_sync(prefix_counters, endpoints)
     failed = sum(1 for r in out if not r.success)
     hits, queries = after[0] - before[0], after[1] - before[1]
     return {"hit_rate": hits / queries if queries else 0.0, "hits": hits, "queries": queries,
-            "seconds": elapsed, "requests": requests, "failed": failed}
+            "seconds": elapsed, "requests": stats.requests, "failed": failed,
+            "prompts_per_server": " ".join(str(p) for p in per_server),
+            "prompts_min": min(per_server), "prompts_max": max(per_server)}
 
 
 def main() -> None:
@@ -109,7 +113,8 @@ def main() -> None:
         rows.append({"mode": mode, **result})
         print(f"{mode:>9}: hit rate {result['hit_rate']:.3f} ({result['hits']:.0f} of "
               f"{result['queries']:.0f} prompt tokens from cache), {result['requests']} "
-              f"requests, {result['seconds']:.1f} s, {result['failed']} failed")
+              f"requests, {result['seconds']:.1f} s, {result['failed']} failed; prompts per "
+              f"server {result['prompts_per_server']} (even share {n / m:.0f})")
     expected_affinity = (n - args.prefixes) / n
     expected_plain = (n - args.prefixes * m) / n
     print(f"expected about {expected_affinity:.3f} with affinity and {expected_plain:.3f} "
