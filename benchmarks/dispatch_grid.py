@@ -26,6 +26,7 @@ Run: ``python -m benchmarks.dispatch_grid [--quick] [--slots 16 --shape uniform 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
 import gc
@@ -199,14 +200,14 @@ async def run_cell(endpoints: list[Endpoint], cell: Cell, prompt_time: float, re
     prompts = [f"prompt {i} of the grid" for i in range(cell.prompts)]
     calls = methods(cell, prompt_time)
     runs: dict[str, list[Run]] = {name: [] for name in METHODS}
-    warm: dict[str, VLLMPool] = {}
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        warm: dict[str, VLLMPool] = {}
         if cell.pool == "warm":
             for name in METHODS:
-                warm[name] = VLLMPool(endpoints, model=MODEL, max_tokens=MAX_TOKENS)
-                await warm[name].__aenter__()
+                warm[name] = await stack.enter_async_context(
+                    VLLMPool(endpoints, model=MODEL, max_tokens=MAX_TOKENS))
                 with anyio.fail_after(limit):
-                    await calls[name](warm[name], prompts)
+                    await calls[name](warm[name], prompts)  # the warm-up call, not measured
         for r in range(repeat):
             for name in METHODS[r % 3:] + METHODS[:r % 3]:
                 await settle()
@@ -215,9 +216,6 @@ async def run_cell(endpoints: list[Endpoint], cell: Cell, prompt_time: float, re
                     continue
                 async with VLLMPool(endpoints, model=MODEL, max_tokens=MAX_TOKENS) as pool:
                     runs[name].append(await timed(pool, calls[name], prompts, limit))
-    finally:
-        for pool in warm.values():
-            await pool.aclose()
     return runs
 
 
@@ -398,6 +396,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds a run may take (default %(default)s)")
     parser.add_argument("--no-grid", action="store_true", help="only the small-call check")
     parser.add_argument("--no-small-calls", action="store_true", help="skip the small-call check")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with status 1 when a check fails")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/dispatch_grid"))
     parser.add_argument("--report-only", type=Path, default=None, metavar="DIR",
                         help="rebuild table, heat map and checks from DIR/results.csv")
@@ -455,7 +455,7 @@ def manifest(args: argparse.Namespace, cells: list[Cell], started: float) -> dic
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report_only is not None:
-        return write_report(args.report_only, None, checks)
+        return write_report(args.report_only, None, checks, strict=args.strict)
     started = time.monotonic()
     cells = [] if args.no_grid else plan(args)
     out: Path = args.out
@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     info = manifest(args, cells, started)
     info["small_calls"] = small
     (out / "manifest.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return write_report(out, rows, checks)
+    return write_report(out, rows, checks, strict=args.strict)
 
 
 if __name__ == "__main__":

@@ -86,11 +86,12 @@ def heat_map(rows: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def write_report(out: Path, rows: list[dict[str, Any]] | None, checks: Checks) -> int:
+def write_report(out: Path, rows: list[dict[str, Any]] | None, checks: Checks, *,
+                 strict: bool = False) -> int:
     """Write ``table.md``, ``x_oracle.png`` and ``checks.txt`` into ``out``; print them.
 
     ``rows`` left out are read from ``out/results.csv`` (and the small-call check from
-    ``out/manifest.json``).
+    ``out/manifest.json``). Returns the exit status: 1 when ``strict`` and a check failed.
     """
     manifest_path = out / "manifest.json"
     small = None
@@ -115,4 +116,4 @@ def write_report(out: Path, rows: list[dict[str, Any]] | None, checks: Checks) -
     print("\n".join(text))
     print(f"wrote {out / 'table.md'}, {out / 'checks.txt'}"
           + (f", {out / 'x_oracle.png'}" if drew else ""))
-    return 0
+    return 1 if strict and any(": FAIL (" in line for line in result) else 0
