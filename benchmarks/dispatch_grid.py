@@ -62,7 +62,7 @@ PER_ENDPOINT = (8, 64, 300, 1024, 4096)
 POOLS = ("fresh", "warm")
 CALLERS = (1, 8)
 METHODS = ("batched", "equal", "oracle")
-QUICK = {"slots": [16, 256], "shape": ["uniform", "two-3x-slower"], "per_endpoint": [64],
+QUICK = {"slots": [256], "shape": ["uniform", "two-3x-slower"], "per_endpoint": [300],
          "pool": ["fresh"], "callers": [1, 8], "repeat": 3}
 BUDGET = 0.8  # seconds of waves a uniform cell's equal split should take at most
 SMALL_CALLS, SMALL_SIZE, SMALL_SLOTS, SMALL_PROMPT_TIME = 20, 64, 16, 0.1
@@ -188,10 +188,10 @@ async def timed(pool: VLLMPool, method: Method, prompts: Sequence[str], limit: f
     return Run(wall, [e.requests for e in delta.endpoints], [e.prompts for e in delta.endpoints])
 
 
-async def settle() -> None:
+async def settle(rest: float = 0.15) -> None:
     """Let the fleet finish what called-off requests left, and collect garbage first."""
     gc.collect()
-    await anyio.sleep(0.15)
+    await anyio.sleep(rest)
 
 
 async def run_cell(endpoints: list[Endpoint], cell: Cell, prompt_time: float, repeat: int,
@@ -284,7 +284,7 @@ async def _small_calls(endpoints: list[Endpoint], calls: int, size: int,
             await call(pools[name], prompts)  # the warm-up call, not measured
         for _ in range(calls):
             for name, call in kinds.items():
-                await settle()
+                await settle(0.05)
                 run = await timed(pools[name], call, prompts, limit)
                 walls[name].append(run.wall)
                 if name == "batched":
@@ -379,8 +379,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.dispatch_grid", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="a small subset for CI: 16 and 256 slots, uniform and two 3x "
-                        "slower, 64 prompts an endpoint, fresh pool, 1 and 8 callers, 3 runs")
+                        help="a small subset for CI: 256 slots, uniform and two 3x slower, "
+                        "300 prompts an endpoint, fresh pool, 1 and 8 callers, 3 runs; and the "
+                        "small-call check (16 slots)")
     parser.add_argument("--slots", type=_list(int), help="sequence slots (default 16,256)")
     parser.add_argument("--shape", type=_list(str, list(SHAPES)),
                         help=f"fleet shapes (default {','.join(SHAPES)})")
