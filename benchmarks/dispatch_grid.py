@@ -113,7 +113,7 @@ class Cell:
 
 @attrs.frozen
 class Run:
-    """One measured call: wall time, requests and prompts per endpoint."""
+    """One measured call: wall time, requests and prompts answered, per endpoint."""
 
     wall: float
     requests: list[int]
@@ -185,7 +185,7 @@ async def timed(pool: VLLMPool, method: Method, prompts: Sequence[str], limit: f
         await method(pool, prompts)
     wall = time.perf_counter() - start
     delta = pool.stats() - before
-    return Run(wall, [e.requests for e in delta.endpoints], [e.prompts for e in delta.endpoints])
+    return Run(wall, [e.requests for e in delta.endpoints], [e.answered for e in delta.endpoints])
 
 
 async def settle(rest: float = 0.15) -> None:

@@ -8,7 +8,7 @@ uses its own prefixes, so neither finds the other's in the cache.
 
 With P prefixes on M servers and N prompts, expect about (N - P) / N with affinity (each prefix
 computed once) against (N - P*M) / N without (once per server), times the share of prompt tokens
-that fill whole cache blocks. The prompts each server got are reported beside the hit rate: a
+that fill whole cache blocks. The prompts sent to each server are reported beside the hit rate: a
 "plain" hit rate above the expected one may only mean that one server got most of the prompts.
 
 Run: ``python -m benchmarks.prefix_affinity --hostfile H --model M``
