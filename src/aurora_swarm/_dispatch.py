@@ -124,7 +124,7 @@ _TICK_PER_ENDPOINT = 1e-5  # and this much more per endpoint, so large fleets ar
 _SCRAPE_AFTER = 0.05  # seconds a request must have waited before its server's gauges are read
 _SCRAPE_EVERY = 0.1  # seconds between gauge reads of one server, at the least
 _STAGGER = 0.003  # seconds between the requests of one share, so the server queues them in order
-_BUSY_LAG = 0.005  # seconds late the decider wakes up, on average, when the client is saturated
+_BUSY_LAG = 0.02  # seconds late the decider wakes up, on average, when the client is saturated
 
 
 class _Lanes:
