@@ -671,7 +671,11 @@ class BatchJob(Generic[P, K]):
             self._notify()
 
     def _settle_unanswered(self, flight: _Flight) -> None:
-        self._records[flight.position].server.drop(flight.held)
+        server = self._records[flight.position].server
+        if flight.backed_up and all(self.results[i] is not None for i in flight.chunk):
+            server.outrun(flight.held, self._clock())  # a backup beat it
+        else:
+            server.drop(flight.held)
         self._forget(flight)
         for index in flight.chunk:
             self._carriers[index] -= 1

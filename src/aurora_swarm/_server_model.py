@@ -111,6 +111,17 @@ class ServerModel:
             self.done, self.answered_at = held.end, now
         self.drop_answered(held)
 
+    def outrun(self, held: Held, now: float) -> None:
+        """Note that ``held`` was called off unanswered at ``now`` because another request
+        answered its prompts first: the server is at least slow enough not to have finished
+        it, which is all a server that never answers tells (so it is not taken for an average
+        one and handed the same work again)."""
+        if held in self.held and now > self.busy_since:
+            lower = (now - self.busy_since) / math.ceil(held.end / self.capacity())
+            if self.wave is None or self.wave < lower:
+                self.wave = lower
+        self.drop(held)
+
     def drop_answered(self, held: Held) -> None:
         """Remove an answered request; the queue places of the others stay as they were."""
         try:
