@@ -506,20 +506,20 @@ class BatchJob(Generic[P, K]):
             helpers = [p for p in idle if p != flight.position]
             if not helpers:
                 break
+            # Slices go to the helpers that would finish them soonest, counting the slices
+            # they already took from other stragglers.
+            helpers.sort(key=lambda p: lanes[p].finish(1, now))
             piece = math.ceil(len(uncovered) / len(helpers))
-            move = max(lanes[p].finish(piece, now) for p in helpers[:len(uncovered)])
+            used = helpers[:math.ceil(len(uncovered) / piece)]
+            move = max(lanes[p].finish(piece, now) for p in used)
             if not worth_moving(stay, move, now, _BACKUP_MARGIN):
                 break  # the latest one is not worth it, so no later one is
             flight.backed_up = True
             self._doubled.add(flight)
-            used = []
-            for start, position in zip(range(0, len(uncovered), piece), helpers, strict=False):
-                self._launch(position, flight.shape, uncovered[start:start + piece], now,
-                             backup=True)
-                used.append(position)
-            idle = [p for p in idle if p not in used]
-            if not idle:
-                break
+            for start, position in zip(range(0, len(uncovered), piece), used, strict=False):
+                chunk = uncovered[start:start + piece]
+                self._launch(position, flight.shape, chunk, now, backup=True)
+                lanes[position] = lanes[position].with_extra(len(chunk))
 
     # -- slots from /metrics --------------------------------------------------------------------
 
