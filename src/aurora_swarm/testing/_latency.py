@@ -184,6 +184,10 @@ class SlotSchedule:
             del self._queue[booking]
         return freed
 
+    def may_move(self, booking: Booking, now: float) -> bool:
+        """Whether a cancel could still change ``booking.due``: some prompt waits for a slot."""
+        return self._slots > 0 and not booking.started(now)
+
     def counts(self, now: float) -> tuple[int, int]:
         """Return the prompts ``(running, waiting)`` on the endpoint at ``now``."""
         running = waiting = 0

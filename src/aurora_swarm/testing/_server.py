@@ -313,7 +313,7 @@ class FakeServer:
         booking = schedule.book(ready, services)
         try:
             while (delay := booking.due - loop.time()) > 0:
-                if not await _wait(booking, delay, peer):
+                if not await _wait(schedule, booking, delay, peer):
                     return False
             return True
         finally:
@@ -355,13 +355,14 @@ class FakeServer:
         )
 
 
-async def _wait(booking: Booking, delay: float, peer: Peer) -> bool:
+async def _wait(schedule: SlotSchedule, booking: Booking, delay: float, peer: Peer) -> bool:
     """Sleep ``delay`` seconds or until the booking's due time moves; ``False`` if the client left.
 
-    A booking whose prompts have all started cannot move, so it sleeps on the peer alone.
+    A booking that can no longer move (all its prompts started, or no slot limit) sleeps on the
+    peer alone, without a second task.
     """
     loop = asyncio.get_running_loop()
-    if booking.started(loop.time()):
+    if not schedule.may_move(booking, loop.time()):
         return await peer.sleep(delay)
     wake: asyncio.Future[None] = loop.create_future()
     booking.wake = wake
