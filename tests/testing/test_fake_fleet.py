@@ -597,14 +597,15 @@ def test_unlimited_slots_run_every_prompt_at_once() -> None:
 @given(
     slots=st.integers(1, 6),
     overhead=st.sampled_from([0.0, 0.3]),
+    uneven=st.booleans(),
     ops=st.lists(
         st.tuples(st.integers(0, 3), st.integers(0, 8), st.booleans(), st.floats(0.1, 2.0)),
         min_size=1,
         max_size=25,
     ),
 )
-def test_the_slot_queue_never_overbooks_and_a_cancel_never_delays_anyone(
-    slots: int, overhead: float, ops: list[tuple[int, int, bool, float]]
+def test_the_slot_queue_never_overbooks_and_a_cancel_frees_slots_for_those_behind(
+    slots: int, overhead: float, uneven: bool, ops: list[tuple[int, int, bool, float]]
 ) -> None:
     queue = SlotSchedule(slots)
     live: list[Booking] = []
@@ -619,11 +620,13 @@ def test_the_slot_queue_never_overbooks_and_a_cancel_never_delays_anyone(
             assert freed == sum(1 for end in victim.ends if end > now)
             gone.append((victim, now))
             for booking, due, starts in before:
-                assert booking.due <= due + 1e-9  # equal prompt times: nobody is later
+                if not uneven:  # equal prompt times: nobody is later
+                    assert booking.due <= due + 1e-9
                 started = [s for s in starts if s <= now]
                 assert booking.starts[: len(started)] == started  # what runs keeps its times
         else:
-            live.append(queue.book(now + overhead, [service] * n))
+            times = [service * (1 + k % 3 if uneven else 1) for k in range(n)]
+            live.append(queue.book(now + overhead, times))
     # Whatever ran (cut short at its cancel) and whatever is planned never holds more than the
     # slots: check at every moment something starts.
     spans = [(s, e) for b in live for s, e in zip(b.starts, b.ends, strict=True)]
@@ -631,6 +634,10 @@ def test_the_slot_queue_never_overbooks_and_a_cancel_never_delays_anyone(
         spans += [(s, min(e, at)) for s, e in zip(booking.starts, booking.ends, strict=True)]
     for t, _ in spans:
         assert sum(1 for s, e in spans if s <= t < e) <= slots
+    for booking in live:  # a prompt waits only while every slot is busy
+        for start in booking.starts:
+            if start > booking.ready:
+                assert sum(1 for s, e in spans if s < start <= e) >= slots
     for a, b in itertools.pairwise(live):  # first come, first served
         if a.starts and b.starts:
             assert a.starts[0] <= b.starts[0]
