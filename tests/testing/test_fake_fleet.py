@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ from aurora_swarm.testing import (
     expected_chat_answer,
     prompt_tokens,
 )
+from aurora_swarm.testing._latency import Booking, SlotSchedule
 
 MODEL = "fake-model"
 
@@ -542,6 +544,186 @@ async def test_a_client_that_goes_away_aborts_its_work_and_frees_its_slots() -> 
         assert 0.19 <= await timed_completion(c, ep, 1) < 0.6  # not after the abandoned second
 
 
+def test_the_slot_queue_plans_first_come_first_served_across_requests() -> None:
+    queue = SlotSchedule(4)
+    first = queue.book(0.0, [1.0] * 6)  # four run from 0; two wait for the first slots free
+    second = queue.book(0.1, [1.0] * 3)
+    third = queue.book(0.2, [1.0] * 2)
+    assert first.starts == [0.0] * 4 + [1.0] * 2
+    assert (first.due, second.due, third.due) == (2.0, 3.0, 3.0)
+    assert queue.counts(0.5) == (4, 7)
+    assert queue.counts(1.5) == (4, 3)
+    assert queue.leave(first, 2.0) == 0  # answered: nothing to free
+    assert queue.counts(2.5) == (3, 0)
+
+
+def test_cancelling_a_waiting_request_moves_every_request_behind_it_up() -> None:
+    queue = SlotSchedule(4)
+    running = queue.book(0.0, [1.0] * 4)
+    gone = queue.book(0.0, [1.0] * 4)
+    behind = queue.book(0.0, [1.0] * 4)
+    assert behind.due == 3.0
+    assert queue.leave(gone, 0.5) == 4  # all four were waiting
+    assert (running.due, behind.due) == (1.0, 2.0)
+    assert behind.starts == [1.0] * 4  # they take the slots the first request frees
+    assert queue.counts(0.5) == (4, 4)
+
+
+def test_cancelling_a_running_request_frees_its_slots_at_once() -> None:
+    queue = SlotSchedule(4)
+    gone = queue.book(0.0, [1.0] * 6)
+    behind = queue.book(0.0, [1.0] * 4)
+    assert behind.due == 3.0
+    assert queue.leave(gone, 0.25) == 6
+    assert behind.starts == [0.25] * 4
+    assert behind.due == 1.25
+    assert queue.counts(0.5) == (4, 0)
+    later = queue.book(0.5, [1.0])  # a new request queues behind what is left
+    assert later.starts == [1.25]
+
+
+def test_unlimited_slots_run_every_prompt_at_once() -> None:
+    queue = SlotSchedule(0)
+    one = queue.book(0.5, [1.0, 2.0])  # ready after an overhead of 0.5
+    two = queue.book(0.5, [1.0])
+    assert (one.due, two.due) == (2.5, 1.5)
+    assert queue.counts(0.25) == (0, 0)  # still in the overhead: not queued yet
+    assert queue.counts(1.0) == (3, 0)
+    assert queue.counts(2.0) == (1, 0)
+    assert queue.leave(one, 2.0) == 1
+    assert queue.counts(1.0) == (1, 0)
+
+
+@given(
+    slots=st.integers(1, 6),
+    overhead=st.sampled_from([0.0, 0.3]),
+    uneven=st.booleans(),
+    ops=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 8), st.booleans(), st.floats(0.1, 2.0)),
+        min_size=1,
+        max_size=25,
+    ),
+)
+def test_the_slot_queue_never_overbooks_and_a_cancel_frees_slots_for_those_behind(
+    slots: int, overhead: float, uneven: bool, ops: list[tuple[int, int, bool, float]]
+) -> None:
+    queue = SlotSchedule(slots)
+    live: list[Booking] = []
+    gone: list[tuple[Booking, float]] = []
+    now = 0.0
+    for step, n, leaves, service in ops:
+        now += step * 0.25
+        if leaves and live:  # a client goes away
+            victim = live.pop(len(live) // 2)
+            before = [(b, b.due, list(b.starts)) for b in live]
+            freed = queue.leave(victim, now)
+            assert freed == sum(1 for end in victim.ends if end > now)
+            gone.append((victim, now))
+            for booking, due, starts in before:
+                if not uneven:  # equal prompt times: nobody is later
+                    assert booking.due <= due + 1e-9
+                started = [s for s in starts if s <= now]
+                assert booking.starts[: len(started)] == started  # what runs keeps its times
+        else:
+            times = [service * (1 + k % 3 if uneven else 1) for k in range(n)]
+            live.append(queue.book(now + overhead, times))
+    # Whatever ran (cut short at its cancel) and whatever is planned never holds more than the
+    # slots: check at every moment something starts.
+    spans = [(s, e) for b in live for s, e in zip(b.starts, b.ends, strict=True)]
+    for booking, at in gone:
+        spans += [(s, min(e, at)) for s, e in zip(booking.starts, booking.ends, strict=True)]
+    for t, _ in spans:
+        assert sum(1 for s, e in spans if s <= t < e) <= slots
+    for booking in live:  # a prompt waits only while every slot is busy
+        for start in booking.starts:
+            if start > booking.ready:
+                assert sum(1 for s, e in spans if s < start <= e) >= slots
+    for a, b in itertools.pairwise(live):  # first come, first served
+        if a.starts and b.starts:
+            assert a.starts[0] <= b.starts[0]
+
+
+async def metrics(client: httpx2.AsyncClient, endpoint: Endpoint) -> tuple[float, float]:
+    reply = await client.get(endpoint.url + "/metrics")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    values = {}
+    for line in reply.text.splitlines():
+        if not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    label = f'{{model_name="{MODEL}"}}'
+    return values["vllm:num_requests_running" + label], values["vllm:num_requests_waiting" + label]
+
+
+async def test_metrics_count_running_and_waiting_prompts_as_vllm_does() -> None:
+    latency = LatencyModel(prompt_time=0.5, max_concurrent_seqs=128)
+    async with FakeFleet(1, latency=latency) as fleet, httpx2.AsyncClient(timeout=10) as c:
+        ep = fleet.endpoints[0]
+        assert await metrics(c, ep) == (0, 0)
+        big = asyncio.ensure_future(timed_completion(c, ep, 300))  # three waves of 128
+        await asyncio.sleep(0.2)
+        assert await metrics(c, ep) == (128, 172)
+        await big
+        assert await metrics(c, ep) == (0, 0)
+        assert fleet.counters(0).requests["/metrics"] == 3
+
+
+async def test_metrics_with_unlimited_slots_show_every_prompt_running() -> None:
+    latency = LatencyModel(prompt_time=0.5)
+    async with FakeFleet(1, latency=latency) as fleet, httpx2.AsyncClient(timeout=10) as c:
+        ep = fleet.endpoints[0]
+        big = asyncio.ensure_future(timed_completion(c, ep, 300))
+        await asyncio.sleep(0.2)
+        assert await metrics(c, ep) == (300, 0)
+        await big
+
+
+async def test_metrics_can_be_turned_off(client: httpx2.AsyncClient) -> None:
+    async with FakeFleet(1, metrics=False) as fleet:
+        reply = await client.get(fleet.endpoints[0].url + "/metrics")
+        assert reply.status_code == 404
+        assert fleet.counters(0).requests == {"other": 1}
+
+
+async def cancel_one_and_time_the_next(cancel: bool) -> tuple[float, tuple[float, float]]:
+    """Three requests of 4 prompts on 4 slots of 0.5 s; the second goes away if ``cancel``.
+
+    Returns the third's time and the gauges while the second (or the third) runs.
+    """
+    latency = LatencyModel(prompt_time=0.5, max_concurrent_seqs=4)
+    async with FakeFleet(1, latency=latency) as fleet, httpx2.AsyncClient(timeout=10) as c:
+        ep = fleet.endpoints[0]
+        await c.get(ep.url + "/health")  # connect first
+        first = asyncio.ensure_future(timed_completion(c, ep, 4))
+        await asyncio.sleep(0.02)
+        second = asyncio.ensure_future(complete(c, ep, ["a", "b", "c", "d"]))
+        await asyncio.sleep(0.02)
+        third = asyncio.ensure_future(timed_completion(c, ep, 4))
+        await asyncio.sleep(0.1)
+        if cancel:
+            second.cancel()  # the client closes the connection
+        await first  # done at 0.5 s; the second (or the third) runs until 1.0 s
+        gauges = await metrics(c, ep)
+        took = await third
+        if cancel:
+            assert fleet.counters(0).abandoned == 1
+            assert fleet.counters(0).aborted_prompts == 4
+        else:
+            await second
+            assert fleet.counters(0).aborted_prompts == 0
+        return took, gauges
+
+
+async def test_cancelling_a_queued_request_lets_the_one_behind_it_finish_sooner() -> None:
+    slow, queued = await cancel_one_and_time_the_next(cancel=False)
+    fast, moved_up = await cancel_one_and_time_the_next(cancel=True)
+    assert queued == (4, 4)  # the second runs, the third waits behind it
+    assert moved_up == (4, 0)  # the third took the second's place
+    assert slow >= 1.45  # three waves of 0.5 s
+    assert 0.95 <= fast < 1.4  # two
+
+
 # -- counters, control, hostfile, many endpoints ---------------------------------------------------
 
 
@@ -653,6 +835,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     hostfile = tmp_path / "fleet.hostfile"
     cmd = [sys.executable, "-m", "aurora_swarm.testing", "--endpoints", "3"]
     cmd += ["--hostfile", str(hostfile), "--model", "cli-model", "--slow", "1:3.0", "--chat-batch"]
+    cmd += ["--no-metrics"]
     env = {**os.environ, "PYTHONWARNINGS": "error"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -666,6 +849,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         assert all(e.tags["model"] == "cli-model" for e in endpoints)
         with httpx2.Client(timeout=5) as c:
             assert c.get(endpoints[2].url + "/health").status_code == 200
+            assert c.get(endpoints[2].url + "/metrics").status_code == 404
             body = {"messages": [user("hi")]}
             reply = c.post(endpoints[1].base_url + "/chat/completions/batch", json=body)
             assert reply.json()["choices"][0]["message"]["content"] == "ECHO: hi"

@@ -135,6 +135,7 @@ def _fleet(args: argparse.Namespace) -> FakeFleet:
         model_root=args.model_root,
         host=args.host,
         ports=ports,
+        metrics=args.metrics,
     )
 
 
@@ -192,6 +193,12 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random faults")
     p.add_argument("--chat-batch", action="store_true", help="serve /v1/chat/completions/batch")
+    p.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        help="answer GET /metrics with 404, like a server without metrics",
+    )
     p.add_argument(
         "--tag",
         type=_tag,

@@ -54,6 +54,11 @@ class EndpointCounters:
     add_special_tokens : dict
         How often each ``add_special_tokens`` value was sent (``True``, ``False``, or ``None``
         when the field was absent), over inference and ``/tokenize`` requests.
+    aborted_prompts : int
+        Prompts of abandoned (or killed) requests that were still running or waiting for a slot
+        when the request ended; their slots went at once to the requests queued behind.
+
+        .. versionadded:: 0.2
     """
 
     requests: dict[str, int]
@@ -68,6 +73,7 @@ class EndpointCounters:
     in_flight: int
     max_in_flight: int
     add_special_tokens: dict[bool | None, int]
+    aborted_prompts: int = 0
 
     @property
     def inference_requests(self) -> int:
@@ -95,6 +101,7 @@ class LiveCounters:
 
     __slots__ = (
         "abandoned",
+        "aborted_prompts",
         "add_special_tokens",
         "chat_batch_requests",
         "chat_requests",
@@ -124,6 +131,7 @@ class LiveCounters:
         self.choices_returned = 0
         self.faults: Counter[str] = Counter()
         self.abandoned = 0
+        self.aborted_prompts = 0
         self.rejected = 0
         self.max_in_flight = self.in_flight
         self.add_special_tokens: Counter[bool | None] = Counter()
@@ -158,6 +166,7 @@ class LiveCounters:
             in_flight=self.in_flight,
             max_in_flight=self.max_in_flight,
             add_special_tokens=dict(self.add_special_tokens),
+            aborted_prompts=self.aborted_prompts,
         )
 
 
@@ -177,6 +186,7 @@ def sum_counters(parts: Iterable[EndpointCounters], max_in_flight: int) -> Endpo
         in_flight=sum(c.in_flight for c in items),
         max_in_flight=max_in_flight,
         add_special_tokens=_merge(c.add_special_tokens for c in items),
+        aborted_prompts=sum(c.aborted_prompts for c in items),
     )
 
 

@@ -35,8 +35,10 @@ class FakeFleet:
 
     Each endpoint answers ``GET /health``, ``GET /v1/models``, ``POST /v1/completions`` (a string
     or a list of strings as ``prompt``, one choice per prompt), ``POST /v1/chat/completions``,
-    ``POST /tokenize`` and, when ``chat_batch`` is on, ``POST /v1/chat/completions/batch``, with
-    vLLM's response and error shapes. Answers are deterministic: see
+    ``POST /tokenize``, ``GET /metrics`` (vLLM's ``vllm:num_requests_running`` and
+    ``vllm:num_requests_waiting`` gauges, counting prompts as sequences, in Prometheus text) and,
+    when ``chat_batch`` is on, ``POST /v1/chat/completions/batch``, with vLLM's response and error
+    shapes. Answers are deterministic: see
     :func:`~aurora_swarm.testing.expected_answer`. How fast each endpoint answers follows
     ``latency`` and its behavior's ``slowness``; which faults it injects follows its
     :class:`~aurora_swarm.testing.EndpointBehavior`.
@@ -66,6 +68,10 @@ class FakeFleet:
         The address to listen on.
     ports : Sequence of int or None
         One port per endpoint; by default the operating system picks free ports.
+    metrics : bool
+        Serve ``GET /metrics``; when off, it answers 404 like a server without metrics.
+
+        .. versionadded:: 0.2
 
     Examples
     --------
@@ -97,6 +103,7 @@ class FakeFleet:
         model_root: str | None = None,
         host: str = "127.0.0.1",
         ports: Sequence[int] | None = None,
+        metrics: bool = True,
     ) -> None:
         if n_endpoints < 1:
             raise ValueError(f"n_endpoints must be >= 1, got {n_endpoints}")
@@ -115,6 +122,7 @@ class FakeFleet:
             chat_batch=chat_batch,
             gauge=self._gauge,
             created=int(time.time()),
+            metrics=metrics,
         )
         chosen = _behaviors(n_endpoints, behaviors)
         self._servers = [

@@ -1,14 +1,16 @@
-"""How long the fake server takes: :class:`LatencyModel` and the slot schedule behind it."""
+"""How long the fake server takes: :class:`LatencyModel` and the slot queue behind it."""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import heapq
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Sequence
 
 import attrs
 
-__all__ = ["LatencyModel", "SlotSchedule"]
+__all__ = ["Booking", "LatencyModel", "SlotSchedule"]
 
 
 def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -24,11 +26,14 @@ class LatencyModel:
     prompt needs one of the endpoint's ``max_concurrent_seqs`` sequence slots for
     ``(prompt_time + token_time * completion_tokens) * slowness`` seconds, where ``slowness`` is
     the endpoint's (:class:`~aurora_swarm.testing.EndpointBehavior`). The slots are shared by all
-    requests in flight on the endpoint, like vLLM's ``--max-num-seqs``; prompts take free slots
+    requests in flight on the endpoint, like vLLM's ``--max-num-seqs``: one queue of prompts,
     first come, first served, across requests, in arrival order. A request is answered when its
-    last prompt is done. The request overhead is not scaled by ``slowness``. A prompt keeps its
-    slot until its time is up even when its client has gone away (the fake server never aborts
-    work), and injected faults are answered at once, without taking slots.
+    last prompt is done. The request overhead is not scaled by ``slowness`` and holds no slot.
+    When a client goes away before its answer, the endpoint aborts the request as vLLM does: its
+    running and waiting prompts free their slots at once, and every request queued behind it
+    moves up (prompts already running elsewhere keep their times). Injected faults are answered
+    at once, without taking slots. The endpoint's ``GET /metrics`` reports the prompts running
+    and waiting in this queue.
 
     The default (all zero) answers at once. ``max_concurrent_seqs=0`` means unlimited slots.
 
@@ -81,62 +86,179 @@ class LatencyModel:
         return (self.prompt_time + self.token_time * completion_tokens) * slowness
 
 
-class SlotSchedule:
-    """The sequence slots of one endpoint, as a heap of the times each slot becomes free.
+class Booking:
+    """One request in an endpoint's queue: its prompts' service times and planned slot times.
 
-    Booking a request costs ``O(n log S)`` arithmetic for ``n`` prompts on ``S`` slots and no task:
-    the caller sleeps once, until the time :meth:`book` returns. A request whose client goes away
-    gives back the slot time it has not used yet (:meth:`release`) to requests that arrive later;
-    requests booked already keep their times.
+    ``starts[i]``, ``ends[i]`` and ``befores[i]`` are when prompt ``i`` takes a slot, leaves it,
+    and when that slot was free before it (to undo the booking). ``due`` is when the request is
+    done; ``wake``, while its handler waits, is a future set when ``due`` changes.
     """
 
-    __slots__ = ("_free",)
+    __slots__ = ("_sorted_ends", "befores", "due", "ends", "ready", "services", "starts", "wake")
+
+    def __init__(self, ready: float, services: Sequence[float]) -> None:
+        self.ready = ready
+        self.services = services
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.befores: list[float] = []
+        self.due = ready
+        self.wake: asyncio.Future[None] | None = None
+        self._sorted_ends: list[float] | None = None
+
+    def started(self, now: float) -> bool:
+        """Whether every prompt has its slot by ``now``, so ``due`` can no longer move."""
+        return not self.starts or self.starts[-1] <= now
+
+    def counts(self, now: float) -> tuple[int, int]:
+        """Return the prompts ``(running, waiting)`` at ``now``, as vLLM's gauges count them.
+
+        Prompts still in the request overhead have not reached the queue and count in neither.
+        """
+        if self.ready > now:
+            return 0, 0
+        begun = bisect_right(self.starts, now)
+        if self._sorted_ends is None:
+            self._sorted_ends = sorted(self.ends)
+        return begun - bisect_right(self._sorted_ends, now), len(self.starts) - begun
+
+
+class SlotSchedule:
+    """One endpoint's sequence slots and its first-come-first-served queue of requests.
+
+    The slots are a heap of the times each becomes free. Booking a request's ``n`` prompts costs
+    ``O(n log S)`` on ``S`` slots and no task: the handler sleeps until the booking's ``due``.
+    Prompt start times never decrease along the queue, so the prompts still waiting at any time
+    are its tail. Cancelling a request (:meth:`leave` before its ``due``) frees its running
+    prompts' slots at ``now``, undoes the tail's bookings newest first and books the remaining
+    waiting prompts again in queue order: ``O(S + w log S)`` for ``w`` waiting prompts. Handlers
+    whose ``due`` moved are woken through their booking's ``wake`` future. ``slots=0`` means no
+    limit: every prompt starts when its request is ready.
+    """
+
+    __slots__ = ("_free", "_queue", "_slots")
 
     def __init__(self, slots: int) -> None:
-        self._free: list[float] | None = [0.0] * slots if slots > 0 else None
+        self._slots = slots
+        self._free: list[float] = [0.0] * slots
+        self._queue: dict[Booking, None] = {}  # the requests in flight, in arrival order
 
-    def book(
-        self, ready: float, services: Sequence[float], booked: list[tuple[float, float]]
-    ) -> float:
-        """Give each service a slot from ``ready`` on, first come first served.
+    def book(self, ready: float, services: Sequence[float]) -> Booking:
+        """Queue a request whose prompts may start at ``ready`` (its arrival plus overhead).
 
         Parameters
         ----------
         ready : float
-            When the prompts may start (the request's arrival plus its overhead), in loop time.
+            When the prompts may start, in loop time; never before an earlier booking's.
         services : Sequence of float
             Each prompt's service time, in seconds.
-        booked : list
-            Receives ``(slot free before, slot free after)`` per prompt, for :meth:`release`.
 
         Returns
         -------
-        float
-            When the last prompt is done, in loop time (``ready`` when there is none).
+        Booking
+            The request's place in the queue; ``due`` is when its last prompt is done
+            (``ready`` when there is none).
         """
-        free = self._free
-        if free is None:
-            return ready + max(services, default=0.0)
-        last = ready
-        for service in services:
-            before = free[0]
-            end = (before if before > ready else ready) + service
-            heapq.heapreplace(free, end)
-            booked.append((before, end))
-            if end > last:
-                last = end
-        return last
+        booking = Booking(ready, services)
+        self._queue[booking] = None
+        self._place(booking, ready, services)
+        return booking
 
-    def release(self, booked: Sequence[tuple[float, float]], now: float) -> None:
-        """Give back what is left at ``now`` of the slot time :meth:`book` booked."""
+    def leave(self, booking: Booking, now: float) -> int:
+        """Take a request out of the queue at ``now``: answered, or aborted before its ``due``.
+
+        Returns
+        -------
+        int
+            How many of its prompts were running or waiting, and are freed (0 once it is due).
+        """
+        if booking not in self._queue:
+            return 0
+        if booking.due <= now:
+            del self._queue[booking]
+            return 0
+        freed = sum(1 for end in booking.ends if end > now)
+        if self._slots:
+            self._cancel(booking, now)
+        else:
+            del self._queue[booking]
+        return freed
+
+    def may_move(self, booking: Booking, now: float) -> bool:
+        """Whether a cancel could still change ``booking.due``: some prompt waits for a slot."""
+        return self._slots > 0 and not booking.started(now)
+
+    def counts(self, now: float) -> tuple[int, int]:
+        """Return the prompts ``(running, waiting)`` on the endpoint at ``now``."""
+        running = waiting = 0
+        for booking in self._queue:
+            r, w = booking.counts(now)
+            running += r
+            waiting += w
+        return running, waiting
+
+    def _place(self, booking: Booking, earliest: float, services: Sequence[float]) -> None:
+        starts, ends, befores = booking.starts, booking.ends, booking.befores
+        booking._sorted_ends = None
         free = self._free
-        if free is None:
-            return
-        changed = False
-        for before, end in reversed(booked):  # undo the request's own chain of slots last first
-            if end > now:
-                with contextlib.suppress(ValueError):  # the heap is a multiset of free times
-                    free[free.index(end)] = before if before > now else now
-                    changed = True
-        if changed:
-            heapq.heapify(free)
+        due = booking.due
+        if not self._slots:
+            for service in services:
+                end = earliest + service
+                starts.append(earliest)
+                ends.append(end)
+                befores.append(earliest)
+                if end > due:
+                    due = end
+        else:
+            for service in services:
+                before = free[0]
+                start = before if before > earliest else earliest
+                end = start + service
+                heapq.heapreplace(free, end)
+                starts.append(start)
+                ends.append(end)
+                befores.append(before)
+                if end > due:
+                    due = end
+        booking.due = due
+
+    def _cancel(self, gone: Booking, now: float) -> None:
+        # The tail of prompts not started by now, newest request first, with where each starts.
+        tail: list[tuple[Booking, int]] = []
+        for booking in reversed(self._queue):
+            first = bisect_right(booking.starts, now)
+            if first < len(booking.starts):
+                tail.append((booking, first))
+            if first:
+                break
+        free = Counter(self._free)
+        for booking, first in tail:  # undo the bookings newest first
+            for k in range(len(booking.starts) - 1, first - 1, -1):
+                _swap(free, booking.ends[k], booking.befores[k])
+        kept = bisect_right(gone.starts, now)
+        for k in range(kept):  # the cancelled request's running prompts leave their slots now
+            if gone.ends[k] > now:
+                _swap(free, gone.ends[k], now)
+        del self._queue[gone]
+        self._free = list(free.elements())
+        heapq.heapify(self._free)
+        for booking, first in reversed(tail):  # book the waiting prompts again, in queue order
+            if booking is gone:
+                continue
+            del booking.starts[first:], booking.ends[first:], booking.befores[first:]
+            was = booking.due
+            booking.due = max(booking.ends, default=booking.ready)
+            self._place(booking, max(now, booking.ready), booking.services[first:])
+            if booking.due != was and booking.wake is not None and not booking.wake.done():
+                booking.wake.set_result(None)
+
+
+def _swap(free: Counter[float], old: float, new: float) -> None:
+    """Replace one slot free at ``old`` by one free at ``new`` in the multiset ``free``."""
+    left = free[old] - 1
+    if left:
+        free[old] = left
+    else:
+        del free[old]
+    free[new] += 1

@@ -12,7 +12,7 @@ from ._answers import chat_token_ids, prompt_token_ids
 from ._behavior import ActionPicker, EndpointBehavior, is_status_action
 from ._counters import FleetGauge, LiveCounters
 from ._http import CLOSED, DROP, HANG, Peer, Reply, serve_connection
-from ._latency import LatencyModel, SlotSchedule
+from ._latency import Booking, LatencyModel, SlotSchedule
 from ._protocol import (
     Answers,
     RequestError,
@@ -34,11 +34,13 @@ __all__ = ["FakeServer", "ServerConfig"]
 COMPLETIONS = "/v1/completions"
 CHAT = "/v1/chat/completions"
 CHAT_BATCH = "/v1/chat/completions/batch"
-_GET_ROUTES = frozenset({"/health", "/v1/models", "/version"})
+METRICS = "/metrics"
+_GET_ROUTES = frozenset({"/health", "/v1/models", "/version", METRICS})
 _POST_ROUTES = frozenset({COMPLETIONS, CHAT, CHAT_BATCH, "/tokenize"})
 _NOT_FOUND = Reply.json({"detail": "Not Found"}, status=404)
 _NOT_ALLOWED = Reply.json({"detail": "Method Not Allowed"}, status=405)
 _HEALTHY = Reply(200, b"", content_type=b"text/plain")
+_PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 _BAD_JSON = b'{"id":"cmpl-broken","object":"text_completion","choices":[{"index":0,"te'
 _BACKLOG = 1024
 _Route = Callable[[bytes, Peer], Coroutine[Any, Any, Reply]]
@@ -47,7 +49,16 @@ _Route = Callable[[bytes, Peer], Coroutine[Any, Any, Reply]]
 class ServerConfig:
     """What every endpoint of a fleet shares."""
 
-    __slots__ = ("chat_batch", "created", "gauge", "latency", "max_model_len", "model", "root")
+    __slots__ = (
+        "chat_batch",
+        "created",
+        "gauge",
+        "latency",
+        "max_model_len",
+        "metrics",
+        "model",
+        "root",
+    )
 
     def __init__(
         self,
@@ -59,6 +70,7 @@ class ServerConfig:
         chat_batch: bool,
         gauge: FleetGauge,
         created: int,
+        metrics: bool = True,
     ) -> None:
         self.model = model
         self.root = root
@@ -67,6 +79,7 @@ class ServerConfig:
         self.chat_batch = chat_batch
         self.gauge = gauge
         self.created = created
+        self.metrics = metrics
 
 
 class FakeServer:
@@ -158,8 +171,13 @@ class FakeServer:
     async def handle(self, method: str, path: str, body: bytes, peer: Peer) -> Reply:
         """Answer one request."""
         routes = self.counters.routes
+        if path == METRICS and not self.config.metrics:
+            routes["other"] += 1
+            return _NOT_FOUND
         if method == "GET" and path in _GET_ROUTES:
             routes[path] += 1
+            if path == METRICS:
+                return self._metrics()
             if path == "/v1/models":
                 return self._models
             if path == "/version":
@@ -284,20 +302,37 @@ class FakeServer:
         loop = asyncio.get_running_loop()
         ready = loop.time() + latency.request_overhead
         slowness = self._behavior.slowness
-        booked: list[tuple[float, float]] = []
+        services: list[float]
         if latency.token_time:
             services = [latency.service_time(c, slowness) for c in completion_tokens]
-            done = self._slots.book(ready, services, booked)
         elif latency.prompt_time:
-            service = latency.prompt_time * slowness
-            done = self._slots.book(ready, [service] * len(completion_tokens), booked)
+            services = [latency.prompt_time * slowness] * len(completion_tokens)
         else:
-            done = ready
-        delay = done - loop.time()
-        if delay > 0 and not await peer.sleep(delay):
-            self._slots.release(booked, loop.time())
-            return False
-        return True
+            services = []
+        schedule = self._slots  # the one booked on, even if a restart replaces it meanwhile
+        booking = schedule.book(ready, services)
+        try:
+            while (delay := booking.due - loop.time()) > 0:
+                if not await _wait(schedule, booking, delay, peer):
+                    return False
+            return True
+        finally:
+            # Answered, or aborted (client gone, or the endpoint stopped): free what is left.
+            self.counters.aborted_prompts += schedule.leave(booking, loop.time())
+
+    def _metrics(self) -> Reply:
+        """vLLM's queue gauges in Prometheus text, counting prompts (vLLM's sequences)."""
+        running, waiting = self._slots.counts(asyncio.get_running_loop().time())
+        label = f'{{model_name="{_label_value(self.config.model)}"}}'
+        lines = [
+            "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+            "# TYPE vllm:num_requests_running gauge",
+            f"vllm:num_requests_running{label} {float(running)}",
+            "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+            "# TYPE vllm:num_requests_waiting gauge",
+            f"vllm:num_requests_waiting{label} {float(waiting)}",
+        ]
+        return Reply(200, ("\n".join(lines) + "\n").encode(), content_type=_PROMETHEUS)
 
     async def _tokenize(self, body: bytes, _peer: Peer) -> Reply:
         try:
@@ -318,3 +353,30 @@ class FakeServer:
         return Reply.json(
             {"count": len(tokens), "max_model_len": max_len, "tokens": tokens, "token_strs": None}
         )
+
+
+async def _wait(schedule: SlotSchedule, booking: Booking, delay: float, peer: Peer) -> bool:
+    """Sleep ``delay`` seconds or until the booking's due time moves; ``False`` if the client left.
+
+    A booking that can no longer move (all its prompts started, or no slot limit) sleeps on the
+    peer alone, without a second task.
+    """
+    loop = asyncio.get_running_loop()
+    if not schedule.may_move(booking, loop.time()):
+        return await peer.sleep(delay)
+    wake: asyncio.Future[None] = loop.create_future()
+    booking.wake = wake
+    sleeper = loop.create_task(peer.sleep(delay))
+    try:
+        await asyncio.wait((sleeper, wake), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        booking.wake = None
+        if not sleeper.done():
+            sleeper.cancel()
+            await asyncio.wait((sleeper,))
+    return sleeper.cancelled() or sleeper.result()
+
+
+def _label_value(text: str) -> str:
+    """``text`` escaped as a Prometheus label value."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
