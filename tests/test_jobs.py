@@ -93,9 +93,9 @@ async def test_stream_arrives_as_settled_and_ordered_returns_input_order() -> No
 async def test_breaking_out_of_the_stream_cancels_the_call() -> None:
     latency = LatencyModel(prompt_time=0.2, max_concurrent_seqs=4)
     async with FakeFleet(2, latency=latency) as fleet:
-        # Small chunks for these 4-sequence servers, so the first answer comes soon.
+        # Requests of 4 for these 4-sequence servers, so the first answer comes soon.
         async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
-                            chunking=Chunking(min_chunk=4, whole_share=4)) as pool:
+                            chunking=Chunking(chunk_size=4)) as pool:
             start = time.monotonic()
             async with stream_batched(pool, [f"p{i}" for i in range(400)]) as results:
                 async for _ in results:

@@ -45,6 +45,7 @@ import attrs
 from ._endpoint import Endpoint
 from ._exceptions import (
     BadResponseError,
+    ConnectError,
     EndpointUnavailable,
     HTTPStatusError,
     RequestError,
@@ -214,6 +215,7 @@ class BatchJob(Generic[P, K]):
         self._attempts = [0] * count
         self._carriers = [0] * count  # requests in flight that carry the prompt
         self._last_error: list[RequestError | None] = [None] * count
+        self._unreached = [0] * count  # connection failures not counted as attempts
         # Unassigned work waits in queues keyed by (request shape, home endpoint). Without
         # prefix affinity every prompt's home is None: one queue per shape.
         self._homes = homes
@@ -282,8 +284,10 @@ class BatchJob(Generic[P, K]):
         if look:
             self._looked_at = now
             self._probe_benched(now)
-        usable = [p for p, r in enumerate(records)
-                  if not r.health.benched and r.health.wait_time(now) == 0]
+        # A resting endpoint (a failure's backoff) still counts: work planned for it is sent
+        # when its rest ends, so failed work spreads over the fleet instead of piling onto
+        # whichever endpoint happens to be free first.
+        usable = [p for p, r in enumerate(records) if not r.health.benched]
         if not usable:
             if self._all_down():
                 self._fail_everything_left()
@@ -323,7 +327,8 @@ class BatchJob(Generic[P, K]):
         server = self._records[position].server
         wave = server.wave_at(now, fallback) or 1.0  # nothing measured anywhere: all alike
         if not server.held:
-            return Lane(now, 0, 0, server.capacity(), wave)
+            rest = self._records[position].health.wait_time(now)
+            return Lane(now + rest, 0, 0, server.capacity(), wave)
         origin = server.answered_at if server.done else server.busy_since
         return Lane(origin, server.done, server.queued, server.capacity(), wave)
 
@@ -351,11 +356,12 @@ class BatchJob(Generic[P, K]):
                     sizes = cut(len(taken), pieces=chunking.max_in_flight,
                                 smallest=chunking.min_chunk, largest=chunking.max_chunk)
                 start = 0
+                rest = self._records[position].health.wait_time(now)
                 for k, size in enumerate(sizes):
                     # The server queues each request as it takes it in; a request sent a moment
                     # after the one before lands behind it, so the last ones are what waits.
                     self._launch(position, shape, taken[start:start + size], now,
-                                 delay=k * _STAGGER)
+                                 delay=rest + k * _STAGGER)
                     start += size
 
     def _plain_positions(self, positions: list[int]) -> list[int]:
@@ -416,7 +422,8 @@ class BatchJob(Generic[P, K]):
                 continue
             choices = [p for p in lanes if p != failed_on] or list(lanes)
             position = min(choices, key=lambda p: (lanes[p].finish(len(chunk), now), p))
-            self._launch(position, self._shapes[chunk[0]], chunk, now)
+            self._launch(position, self._shapes[chunk[0]], chunk, now,
+                         delay=self._records[position].health.wait_time(now))
             lanes[position] = lanes[position].with_extra(len(chunk))
 
     # -- rebalancing ----------------------------------------------------------------------------
@@ -481,7 +488,8 @@ class BatchJob(Generic[P, K]):
     def _back_up(self, lanes: _Lanes, now: float, fallback: float | None) -> None:
         """With nothing left to hand out, let idle endpoints redo slices of the requests that
         would be answered clearly later than they could do them."""
-        idle = [p for p in lanes if not self._records[p].server.held]
+        idle = [p for p in lanes if not self._records[p].server.held
+                and self._records[p].health.wait_time(now) == 0]
         if not idle:
             return
         stragglers: list[tuple[float, _Flight, list[int]]] = []
@@ -663,6 +671,8 @@ class BatchJob(Generic[P, K]):
                 record.counters.failures[error.cause] += 1
                 record.health.record_failure(error, self._settings.health,
                                              self._settings.retry)
+                if isinstance(error, ConnectError):
+                    self._unblame(chunk)
                 self._return(chunk, error, flight.position)
             elif reply is not None:
                 self._accept(record, flight, reply, now, counted=True)
@@ -749,6 +759,18 @@ class BatchJob(Generic[P, K]):
                 flight.scope.cancel()
 
     # -- failures -------------------------------------------------------------------------------
+
+    def _unblame(self, chunk: list[int]) -> None:
+        """A server that cannot be reached says nothing about the prompts: the first
+        ``max_attempts`` such failures of a prompt do not use up its attempts. While the whole
+        fleet is unreachable, the endpoints are benched and probed meanwhile, and the call ends
+        with :class:`~aurora_swarm.EndpointUnavailable` rather than a prompt's last
+        connection error; the bound on tries stays (twice ``max_attempts``)."""
+        limit = self._settings.retry.max_attempts
+        for index in chunk:
+            if self._unreached[index] < limit:
+                self._unreached[index] += 1
+                self._attempts[index] -= 1
 
     def _push_pending(self, index: int) -> None:
         home = None if self._homes is None else self._homes[index]

@@ -135,13 +135,21 @@ class FakeServer:
     async def stop(self) -> None:
         """Stop at once, like SIGKILL: stop listening and drop every connection."""
         self._halt()
+        await self._end_connections()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        # A connection accepted just before the listener closed starts its task only now (and
+        # aborts itself at once): let it, or its socket outlives the event loop unclosed.
+        await asyncio.sleep(0)
+        self._halt()
+        await self._end_connections()
+
+    async def _end_connections(self) -> None:
         current = asyncio.current_task()
         tasks = [task for task in self._connections if task is not current]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
 
     def _halt(self) -> None:
         self.alive = False
