@@ -21,6 +21,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 EXPECTED_ALL = [
     "AgentEndpoint",
+    "AgentPool",
     "BadResponseError",
     "BatchError",
     "BatcherStats",

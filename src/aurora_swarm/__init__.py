@@ -1,5 +1,6 @@
 """aurora_swarm: drive a swarm of vLLM OpenAI-compatible servers from one script or notebook."""
 
+from ._agent_pool import AgentPool
 from ._chat_template import ChatTemplate
 from ._dispatch import Timeouts
 from ._endpoint import AgentEndpoint, Endpoint, Tags
@@ -33,6 +34,7 @@ from ._version import __version__
 
 __all__ = [
     "AgentEndpoint",
+    "AgentPool",
     "BadResponseError",
     "BatchError",
     "BatcherStats",

@@ -341,6 +341,32 @@ class Transport:
             raise choice
         return choice, read_usage(data), time.perf_counter() - start
 
+    async def generate(
+        self, endpoint: Endpoint, prompt: str, timeout: float | None
+    ) -> tuple[str, float]:
+        """One ``POST /generate`` with ``{"prompt": ...}``: the answer's text and latency.
+
+        The answer is read from the ``response`` field of the JSON reply, else ``text``.
+        """
+        start = time.perf_counter()
+        try:
+            reply = await self._http(endpoint).post(
+                endpoint.url + "/generate", json={"prompt": prompt}, timeout=timeout)
+            reply.raise_for_status()
+            data = reply.json()
+        except httpx2.HTTPStatusError as exc:
+            raise HTTPStatusError(
+                exc.response.status_code, exc.response.text[:200] or "/generate failed",
+                endpoint=endpoint, retry_after=_retry_after(exc.response.headers),
+            ) from exc
+        except (httpx2.HTTPError, OSError, ValueError) as exc:
+            raise translate_error(exc, endpoint) from exc
+        text = data.get("response", data.get("text")) if isinstance(data, dict) else None
+        if not isinstance(text, str):
+            raise BadResponseError("/generate answer has no 'response' or 'text' string",
+                                   endpoint=endpoint)
+        return text, time.perf_counter() - start
+
     async def _get_json(self, endpoint: Endpoint, url: str, timeout: float) -> Any:
         try:
             response = await self._http(endpoint).get(url, timeout=timeout)
