@@ -30,6 +30,8 @@ EXPECTED_ALL = [
     "ConfigurationError",
     "ConnectError",
     "Conversation",
+    "EmbeddingPool",
+    "EmbeddingResponse",
     "Endpoint",
     "EndpointStats",
     "EndpointUnavailable",

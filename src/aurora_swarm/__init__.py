@@ -3,6 +3,7 @@
 from ._agent_pool import AgentPool
 from ._chat_template import ChatTemplate
 from ._dispatch import Timeouts
+from ._embedding_pool import EmbeddingPool, EmbeddingResponse
 from ._endpoint import AgentEndpoint, Endpoint, Tags
 from ._exceptions import (
     BadResponseError,
@@ -43,6 +44,8 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "Conversation",
+    "EmbeddingPool",
+    "EmbeddingResponse",
     "Endpoint",
     "EndpointStats",
     "EndpointUnavailable",
