@@ -194,7 +194,7 @@ def _word_id(word: str) -> int:
 def expected_embedding(text: str) -> list[float]:
     """Return the vector the fake fleet's ``/v1/embeddings`` gives ``text``.
 
-    A unit vector of :data:`EMBEDDING_DIMENSIONS` numbers drawn from a hash of the text: equal
+    A unit vector of 16 numbers drawn from a hash of the text: equal
     texts get equal vectors, different texts (almost surely) different ones.
 
     Examples
