@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import attrs
+import openai
 
 from . import _env
 from ._compat import DEFAULT_MODEL, PoolLimits, batch_timeouts, one_of
@@ -361,15 +362,50 @@ class VLLMPool:
         state = "closed" if self._core.closed else "open"
         return f"<VLLMPool {self._core.model!r}: {self.size} endpoints, {state}>"
 
+    def openai_client(self, agent_index: int) -> openai.AsyncOpenAI:
+        """The ``AsyncOpenAI`` client of agent ``agent_index``, for calls the pool does not make
+        (``await pool.openai_client(0).models.list()``). Its retries are off; the pool owns it."""
+        self._check_open()
+        return self._core.transport.client(self._agent(agent_index))
+
+    # -- names earlier scripts read (read-only; the public properties above are the API) -------
+
+    @property
+    def _model(self) -> str:
+        return self.model
+
+    @property
+    def _max_tokens(self) -> int:
+        return self.max_tokens
+
+    @property
+    def _max_tokens_aggregation(self) -> int:
+        return self.max_tokens_aggregation
+
+    @property
+    def _model_max_context(self) -> int | None:
+        return self.model_max_context
+
+    @property
+    def _buffer(self) -> int:
+        return self.buffer
+
+    @property
+    def _openai_clients(self) -> dict[int, openai.AsyncOpenAI]:
+        return {k: self.openai_client(k) for k in range(self.size)}
+
     # -- sub-pools ------------------------------------------------------------------------------
 
+    # A selection may be empty (``size == 0``, as ``by_tag`` of a role nobody plays); sending
+    # prompts to an empty pool raises ConfigurationError.
+
     def by_tag(self, key: str, value: str | None = None) -> VLLMPool:
-        """Endpoints whose tag ``key`` equals ``value`` (or is present, when ``value`` is None)."""
+        """Endpoints whose tag ``key`` equals ``value`` (or is present, when ``value`` is None).
+
+        May be empty (``size == 0``) when no endpoint has the tag.
+        """
         chosen = [e for e in self._endpoints
                   if key in e.tags and (value is None or e.tags[key] == value)]
-        if not chosen:
-            wanted = f"{key}={value}" if value is not None else key
-            raise ConfigurationError(f"no endpoint of this pool has the tag {wanted}")
         return VLLMPool._view(self, chosen)
 
     def select(self, indices: Iterable[int]) -> VLLMPool:
@@ -377,22 +413,23 @@ class VLLMPool:
         indices = list(indices)
         for index in indices:
             self._agent(index)
-        if not indices:
-            raise ConfigurationError("select() needs at least one agent index")
         return VLLMPool._view(self, [self._endpoints[i] for i in indices])
 
     def sample(self, n: int, *, seed: int | None = None) -> VLLMPool:
-        """``n`` endpoints chosen at random (without replacement)."""
-        if not 1 <= n <= self.size:
-            raise ConfigurationError(f"sample({n}): n must be between 1 and {self.size}")
-        return VLLMPool._view(self, random.Random(seed).sample(list(self._endpoints), n))
+        """``min(n, size)`` endpoints chosen at random (without replacement)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigurationError(f"sample({n!r}): n must be an int >= 0")
+        chosen = random.Random(seed).sample(list(self._endpoints), min(n, self.size))
+        return VLLMPool._view(self, chosen)
 
     def slice(self, start: int, stop: int | None = None) -> VLLMPool:
         """Endpoints ``start`` up to (not including) ``stop``, like ``endpoints[start:stop]``."""
-        chosen = self._endpoints[start:stop]
-        if not chosen:
-            raise ConfigurationError(f"slice({start}, {stop}) of {self.size} endpoints is empty")
-        return VLLMPool._view(self, chosen)
+        return VLLMPool._view(self, self._endpoints[start:stop])
+
+    def _check_agents(self, count: int) -> None:
+        if count and not self._endpoints:
+            raise ConfigurationError(
+                "this pool has no endpoints (an empty selection): nothing can answer")
 
     def _agent(self, index: int) -> Endpoint:
         if isinstance(index, bool) or not isinstance(index, int):
@@ -551,6 +588,7 @@ class VLLMPool:
         """
         self._check_open()
         prompts = check_prompts(prompts, conversations=True)
+        self._check_agents(len(prompts))
         _check_optional_max_tokens(max_tokens)
         system = self._system_prompt(system_prompt)
         params = self._params(sampling)
@@ -618,6 +656,7 @@ class VLLMPool:
             return await self.send_all(prompts, max_tokens, system_prompt=system_prompt,
                                        sampling=sampling, on_result=on_result)
         self._check_open()
+        self._check_agents(len(prompts))
         plan = await self._plan(prompts, max_tokens, chat_template, system_prompt, sampling)
         results: list[Response | None] = [None] * len(plan.shapes)
         fit = plan.fitting(results, -1, on_result)

@@ -209,9 +209,11 @@ class Blackboard:
         found: dict[str, Pool] = {}
         for name in self._board:
             try:
-                found[name] = pool.by_tag(self._role_key, name)
+                sub = pool.by_tag(self._role_key, name)
             except ConfigurationError:
-                continue  # no agent plays this role
+                continue  # no agent plays this role (a pool that raises for an empty selection)
+            if sub.size:
+                found[name] = sub
         if not found:
             raise ConfigurationError(
                 f"no endpoint is tagged {self._role_key}=<section> for any of {list(self._board)}")
