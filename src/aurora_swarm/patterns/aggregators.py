@@ -105,6 +105,8 @@ def majority_vote(
 ) -> VoteResult:
     """The most frequent answer, after ``normalize``.
 
+    The result also unpacks as the earlier pair: ``winner, share = majority_vote(responses)``.
+
     Parameters
     ----------
     responses:
@@ -114,8 +116,6 @@ def majority_vote(
         ``lambda t: t.strip().lower()``.
     include_failures:
         Count failed and empty answers too (as the vote their text makes, ``""``).
-
-    The result also unpacks as ``winner, share = majority_vote(responses)``.
 
     Examples
     --------

@@ -171,7 +171,7 @@ class Blackboard:
 
     @property
     def board(self) -> BoardState:
-        """The board itself: appending to a section before :meth:`run` seeds it."""
+        """The board itself (not a copy), so appending to a section before :meth:`run` seeds it."""
         return self._board
 
     @property

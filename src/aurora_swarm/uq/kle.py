@@ -101,7 +101,7 @@ def kernel_language_entropy(embeddings: Matrix, kernel: str = "cosine",
     embeddings:
         Shape ``(n, d)``, one row per sampled answer.
     kernel:
-        ``"cosine"`` or ``"rbf"`` (see :func:`kernel_matrix`).
+        ``"cosine"`` or ``"rbf"`` (see :func:`~aurora_swarm.uq.kle.kernel_matrix`).
     **kernel_kwargs:
         Options of the kernel (``gamma=`` for ``"rbf"``).
 
