@@ -25,6 +25,10 @@ from ._transport import BatchReply, Choice, Transport
 
 __all__ = ["EmbeddingPool", "EmbeddingResponse"]
 
+# An embedding costs one forward pass and no generation: a server embeds a few hundred texts
+# about as fast as a few dozen, so chunks start at 128 texts (64 for completions).
+EMBEDDING_CHUNKING = Chunking(min_chunk=128)
+
 
 @attrs.frozen
 class EmbeddingResponse:
@@ -86,7 +90,8 @@ class EmbeddingPool:
         Seconds for a request of one text, or a :class:`~aurora_swarm.Timeouts`.
     retry, health, chunking:
         The :class:`~aurora_swarm.RetryPolicy`, :class:`~aurora_swarm.HealthPolicy` and
-        :class:`~aurora_swarm.Chunking` of batched calls, as for :class:`~aurora_swarm.VLLMPool`.
+        :class:`~aurora_swarm.Chunking` of batched calls, as for :class:`~aurora_swarm.VLLMPool`
+        (chunks start at 128 texts: ``Chunking(min_chunk=128)``).
     api_key:
         Bearer token for the servers; defaults to ``$AURORA_SWARM_API_KEY`` or ``"EMPTY"``.
 
@@ -127,7 +132,7 @@ class EmbeddingPool:
             raise ConfigurationError("endpoints is empty: a pool needs at least one endpoint")
         if not isinstance(model, str) or not model:
             raise ConfigurationError(f"model must be a non-empty string, got {model!r}")
-        chunking = chunking or Chunking()
+        chunking = chunking or EMBEDDING_CHUNKING
         if concurrency is None:
             concurrency = max(len(resolved) * chunking.max_in_flight, 32)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
