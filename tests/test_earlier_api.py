@@ -152,3 +152,18 @@ async def test_reducer_agent_index_picks_the_merging_agent() -> None:
         with pytest.raises(ConfigurationError, match="not both"):
             await broadcast_and_reduce(pool, "q", "{responses}", reducer=pool,
                                        reducer_agent_index=0)
+
+
+async def test_openai_client_and_the_names_earlier_scripts_read() -> None:
+    async with FakeFleet(3) as fleet, VLLMPool(fleet.endpoints, model=fleet.model,
+                                               max_tokens=100, buffer=8) as pool:
+        sub = pool.slice(1, 3)
+        client = sub.openai_client(1)
+        assert str(client.base_url).rstrip("/") == fleet.endpoints[2].base_url
+        assert [m.id for m in (await client.models.list()).data] == [fleet.model]
+        assert sub._openai_clients[1] is client and len(sub._openai_clients) == 2
+        assert (sub._model, sub._max_tokens, sub._max_tokens_aggregation, sub._buffer) == (
+            fleet.model, 100, 200, 8)
+        assert sub._model_max_context is None
+        with pytest.raises(ConfigurationError, match="out of range"):
+            sub.openai_client(2)
