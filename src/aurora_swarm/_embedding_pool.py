@@ -26,7 +26,7 @@ from ._transport import BatchReply, Choice, Transport
 __all__ = ["EmbeddingPool", "EmbeddingResponse"]
 
 # An embedding costs one forward pass and no generation: a server embeds a few hundred texts
-# about as fast as a few dozen, so chunks start at 128 texts (64 for completions).
+# about as fast as a few dozen, so chunks start at 128 texts (32 for completions).
 EMBEDDING_CHUNKING = Chunking(min_chunk=128)
 
 
