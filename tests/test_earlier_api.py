@@ -51,6 +51,9 @@ def test_earlier_pool_keywords_and_defaults(monkeypatch: pytest.MonkeyPatch) -> 
     assert isinstance(timeouts, Timeouts) and timeouts.per_prompt == 0.5
     assert timeouts.for_chunk(10_000) == 900.0 and timeouts.for_chunk(1) == 600.5
     assert pool.select([0]).max_tokens_aggregation == 2048
+    # batch_concurrency is the earlier name of vLLM's --max-num-seqs too
+    assert pool.stats().endpoints[0].slots == 100
+    assert pool.stats().endpoints[0].slots_source == "option"
 
 
 def test_environment_is_a_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,6 +71,7 @@ def test_environment_is_a_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"concurrency": 4, "max_concurrency": 8}, "not both"),
+    ({"batch_concurrency": 4, "max_num_seqs": 8}, "not both"),
     ({"buffer": -1}, "buffer must be"),
     ({"model_max_context": 100, "buffer": 100}, "leaves no room"),
     ({"batch_timeout_cap": 0}, "batch_timeout_cap"),
