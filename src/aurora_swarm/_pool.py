@@ -92,9 +92,9 @@ class VLLMPool:
         The served model name (as in ``/v1/models``); ``"openai/gpt-oss-120b"`` if left out.
     max_tokens:
         Cap on generated tokens per prompt; defaults to ``$AURORA_SWARM_MAX_TOKENS`` or 512.
-        A call that leaves ``max_tokens`` out sizes each
-        prompt's budget from the model's context (``max_model_len`` from ``/v1/models``, fetched
-        once) minus the prompt, never above this cap.
+        A call that leaves ``max_tokens`` out sizes each prompt's budget from the model's
+        context (``max_model_len`` from ``/v1/models``, fetched once) minus the prompt, never
+        above this cap.
     use_batch:
         When true (default), :meth:`send_all_batched` sends many prompts per
         ``/v1/completions`` request; when false it behaves as :meth:`send_all`.
@@ -232,7 +232,6 @@ class VLLMPool:
                                                   connector_limit or max_concurrency))
         sizer = ContextSizer(transport, model, context=limits.model_max_context,
                              buffer=limits.buffer)
-        max_tokens = limits.max_tokens
         FormatResolver.check(chat_template)  # a bad path or template fails here, not later
         affinity = _affinity_chars(prefix_affinity)
         if system_prompt is not None and not isinstance(system_prompt, str):
@@ -255,7 +254,7 @@ class VLLMPool:
         self._core = _Core(
             transport=transport,
             model=model,
-            max_tokens=max_tokens,
+            max_tokens=limits.max_tokens,
             use_batch=use_batch,
             settings=DispatchSettings(chunking, retry or RetryPolicy(), health or HealthPolicy(),
                                       timeouts),
