@@ -223,13 +223,18 @@ class AgentPool:
         if prompts and not self.size:
             raise ConfigurationError("this pool has no agents to send prompts to")
         results: list[Response | None] = [None] * len(prompts)
+        next_index = 0
 
-        async def one(index: int) -> None:
-            results[index] = await self._post(index % self.size, prompts[index])
+        async def worker() -> None:  # as many workers as requests may be in flight
+            nonlocal next_index
+            while next_index < len(prompts):
+                index = next_index
+                next_index += 1
+                results[index] = await self._post(index % self.size, prompts[index])
 
         async with anyio.create_task_group() as group:
-            for index in range(len(prompts)):
-                group.start_soon(one, index)
+            for _ in range(min(len(prompts), int(self._core.limiter.total_tokens))):
+                group.start_soon(worker)
         return [r for r in results if r is not None]
 
     async def send_all_batched(self, prompts: Sequence[str], max_tokens: int | None = None
