@@ -165,9 +165,14 @@ async def test_openai_client_and_the_names_earlier_scripts_read() -> None:
         client = sub.openai_client(1)
         assert str(client.base_url).rstrip("/") == fleet.endpoints[2].base_url
         assert [m.id for m in (await client.models.list()).data] == [fleet.model]
-        assert sub._openai_clients[1] is client and len(sub._openai_clients) == 2
-        assert (sub._model, sub._max_tokens, sub._max_tokens_aggregation, sub._buffer) == (
-            fleet.model, 100, 200, 8)
-        assert sub._model_max_context is None
+        with pytest.warns(DeprecationWarning, match=r"_openai_clients\[i\] is private; use "
+                          r"VLLMPool.openai_client\(i\)"):
+            assert sub._openai_clients[1] is client
+        for name, value in [("model", fleet.model), ("max_tokens", 100),
+                            ("max_tokens_aggregation", 200), ("buffer", 8),
+                            ("model_max_context", None)]:
+            message = f"_{name} is private; use VLLMPool.{name}$"
+            with pytest.warns(DeprecationWarning, match=message):
+                assert getattr(sub, f"_{name}") == value
         with pytest.raises(ConfigurationError, match="out of range"):
             sub.openai_client(2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import random
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -367,30 +368,37 @@ class VLLMPool:
         self._check_open()
         return self._core.transport.client(self._agent(agent_index))
 
-    # -- names earlier scripts read (read-only; the public properties above are the API) -------
+    # -- private names earlier scripts read: they still read, with a DeprecationWarning that
+    # names the public property (a private name may change without notice; these will not).
 
     @property
     def _model(self) -> str:
+        _private("_model", "model")
         return self.model
 
     @property
     def _max_tokens(self) -> int:
+        _private("_max_tokens", "max_tokens")
         return self.max_tokens
 
     @property
     def _max_tokens_aggregation(self) -> int:
+        _private("_max_tokens_aggregation", "max_tokens_aggregation")
         return self.max_tokens_aggregation
 
     @property
     def _model_max_context(self) -> int | None:
+        _private("_model_max_context", "model_max_context")
         return self.model_max_context
 
     @property
     def _buffer(self) -> int:
+        _private("_buffer", "buffer")
         return self.buffer
 
     @property
     def _openai_clients(self) -> dict[int, openai.AsyncOpenAI]:
+        _private("_openai_clients[i]", "openai_client(i)")
         return {k: self.openai_client(k) for k in range(self.size)}
 
     # -- sub-pools ------------------------------------------------------------------------------
@@ -823,6 +831,11 @@ def _slots_of(endpoint: Endpoint, default: int | None) -> int | None:
         raise ConfigurationError(
             f"endpoint {endpoint}: tag max_num_seqs must be an int >= 1, got {tag!r}")
     return slots
+
+
+def _private(name: str, public: str) -> None:
+    warnings.warn(f"VLLMPool.{name} is private; use VLLMPool.{public}", DeprecationWarning,
+                  stacklevel=3)
 
 
 def _affinity_chars(value: int | bool) -> int:
