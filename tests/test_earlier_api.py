@@ -64,6 +64,10 @@ def test_environment_is_a_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (pool.max_tokens, pool.max_tokens_aggregation, pool.model_max_context) == (
         2048, 4096, 200000)
     assert VLLMPool(["h:1"], max_tokens=100).max_tokens == 100
+    monkeypatch.setenv("AURORA_SWARM_TIMEOUT_PER_SEQUENCE", "128")
+    assert VLLMPool(["h:1"])._core.settings.timeouts.per_prompt == 0.5  # 128 s / 256 slots
+    assert VLLMPool(["h:1"], timeout_per_sequence=64.0,
+                    batch_concurrency=64)._core.settings.timeouts.per_prompt == 1.0
     monkeypatch.setenv("AURORA_SWARM_MAX_TOKENS", "lots")
     with pytest.raises(ConfigurationError, match=r"\$AURORA_SWARM_MAX_TOKENS='lots'"):
         VLLMPool(["h:1"])
