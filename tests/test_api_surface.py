@@ -21,6 +21,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 EXPECTED_ALL = [
     "AgentEndpoint",
+    "AgentPool",
     "BadResponseError",
     "BatchError",
     "BatcherStats",
@@ -29,6 +30,8 @@ EXPECTED_ALL = [
     "ConfigurationError",
     "ConnectError",
     "Conversation",
+    "EmbeddingPool",
+    "EmbeddingResponse",
     "Endpoint",
     "EndpointStats",
     "EndpointUnavailable",
@@ -59,7 +62,7 @@ EXPECTED_ALL = [
 
 # The public modules whose every export must be documented.
 PUBLIC_MODULES = ["aurora_swarm", "aurora_swarm.patterns", "aurora_swarm.testing",
-                  "aurora_swarm.jobs"]
+                  "aurora_swarm.jobs", "aurora_swarm.uq"]
 
 
 def test_all_is_pinned() -> None:

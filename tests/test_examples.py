@@ -150,10 +150,10 @@ def test_example_has_an_entry_point(name: str) -> None:
 # -- notebooks ------------------------------------------------------------------------------------
 
 
-def test_three_notebooks() -> None:
+def test_four_notebooks() -> None:
     names = [p.name for p in NOTEBOOKS]
     assert names == ["01_quickstart.ipynb", "02_map_then_tree_reduce.ipynb",
-                     "03_long_batch_job.ipynb"]
+                     "03_long_batch_job.ipynb", "04_semantic_uncertainty.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

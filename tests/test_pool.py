@@ -149,14 +149,22 @@ async def test_sub_pools_share_connections_limits_and_stats(fleet: FakeFleet) ->
 
 
 async def test_sub_pool_errors(pool: VLLMPool) -> None:
-    with pytest.raises(ConfigurationError, match="no endpoint of this pool has the tag role=x"):
-        pool.by_tag("role", "x")
     with pytest.raises(ConfigurationError, match="agent index 9 is out of range"):
         pool.select([0, 9])
-    with pytest.raises(ConfigurationError, match=r"sample\(5\)"):
-        pool.sample(5)
-    with pytest.raises(ConfigurationError, match="is empty"):
-        pool.slice(4)
+    with pytest.raises(ConfigurationError, match=r"sample\(-1\)"):
+        pool.sample(-1)
+    assert pool.sample(5).size == 4  # at most every endpoint, as the earlier system did
+
+
+async def test_empty_selections_are_empty_pools(pool: VLLMPool) -> None:
+    for empty in (pool.by_tag("role", "x"), pool.slice(4), pool.select([]), pool.sample(0)):
+        assert empty.size == 0 and await empty.send_all_batched([]) == []
+        assert await empty.broadcast_prompt("x") == []
+        for call in (empty.send_all_batched, empty.send_all):
+            with pytest.raises(ConfigurationError, match="no endpoints"):
+                await call(["x"])
+        with pytest.raises(ConfigurationError, match="out of range"):
+            await empty.post(0, "x")
 
 
 async def test_stats_count_requests_prompts_tokens(pool: VLLMPool) -> None:

@@ -1,7 +1,9 @@
 """aurora_swarm: drive a swarm of vLLM OpenAI-compatible servers from one script or notebook."""
 
+from ._agent_pool import AgentPool
 from ._chat_template import ChatTemplate
 from ._dispatch import Timeouts
+from ._embedding_pool import EmbeddingPool, EmbeddingResponse
 from ._endpoint import AgentEndpoint, Endpoint, Tags
 from ._exceptions import (
     BadResponseError,
@@ -33,6 +35,7 @@ from ._version import __version__
 
 __all__ = [
     "AgentEndpoint",
+    "AgentPool",
     "BadResponseError",
     "BatchError",
     "BatcherStats",
@@ -41,6 +44,8 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "Conversation",
+    "EmbeddingPool",
+    "EmbeddingResponse",
     "Endpoint",
     "EndpointStats",
     "EndpointUnavailable",

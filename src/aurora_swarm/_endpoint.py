@@ -126,8 +126,8 @@ class Endpoint:
 AgentEndpoint = Endpoint
 """Alias of :class:`Endpoint`, the name earlier code used."""
 
-EndpointLike = Endpoint | str
-"""An :class:`Endpoint`, or a string :meth:`Endpoint.parse` reads."""
+EndpointLike = Endpoint | str | tuple[str, int]
+"""An :class:`Endpoint`, a string :meth:`Endpoint.parse` reads, or a ``(host, port)`` pair."""
 
 
 def as_endpoint(value: EndpointLike, position: int) -> Endpoint:
@@ -139,6 +139,16 @@ def as_endpoint(value: EndpointLike, position: int) -> Endpoint:
             return Endpoint.parse(value)
         except ConfigurationError as exc:
             raise ConfigurationError(f"endpoints[{position}]: {exc}") from exc
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        host, port = value
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise ConfigurationError(
+                f"endpoints[{position}]: port {port!r} of ({host!r}, {port!r}) is not an int")
+        try:
+            return Endpoint(host, port)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"endpoints[{position}]: {exc}") from exc
     raise ConfigurationError(
-        f"endpoints[{position}] is a {type(value).__name__}; expected an Endpoint or 'host:port'"
+        f"endpoints[{position}] is a {type(value).__name__}; expected an Endpoint, "
+        "'host:port' or a (host, port) pair"
     )

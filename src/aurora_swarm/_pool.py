@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import functools
-import os
 import random
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
 import attrs
+import openai
 
+from . import _env
+from ._compat import DEFAULT_MODEL, PoolLimits, batch_timeouts, one_of
 from ._dispatch import BatchJob, DispatchSettings, EndpointRecord, Timeouts
 from ._endpoint import Endpoint, EndpointLike, as_endpoint
+from ._env import env_fallback
 from ._exceptions import (
     BatchError,
     ConfigurationError,
@@ -70,14 +74,12 @@ class _Core:
     chat_template: ChatTemplateSetting
     system_prompt: str | None
     prefix_chars: int
+    limits: PoolLimits
     closed: bool = False
 
 
 def _api_key(value: str | None) -> str:
-    # The one place an environment variable is read: a fallback for an argument left out.
-    if value is not None:
-        return value
-    return os.environ.get("AURORA_SWARM_API_KEY", "EMPTY")
+    return env_fallback(value, _env.API_KEY, str) or "EMPTY"
 
 
 class VLLMPool:
@@ -88,11 +90,12 @@ class VLLMPool:
     endpoints:
         :class:`~aurora_swarm.Endpoint` objects, ``"host:port"`` strings or URLs; at least one.
     model:
-        The served model name (as in ``/v1/models``).
+        The served model name (as in ``/v1/models``); ``"openai/gpt-oss-120b"`` if left out.
     max_tokens:
-        Cap on generated tokens per prompt. A call that leaves ``max_tokens`` out sizes each
-        prompt's budget from the model's context (``max_model_len`` from ``/v1/models``, fetched
-        once) minus the prompt, never above this cap.
+        Cap on generated tokens per prompt; defaults to ``$AURORA_SWARM_MAX_TOKENS`` or 512.
+        A call that leaves ``max_tokens`` out sizes each prompt's budget from the model's
+        context (``max_model_len`` from ``/v1/models``, fetched once) minus the prompt, never
+        above this cap.
     use_batch:
         When true (default), :meth:`send_all_batched` sends many prompts per
         ``/v1/completions`` request; when false it behaves as :meth:`send_all`.
@@ -134,6 +137,27 @@ class VLLMPool:
         ``max_num_seqs=N`` hostfile tag sets it per endpoint. Left out, the pool reads it from
         a vLLM server's ``/metrics`` while requests wait there, and plans with 256 (vLLM's
         default) until then. Dispatch plans each endpoint's share in waves of this many.
+    max_tokens_aggregation:
+        A larger budget for merge steps (:attr:`max_tokens_aggregation`); defaults to
+        ``$AURORA_SWARM_MAX_TOKENS_AGGREGATION`` or twice ``max_tokens``.
+    model_max_context:
+        The model's context length in tokens; defaults to ``$AURORA_SWARM_MODEL_MAX_CONTEXT``,
+        else ``/v1/models`` is asked once.
+    buffer:
+        Tokens of the context kept free besides each prompt and its answer (default 0: the
+        sizing counts prompt tokens exactly when they come near the limit).
+    concurrency:
+        The earlier name of ``max_concurrency``.
+    connector_limit:
+        Most open connections to any one endpoint (default: ``max_concurrency``).
+    batch_concurrency, timeout_per_sequence:
+        The earlier batch time limit: a batched request gets ``timeout_per_sequence /
+        batch_concurrency`` seconds per prompt on top of ``timeout`` (defaults 60 s and 256,
+        ``timeout_per_sequence`` from ``$AURORA_SWARM_TIMEOUT_PER_SEQUENCE``); left out, the
+        ``per_prompt`` of :class:`~aurora_swarm.Timeouts` applies. ``batch_concurrency`` is
+        also the earlier name of ``max_num_seqs``.
+    batch_timeout_cap:
+        Most seconds any batched request may take.
 
     Examples
     --------
@@ -155,9 +179,9 @@ class VLLMPool:
     def __init__(
         self,
         endpoints: Iterable[EndpointLike],
-        model: str,
+        model: str = DEFAULT_MODEL,
         *,
-        max_tokens: int = 512,
+        max_tokens: int | None = None,
         use_batch: bool = True,
         api_key: str | None = None,
         timeout: float | Timeouts = 600.0,
@@ -171,6 +195,14 @@ class VLLMPool:
         system_prompt: str | None = None,
         prefix_affinity: int | bool = False,
         max_num_seqs: int | None = None,
+        max_tokens_aggregation: int | None = None,
+        model_max_context: int | None = None,
+        buffer: int = 0,
+        concurrency: int | None = None,
+        connector_limit: int | None = None,
+        batch_concurrency: int | None = None,
+        timeout_per_sequence: float | None = None,
+        batch_timeout_cap: float | None = None,
     ) -> None:
         if isinstance(endpoints, str | Endpoint):
             raise ConfigurationError("endpoints must be a list of endpoints, not a single one")
@@ -179,24 +211,36 @@ class VLLMPool:
             raise ConfigurationError("endpoints is empty: a pool needs at least one endpoint")
         if not isinstance(model, str) or not model:
             raise ConfigurationError(f"model must be a non-empty string, got {model!r}")
-        _check_max_tokens(max_tokens, "max_tokens")
-        timeouts = timeout if isinstance(timeout, Timeouts) else Timeouts(request=timeout)
+        limits = PoolLimits.resolve(
+            max_tokens=max_tokens, max_tokens_aggregation=max_tokens_aggregation,
+            model_max_context=model_max_context, buffer=buffer)
+        timeouts = batch_timeouts(timeout, batch_concurrency=batch_concurrency,
+                                  timeout_per_sequence=timeout_per_sequence,
+                                  batch_timeout_cap=batch_timeout_cap)
         chunking = chunking or Chunking()
+        max_concurrency = one_of("max_concurrency", max_concurrency, "concurrency", concurrency)
         if max_concurrency is None:
             max_concurrency = max(len(resolved) * chunking.max_in_flight,
                                   min(32 * len(resolved), 2048))
         if max_concurrency < 1:
             raise ConfigurationError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if connector_limit is not None and connector_limit < 1:
+            raise ConfigurationError(f"connector_limit must be >= 1, got {connector_limit}")
         if sampling:
             _check_sampling(sampling)
         transport = Transport(api_key=_api_key(api_key), connect_timeout=timeouts.connect,
-                              max_connections=max_concurrency)
-        sizer = ContextSizer(transport, model)
+                              max_connections=min(max_concurrency,
+                                                  connector_limit or max_concurrency))
+        sizer = ContextSizer(transport, model, context=limits.model_max_context,
+                             buffer=limits.buffer)
         FormatResolver.check(chat_template)  # a bad path or template fails here, not later
         affinity = _affinity_chars(prefix_affinity)
         if system_prompt is not None and not isinstance(system_prompt, str):
             raise ConfigurationError(
                 f"system_prompt must be a str, got {type(system_prompt).__name__}")
+        # The earlier batch_concurrency is vLLM's --max-num-seqs too (it also sets timeouts).
+        max_num_seqs = one_of("max_num_seqs", max_num_seqs, "batch_concurrency",
+                              batch_concurrency)
         if max_num_seqs is not None and (
                 isinstance(max_num_seqs, bool) or not isinstance(max_num_seqs, int)
                 or max_num_seqs < 1):
@@ -211,7 +255,7 @@ class VLLMPool:
         self._core = _Core(
             transport=transport,
             model=model,
-            max_tokens=max_tokens,
+            max_tokens=limits.max_tokens,
             use_batch=use_batch,
             settings=DispatchSettings(chunking, retry or RetryPolicy(), health or HealthPolicy(),
                                       timeouts),
@@ -224,6 +268,7 @@ class VLLMPool:
             chat_template=chat_template,
             system_prompt=system_prompt,
             prefix_chars=affinity,
+            limits=limits,
         )
         self._endpoints: tuple[Endpoint, ...] = tuple(resolved)
         self._owner = True
@@ -289,6 +334,21 @@ class VLLMPool:
         return self._core.max_tokens
 
     @property
+    def max_tokens_aggregation(self) -> int:
+        """A larger token budget for merge steps, for code that passes it as ``max_tokens``."""
+        return self._core.limits.max_tokens_aggregation
+
+    @property
+    def model_max_context(self) -> int | None:
+        """The context length given at construction (``None``: asked of ``/v1/models``)."""
+        return self._core.limits.model_max_context
+
+    @property
+    def buffer(self) -> int:
+        """Tokens of the context kept free besides each prompt and its answer."""
+        return self._core.limits.buffer
+
+    @property
     def chat_template(self) -> ChatTemplateSetting:
         """How batched prompts are formatted (the ``chat_template`` the pool was made with)."""
         return self._core.chat_template
@@ -302,15 +362,57 @@ class VLLMPool:
         state = "closed" if self._core.closed else "open"
         return f"<VLLMPool {self._core.model!r}: {self.size} endpoints, {state}>"
 
+    def openai_client(self, agent_index: int) -> openai.AsyncOpenAI:
+        """The ``AsyncOpenAI`` client of agent ``agent_index``, for calls the pool does not make
+        (``await pool.openai_client(0).models.list()``). Its retries are off; the pool owns it."""
+        self._check_open()
+        return self._core.transport.client(self._agent(agent_index))
+
+    # -- private names earlier scripts read: they still read, with a DeprecationWarning that
+    # names the public property (a private name may change without notice; these will not).
+
+    @property
+    def _model(self) -> str:
+        _private("_model", "model")
+        return self.model
+
+    @property
+    def _max_tokens(self) -> int:
+        _private("_max_tokens", "max_tokens")
+        return self.max_tokens
+
+    @property
+    def _max_tokens_aggregation(self) -> int:
+        _private("_max_tokens_aggregation", "max_tokens_aggregation")
+        return self.max_tokens_aggregation
+
+    @property
+    def _model_max_context(self) -> int | None:
+        _private("_model_max_context", "model_max_context")
+        return self.model_max_context
+
+    @property
+    def _buffer(self) -> int:
+        _private("_buffer", "buffer")
+        return self.buffer
+
+    @property
+    def _openai_clients(self) -> dict[int, openai.AsyncOpenAI]:
+        _private("_openai_clients[i]", "openai_client(i)")
+        return {k: self.openai_client(k) for k in range(self.size)}
+
     # -- sub-pools ------------------------------------------------------------------------------
 
+    # A selection may be empty (``size == 0``, as ``by_tag`` of a role nobody plays); sending
+    # prompts to an empty pool raises ConfigurationError.
+
     def by_tag(self, key: str, value: str | None = None) -> VLLMPool:
-        """Endpoints whose tag ``key`` equals ``value`` (or is present, when ``value`` is None)."""
+        """Endpoints whose tag ``key`` equals ``value`` (or is present, when ``value`` is None).
+
+        May be empty (``size == 0``) when no endpoint has the tag.
+        """
         chosen = [e for e in self._endpoints
                   if key in e.tags and (value is None or e.tags[key] == value)]
-        if not chosen:
-            wanted = f"{key}={value}" if value is not None else key
-            raise ConfigurationError(f"no endpoint of this pool has the tag {wanted}")
         return VLLMPool._view(self, chosen)
 
     def select(self, indices: Iterable[int]) -> VLLMPool:
@@ -318,22 +420,23 @@ class VLLMPool:
         indices = list(indices)
         for index in indices:
             self._agent(index)
-        if not indices:
-            raise ConfigurationError("select() needs at least one agent index")
         return VLLMPool._view(self, [self._endpoints[i] for i in indices])
 
     def sample(self, n: int, *, seed: int | None = None) -> VLLMPool:
-        """``n`` endpoints chosen at random (without replacement)."""
-        if not 1 <= n <= self.size:
-            raise ConfigurationError(f"sample({n}): n must be between 1 and {self.size}")
-        return VLLMPool._view(self, random.Random(seed).sample(list(self._endpoints), n))
+        """``min(n, size)`` endpoints chosen at random (without replacement)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigurationError(f"sample({n!r}): n must be an int >= 0")
+        chosen = random.Random(seed).sample(list(self._endpoints), min(n, self.size))
+        return VLLMPool._view(self, chosen)
 
     def slice(self, start: int, stop: int | None = None) -> VLLMPool:
         """Endpoints ``start`` up to (not including) ``stop``, like ``endpoints[start:stop]``."""
-        chosen = self._endpoints[start:stop]
-        if not chosen:
-            raise ConfigurationError(f"slice({start}, {stop}) of {self.size} endpoints is empty")
-        return VLLMPool._view(self, chosen)
+        return VLLMPool._view(self, self._endpoints[start:stop])
+
+    def _check_agents(self, count: int) -> None:
+        if count and not self._endpoints:
+            raise ConfigurationError(
+                "this pool has no endpoints (an empty selection): nothing can answer")
 
     def _agent(self, index: int) -> Endpoint:
         if isinstance(index, bool) or not isinstance(index, int):
@@ -492,6 +595,7 @@ class VLLMPool:
         """
         self._check_open()
         prompts = check_prompts(prompts, conversations=True)
+        self._check_agents(len(prompts))
         _check_optional_max_tokens(max_tokens)
         system = self._system_prompt(system_prompt)
         params = self._params(sampling)
@@ -559,6 +663,7 @@ class VLLMPool:
             return await self.send_all(prompts, max_tokens, system_prompt=system_prompt,
                                        sampling=sampling, on_result=on_result)
         self._check_open()
+        self._check_agents(len(prompts))
         plan = await self._plan(prompts, max_tokens, chat_template, system_prompt, sampling)
         results: list[Response | None] = [None] * len(plan.shapes)
         fit = plan.fitting(results, -1, on_result)
@@ -726,6 +831,11 @@ def _slots_of(endpoint: Endpoint, default: int | None) -> int | None:
         raise ConfigurationError(
             f"endpoint {endpoint}: tag max_num_seqs must be an int >= 1, got {tag!r}")
     return slots
+
+
+def _private(name: str, public: str) -> None:
+    warnings.warn(f"VLLMPool.{name} is private; use VLLMPool.{public}", DeprecationWarning,
+                  stacklevel=3)
 
 
 def _affinity_chars(value: int | bool) -> int:

@@ -27,9 +27,13 @@ _MAX_TOKENIZE_CONCURRENCY = 16
 class ContextSizer:
     """Per-prompt ``max_tokens`` budgets; fetches ``/v1/models`` once and caches it."""
 
-    def __init__(self, transport: Transport, model: str) -> None:
+    def __init__(
+        self, transport: Transport, model: str, *, context: int | None = None, buffer: int = 0
+    ) -> None:
         self._transport = transport
         self._model = model
+        self._context = context  # given by the user: wins over what /v1/models says
+        self._buffer = buffer  # tokens kept free besides the prompt and the answer
         self._info: ModelInfo | None = None
         self._fetched = False
         self._lock = anyio.Lock()
@@ -71,10 +75,13 @@ class ContextSizer:
         """One budget per prompt, or a :class:`PromptError` for a prompt that cannot fit."""
         if max_tokens is not None:
             return [max_tokens] * len(prompts)
-        info = await self.info(endpoints)
-        context = info.max_model_len if info is not None else None
+        context = self._context
+        if context is None:
+            info = await self.info(endpoints)
+            context = info.max_model_len if info is not None else None
         if context is None:
             return [cap] * len(prompts)
+        context -= self._buffer
         room = context - cap - SPECIAL_TOKENS_MARGIN
         budgets: list[int | PromptError] = [cap] * len(prompts)
         near_limit = [

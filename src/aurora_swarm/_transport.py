@@ -41,10 +41,14 @@ Message = Mapping[str, Any]
 
 @attrs.frozen
 class Choice:
-    """One answered prompt of a request: the parsed choice, before it becomes a Response."""
+    """One answered prompt of a request: the parsed choice, before it becomes a Response.
+
+    An embeddings request's choices carry their vector in ``embedding`` (and no text).
+    """
 
     text: str
     finish_reason: str | None
+    embedding: list[float] | None = None
 
 
 @attrs.frozen
@@ -163,6 +167,40 @@ def place_choices(raw: Any, count: int, endpoint: Endpoint) -> list[Choice | Bad
     return [
         slot if slot is not None
         else BadResponseError(f"no choice with index {k} in the answer", endpoint=endpoint)
+        for k, slot in enumerate(slots)
+    ]
+
+
+def place_embeddings(
+    raw: Any, count: int, endpoint: Endpoint
+) -> list[Choice | BadResponseError]:
+    """Put each vector of an embeddings answer in the slot its ``index`` names.
+
+    As :func:`place_choices`: a missing, duplicated or out-of-range index, or an item without a
+    list of numbers, fails exactly the inputs it affects.
+    """
+    if not isinstance(raw, list):
+        raise BadResponseError("answer has no 'data' list", endpoint=endpoint)
+    slots: list[Choice | BadResponseError | None] = [None] * count
+    for position, item in enumerate(raw):
+        index = item.get("index") if isinstance(item, dict) else None
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count:
+            continue
+        if slots[index] is not None:
+            slots[index] = BadResponseError(
+                f"embedding index {index} appears more than once (again at position {position})",
+                endpoint=endpoint)
+            continue
+        vector = item.get("embedding")
+        if not isinstance(vector, list) or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
+            slots[index] = BadResponseError(f"embedding {index} is not a list of numbers",
+                                            endpoint=endpoint)
+            continue
+        slots[index] = Choice("", None, [float(x) for x in vector])
+    return [
+        slot if slot is not None
+        else BadResponseError(f"no embedding with index {k} in the answer", endpoint=endpoint)
         for k, slot in enumerate(slots)
     ]
 
@@ -323,6 +361,22 @@ class Transport:
         choices = place_choices(data.get("choices"), count, endpoint)
         return BatchReply(choices, read_usage(data), time.perf_counter() - start)
 
+    async def embeddings(
+        self,
+        endpoint: Endpoint,
+        texts: Sequence[str],
+        params: Mapping[str, Any],
+        timeout: float | None,
+    ) -> BatchReply:
+        """ONE ``/v1/embeddings`` request with a list input; vectors placed by ``index``."""
+        start = time.perf_counter()
+        data = await self._post(endpoint, "/embeddings", {**params, "input": list(texts)},
+                                timeout)
+        if not isinstance(data, dict):
+            raise BadResponseError("answer is not a JSON object", endpoint=endpoint)
+        choices = place_embeddings(data.get("data"), len(texts), endpoint)
+        return BatchReply(choices, read_usage(data), time.perf_counter() - start)
+
     async def chat(
         self,
         endpoint: Endpoint,
@@ -340,6 +394,32 @@ class Transport:
         if isinstance(choice, SwarmError):
             raise choice
         return choice, read_usage(data), time.perf_counter() - start
+
+    async def generate(
+        self, endpoint: Endpoint, prompt: str, timeout: float | None
+    ) -> tuple[str, float]:
+        """One ``POST /generate`` with ``{"prompt": ...}``: the answer's text and latency.
+
+        The answer is read from the ``response`` field of the JSON reply, else ``text``.
+        """
+        start = time.perf_counter()
+        try:
+            reply = await self._http(endpoint).post(
+                endpoint.url + "/generate", json={"prompt": prompt}, timeout=timeout)
+            reply.raise_for_status()
+            data = reply.json()
+        except httpx2.HTTPStatusError as exc:
+            raise HTTPStatusError(
+                exc.response.status_code, exc.response.text[:200] or "/generate failed",
+                endpoint=endpoint, retry_after=_retry_after(exc.response.headers),
+            ) from exc
+        except (httpx2.HTTPError, OSError, ValueError) as exc:
+            raise translate_error(exc, endpoint) from exc
+        text = data.get("response", data.get("text")) if isinstance(data, dict) else None
+        if not isinstance(text, str):
+            raise BadResponseError("/generate answer has no 'response' or 'text' string",
+                                   endpoint=endpoint)
+        return text, time.perf_counter() - start
 
     async def _get_json(self, endpoint: Endpoint, url: str, timeout: float) -> Any:
         try:

@@ -24,7 +24,7 @@ def test_export_list_is_exact() -> None:
     assert sorted(patterns.__all__) == sorted(set(patterns.__all__))
     public = {name for name in dir(patterns) if not name.startswith("_")}
     # The modules scatter_gather, tree_reduce and broadcast are shadowed by their functions.
-    modules = {"aggregators", "blackboard", "pipeline"}
+    modules = {"aggregators", "blackboard", "embedding", "pipeline"}
     assert public - modules == set(patterns.__all__)
 
 

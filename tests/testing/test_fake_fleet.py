@@ -67,6 +67,7 @@ def test_exports_are_exactly_the_public_names() -> None:
         "chat_prompt_tokens",
         "expected_answer",
         "expected_chat_answer",
+        "expected_embedding",
         "prompt_tokens",
         "serve_fleet",
     ]

@@ -56,6 +56,7 @@ from .aggregators import (
 )
 from .blackboard import Blackboard, BoardSnapshot, BoardState, render_board
 from .broadcast import broadcast, broadcast_and_reduce
+from .embedding import scatter_gather_embeddings
 from .pipeline import Stage, StageResult, fan_out_fan_in, run_pipeline
 from .scatter_gather import map_gather, scatter_gather
 from .tree_reduce import ReduceTree, tree_reduce, tree_reduce_tree
@@ -91,6 +92,7 @@ __all__ = [
     "render_board",
     "run_pipeline",
     "scatter_gather",
+    "scatter_gather_embeddings",
     "statistics",
     "structured_merge",
     "top_k",

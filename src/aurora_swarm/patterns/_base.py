@@ -196,3 +196,14 @@ def check_prompts(prompts: Sequence[str], what: str = "prompts") -> list[str]:
     if isinstance(prompts, str):
         raise ConfigurationError(f"{what} must be a list of strings, not one string")
     return list(prompts)
+
+
+def agent_pool(pool: object, index: int, what: str) -> Pool:
+    """The one-agent sub-pool ``pool.select([index])``, for an earlier ``*_agent_index``."""
+    select = getattr(pool, "select", None)
+    if select is None:
+        raise ConfigurationError(f"{what} needs a pool with select(); pass a pool instead")
+    chosen = select([index])
+    if not isinstance(chosen, Pool):
+        raise ConfigurationError(f"{what}: select() did not return a pool")
+    return chosen

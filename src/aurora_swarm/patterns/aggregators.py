@@ -12,7 +12,7 @@ import math
 import re
 import statistics as _stats
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -37,6 +37,20 @@ __all__ = [
 ]
 
 Score = Callable[[Response], float]
+
+
+def _counted(response: Response, include_failures: bool) -> bool:
+    """Whether an aggregator counts ``response``: usable, or any at all with include_failures."""
+    return include_failures or usable(response)
+
+
+def _score(score: Score | None, score_fn: Score | None) -> Score:
+    if score is not None and score_fn is not None:
+        raise ConfigurationError("give score= or score_fn=, not both")
+    chosen = score if score is not None else score_fn
+    if chosen is None:
+        raise ConfigurationError("a score function is needed: score=lambda r: ...")
+    return chosen
 
 
 # -- votes ---------------------------------------------------------------------------------------
@@ -80,11 +94,18 @@ class VoteResult:
         """Whether every vote went to the winner (and there was at least one)."""
         return self.total > 0 and self.count == self.total
 
+    def __iter__(self) -> Iterator[Any]:
+        """``winner, share = majority_vote(...)`` (winner ``""`` when nobody voted)."""
+        return iter((self.winner if self.winner is not None else "", self.share))
+
 
 def majority_vote(
-    responses: Sequence[Response], normalize: Callable[[str], str] = str.strip
+    responses: Sequence[Response], normalize: Callable[[str], str] = str.strip,
+    include_failures: bool = False,
 ) -> VoteResult:
     """The most frequent answer, after ``normalize``.
+
+    The result also unpacks as the earlier pair: ``winner, share = majority_vote(responses)``.
 
     Parameters
     ----------
@@ -93,6 +114,8 @@ def majority_vote(
     normalize:
         Maps an answer's text to its vote (default: strip white space); e.g.
         ``lambda t: t.strip().lower()``.
+    include_failures:
+        Count failed and empty answers too (as the vote their text makes, ``""``).
 
     Examples
     --------
@@ -103,8 +126,8 @@ def majority_vote(
     >>> result.winner, result.count, result.total, round(result.share, 2)
     ('yes', 2, 3, 0.67)
     """
-    votes = [normalize(r.text) for r in responses if usable(r)]
-    votes = [v for v in votes if v]
+    votes = [normalize(r.text) for r in responses if _counted(r, include_failures)]
+    votes = [v for v in votes if v or include_failures]
     abstained = len(responses) - len(votes)
     if not votes:
         return VoteResult(None, 0, 0, abstained=abstained)
@@ -119,8 +142,10 @@ def majority_vote(
 # -- text ----------------------------------------------------------------------------------------
 
 
-def concat(responses: Sequence[Response], separator: str = "\n") -> str:
-    """The usable answers' texts joined by ``separator``, in order.
+def concat(
+    responses: Sequence[Response], separator: str = "\n", include_failures: bool = False
+) -> str:
+    """The usable answers' texts joined by ``separator``, in order (all, ``include_failures``).
 
     Examples
     --------
@@ -130,13 +155,17 @@ def concat(responses: Sequence[Response], separator: str = "\n") -> str:
     ...         Response(success=True, text="b")], separator=", ")
     'a, b'
     """
-    return separator.join(r.text for r in responses if usable(r))
+    return separator.join(r.text for r in responses if _counted(r, include_failures))
 
 
-def best_of(responses: Sequence[Response], score: Score) -> Response | None:
+def best_of(
+    responses: Sequence[Response], score: Score | None = None, include_failures: bool = False,
+    *, score_fn: Score | None = None,
+) -> Response | None:
     """The usable answer with the highest ``score(response)``; the first among equals.
 
-    Returns ``None`` when no answer is usable.
+    Returns ``None`` when no answer is usable. ``score_fn=`` is the earlier name of ``score``;
+    ``include_failures`` lets failed and empty answers compete too.
 
     Examples
     --------
@@ -146,10 +175,11 @@ def best_of(responses: Sequence[Response], score: Score) -> Response | None:
     >>> best_of(answers, score=lambda r: len(r.text)).text
     'much longer'
     """
+    score = _score(score, score_fn)
     best: Response | None = None
     best_score = -math.inf
     for response in responses:
-        if not usable(response):
+        if not _counted(response, include_failures):
             continue
         value = score(response)
         if best is None or value > best_score:
@@ -157,8 +187,14 @@ def best_of(responses: Sequence[Response], score: Score) -> Response | None:
     return best
 
 
-def top_k(responses: Sequence[Response], k: int, score: Score) -> list[Response]:
+def top_k(
+    responses: Sequence[Response], k: int, score: Score | None = None,
+    include_failures: bool = False, *, score_fn: Score | None = None,
+) -> list[Response]:
     """The ``k`` usable answers with the highest scores, best first (ties in input order).
+
+    ``score_fn=`` is the earlier name of ``score``; ``include_failures`` lets failed and empty
+    answers compete too.
 
     Examples
     --------
@@ -170,7 +206,9 @@ def top_k(responses: Sequence[Response], k: int, score: Score) -> list[Response]
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ConfigurationError(f"k must be an int >= 0, got {k!r}")
-    scored = [(score(r), position, r) for position, r in enumerate(responses) if usable(r)]
+    score = _score(score, score_fn)
+    scored = [(score(r), position, r) for position, r in enumerate(responses)
+              if _counted(r, include_failures)]
     scored.sort(key=lambda entry: (-entry[0], entry[1]))
     return [r for _, _, r in scored[:k]]
 
@@ -196,6 +234,11 @@ class MergeResult:
         ``(index, reason)`` for each answer that failed, was empty, or did not parse.
     conflicts:
         Dotted key paths that got different scalar values.
+    error_agents:
+        The ``agent_index`` of each answer in ``errors``.
+
+    The result also unpacks as ``records, errors = structured_merge(responses)``, with
+    ``errors`` as ``{"agent_index", "error"}`` dicts.
     """
 
     merged: dict[str, Any]
@@ -203,6 +246,13 @@ class MergeResult:
     parsed: int
     errors: tuple[tuple[int, str], ...] = ()
     conflicts: tuple[str, ...] = ()
+    error_agents: tuple[int, ...] = ()
+
+    def __iter__(self) -> Iterator[Any]:
+        """``records, errors = structured_merge(...)``, errors as ``{agent_index, error}``."""
+        errors = [{"agent_index": agent, "error": reason}
+                  for agent, (_, reason) in zip(self.error_agents, self.errors, strict=True)]
+        return iter((self.records, errors))
 
 
 _FENCE = re.compile(r"```(?:json)?\s*\n?(.*?)```", re.DOTALL)
@@ -238,10 +288,13 @@ def _deep_merge(into: dict[str, Any], value: Mapping[str, Any], path: str,
             conflicts.append(where)
 
 
-def structured_merge(responses: Sequence[Response]) -> MergeResult:
+def structured_merge(
+    responses: Sequence[Response], include_failures: bool = False
+) -> MergeResult:
     """Parse each answer as JSON and merge them (see :class:`MergeResult`).
 
-    An answer may be bare JSON, a fenced ``json`` code block, or JSON inside prose.
+    An answer may be bare JSON, a fenced ``json`` code block, or JSON inside prose. With
+    ``include_failures`` a failed answer's text is parsed too instead of counted as an error.
 
     Examples
     --------
@@ -258,14 +311,17 @@ def structured_merge(responses: Sequence[Response]) -> MergeResult:
     errors: list[tuple[int, str]] = []
     conflicts: list[str] = []
     parsed = 0
+    agents: list[int] = []
     for index, response in enumerate(responses):
-        if not usable(response):
+        if not _counted(response, include_failures):
             errors.append((index, response.error or "empty answer"))
+            agents.append(response.agent_index)
             continue
         try:
             value = _parse_json(response.text)
         except ValueError as exc:
             errors.append((index, str(exc)))
+            agents.append(response.agent_index)
             continue
         parsed += 1
         if isinstance(value, list):
@@ -274,7 +330,7 @@ def structured_merge(responses: Sequence[Response]) -> MergeResult:
             records.append(value)
         if isinstance(value, dict):
             _deep_merge(merged, value, "", conflicts)
-    return MergeResult(merged, records, parsed, tuple(errors), tuple(conflicts))
+    return MergeResult(merged, records, parsed, tuple(errors), tuple(conflicts), tuple(agents))
 
 
 # -- numbers -------------------------------------------------------------------------------------
@@ -294,6 +350,9 @@ class NumberSummary:
         The numbers, in answer order.
     rejected:
         Indices of answers that failed, were empty, or held no number.
+
+    Indexing by ``"mean"``, ``"std"``, ``"median"``, ``"min"``, ``"max"`` (and ``dict()``)
+    gives the earlier dict form.
     """
 
     count: int
@@ -304,6 +363,19 @@ class NumberSummary:
     max: float | None
     values: tuple[float, ...] = ()
     rejected: tuple[int, ...] = ()
+
+    _KEYS = ("mean", "std", "median", "min", "max")
+
+    def keys(self) -> tuple[str, ...]:
+        """The keys of the earlier dict form: mean, std, median, min, max."""
+        return self._KEYS
+
+    def __getitem__(self, key: str) -> float:
+        """``summary["mean"]`` ... as the earlier dict (``"std"`` is ``stdev``; 0.0 for none)."""
+        if key not in self._KEYS:
+            raise KeyError(key)
+        value = getattr(self, "stdev" if key == "std" else key)
+        return 0.0 if value is None else float(value)
 
 
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
@@ -323,7 +395,8 @@ def first_number(text: str) -> float | None:
 
 
 def statistics(
-    responses: Sequence[Response], extract: Callable[[str], float | None] = first_number
+    responses: Sequence[Response], extract: Callable[[str], float | None] = first_number,
+    include_failures: bool = False, *, extract_fn: Callable[[Response], float] | None = None,
 ) -> NumberSummary:
     """Summary statistics of the numbers in the answers.
 
@@ -334,6 +407,10 @@ def statistics(
     extract:
         Finds an answer's number in its text, ``None`` (or a ``ValueError``) for none; by
         default the first number written in it.
+    include_failures:
+        Look for numbers in failed and empty answers too.
+    extract_fn:
+        The earlier form of ``extract``: takes the whole :class:`~aurora_swarm.Response`.
 
     Examples
     --------
@@ -348,9 +425,10 @@ def statistics(
     rejected: list[int] = []
     for index, response in enumerate(responses):
         value: float | None = None
-        if usable(response):
+        if _counted(response, include_failures):
             try:
-                value = extract(response.text)
+                value = (extract_fn(response) if extract_fn is not None
+                         else extract(response.text))
             except ValueError:
                 value = None
         if value is None or not math.isfinite(value):
@@ -394,6 +472,11 @@ class FailureReport:
         Failed answers counted by the endpoint that last tried them (``"?"`` when none did).
     errors:
         ``(index, error message)`` of each failed answer.
+    failed_agents:
+        The ``agent_index`` of each failed answer.
+
+    Indexing by ``"total"``, ``"success_count"``, ``"failure_count"`` and ``"failures"`` (and
+    ``dict()``) gives the earlier dict form.
     """
 
     total: int
@@ -403,11 +486,32 @@ class FailureReport:
     by_cause: Mapping[str, int]
     by_endpoint: Mapping[str, int]
     errors: tuple[tuple[int, str], ...]
+    failed_agents: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
         """Whether every answer is usable."""
         return self.succeeded == self.total
+
+    _KEYS = ("total", "success_count", "failure_count", "failures")
+
+    def keys(self) -> tuple[str, ...]:
+        """The keys of the earlier dict form."""
+        return self._KEYS
+
+    def __getitem__(self, key: str) -> Any:
+        """The earlier dict form: ``total``, ``success_count`` (answers that did not fail,
+        empty ones included), ``failure_count`` and ``failures`` (``{agent_index, error}``)."""
+        if key == "total":
+            return self.total
+        if key == "success_count":
+            return self.total - len(self.failed)
+        if key == "failure_count":
+            return len(self.failed)
+        if key == "failures":
+            return [{"agent_index": agent, "error": error}
+                    for agent, (_, error) in zip(self.failed_agents, self.errors, strict=True)]
+        raise KeyError(key)
 
     def __str__(self) -> str:
         lines = [f"{self.succeeded}/{self.total} usable, {len(self.failed)} failed, "
@@ -449,4 +553,5 @@ def failure_report(responses: Sequence[Response]) -> FailureReport:
         by_cause=dict(by_cause),
         by_endpoint=dict(by_endpoint),
         errors=errors,
+        failed_agents=tuple(responses[i].agent_index for i in failed),
     )

@@ -66,6 +66,10 @@ class BoardSnapshot:
         """A plain ``{"round": n, "board": {section: [entries]}}`` (JSON-serializable)."""
         return {"round": self.round, "board": {k: list(v) for k, v in self.sections.items()}}
 
+    def __getitem__(self, key: str) -> Any:
+        """``snapshot["round"]`` and ``snapshot["board"]``, as in :meth:`to_dict`."""
+        return self.to_dict()[key]
+
 
 def render_board(board: Mapping[str, Sequence[str]], separator: str = DEFAULT_SEPARATOR) -> str:
     """The board as text: each section's name, then its entries joined by ``separator``.
@@ -167,8 +171,8 @@ class Blackboard:
 
     @property
     def board(self) -> BoardState:
-        """A copy of the board."""
-        return {name: list(entries) for name, entries in self._board.items()}
+        """The board itself (not a copy), so appending to a section before :meth:`run` seeds it."""
+        return self._board
 
     @property
     def round(self) -> int:
@@ -189,7 +193,7 @@ class Blackboard:
     def prompt_for(self, role: str) -> str:
         """The prompt the agents of ``role`` get now."""
         if not isinstance(self._prompt_fn, Mapping):
-            return self._prompt_fn(role, self.board)
+            return self._prompt_fn(role, self._copy())
         values = {name: DEFAULT_SEPARATOR.join(e) for name, e in self._board.items()}
         return fill_template(self._prompt_fn[role], board=render_board(self._board),
                              round=self._round + 1, **values)
@@ -205,9 +209,11 @@ class Blackboard:
         found: dict[str, Pool] = {}
         for name in self._board:
             try:
-                found[name] = pool.by_tag(self._role_key, name)
+                sub = pool.by_tag(self._role_key, name)
             except ConfigurationError:
-                continue  # no agent plays this role
+                continue  # no agent plays this role (a pool that raises for an empty selection)
+            if sub.size:
+                found[name] = sub
         if not found:
             raise ConfigurationError(
                 f"no endpoint is tagged {self._role_key}=<section> for any of {list(self._board)}")
@@ -238,7 +244,7 @@ class Blackboard:
         Returns
         -------
         BoardState
-            A copy of the board.
+            The board (the same object as :attr:`board`).
         """
         role_pools = self._role_pools(pool, roles)
         for _ in range(max_rounds):
@@ -259,6 +265,9 @@ class Blackboard:
             self._history.append(BoardSnapshot(
                 self._round, {k: tuple(v) for k, v in self._board.items()},
                 responses, tuple(dropped)))
-            if convergence_fn is not None and convergence_fn(self.board):
+            if convergence_fn is not None and convergence_fn(self._copy()):
                 break
-        return self.board
+        return self._board
+
+    def _copy(self) -> BoardState:
+        return {name: list(entries) for name, entries in self._board.items()}

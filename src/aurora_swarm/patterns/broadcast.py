@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from .._exceptions import ConfigurationError
 from .._response import Response
-from ._base import DEFAULT_SEPARATOR, Pool, check_max_tokens, require_placeholder
+from ._base import (
+    DEFAULT_SEPARATOR,
+    Pool,
+    agent_pool,
+    check_max_tokens,
+    require_placeholder,
+)
 from .scatter_gather import scatter_gather
 from .tree_reduce import reduce_levels
 
@@ -78,6 +84,7 @@ async def broadcast_and_reduce(
     reduce_max_tokens: int | None = None,
     reducer: Pool | None = None,
     separator: str = DEFAULT_SEPARATOR,
+    reducer_agent_index: int | None = None,
 ) -> Response:
     """:func:`broadcast`, then ONE merge of every usable answer with ``reduce_prompt``.
 
@@ -105,6 +112,9 @@ async def broadcast_and_reduce(
         Tokens for the merged answer; defaults to ``max_tokens``.
     reducer:
         The pool that merges (default: ``pool``).
+    reducer_agent_index:
+        The agent of ``pool`` that merges (the earlier spelling of
+        ``reducer=pool.select([index])``).
     separator:
         What joins the answers in ``{responses}``.
 
@@ -131,10 +141,14 @@ async def broadcast_and_reduce(
     """
     require_placeholder(reduce_prompt, "responses", "reduce_prompt")
     check_max_tokens(reduce_max_tokens, "reduce_max_tokens")
+    if reducer_agent_index is not None:
+        if reducer is not None:
+            raise ConfigurationError("give reducer= or reducer_agent_index=, not both")
+        reducer = agent_pool(pool, reducer_agent_index, "reducer_agent_index")
     answers = await broadcast(pool, prompt, max_tokens, copies=copies)
+    reducer = reducer if reducer is not None else pool
     tree = await reduce_levels(
-        reducer if reducer is not None else pool,
-        answers, [prompt] * len(answers), reduce_prompt, max(2, len(answers)),
+        reducer, answers, [prompt] * len(answers), reduce_prompt, max(2, len(answers)),
         max_tokens=reduce_max_tokens if reduce_max_tokens is not None else max_tokens,
         separator=separator, min_levels=1, what="broadcast_and_reduce",
     )

@@ -319,9 +319,9 @@ async def fan_out_fan_in(
             raise ConfigurationError("n_workers applies to one prompt, not to a list of prompts")
         prompts = check_prompts(prompt, "prompt")
     answers = await scatter_gather(pool, prompts, max_tokens)
+    collector = collector if collector is not None else pool
     tree = await reduce_levels(
-        collector if collector is not None else pool,
-        answers, prompts, collect_prompt, max(2, len(answers)),
+        collector, answers, prompts, collect_prompt, max(2, len(answers)),
         max_tokens=collect_max_tokens if collect_max_tokens is not None else max_tokens,
         separator=separator, min_levels=1, what="fan_out_fan_in",
     )

@@ -26,7 +26,13 @@ fleet until SIGINT or SIGTERM (see :func:`serve_fleet`).
 
 from __future__ import annotations
 
-from ._answers import chat_prompt_tokens, expected_answer, expected_chat_answer, prompt_tokens
+from ._answers import (
+    chat_prompt_tokens,
+    expected_answer,
+    expected_chat_answer,
+    expected_embedding,
+    prompt_tokens,
+)
 from ._behavior import ACTIONS, TRANSIENT_FAULTS, EndpointBehavior
 from ._cli import serve_fleet
 from ._counters import EndpointCounters
@@ -43,6 +49,7 @@ __all__ = [
     "chat_prompt_tokens",
     "expected_answer",
     "expected_chat_answer",
+    "expected_embedding",
     "prompt_tokens",
     "serve_fleet",
 ]

@@ -10,6 +10,8 @@ never exceeds the byte count plus its special tokens.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,10 +23,14 @@ __all__ = [
     "chat_token_ids",
     "expected_answer",
     "expected_chat_answer",
+    "expected_embedding",
     "message_text",
     "prompt_token_ids",
     "prompt_tokens",
 ]
+
+EMBEDDING_DIMENSIONS = 16
+"""Length of the vectors the fake fleet's ``/v1/embeddings`` answers with."""
 
 ECHO_PREFIX = "ECHO: "
 """What every answer starts with, before the echoed prompt."""
@@ -183,3 +189,22 @@ def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
 
 def _word_id(word: str) -> int:
     return _FIRST_WORD_ID + zlib.crc32(word.encode("utf-8")) % _VOCAB
+
+
+def expected_embedding(text: str) -> list[float]:
+    """Return the vector the fake fleet's ``/v1/embeddings`` gives ``text``.
+
+    A unit vector of 16 numbers drawn from a hash of the text: equal
+    texts get equal vectors, different texts (almost surely) different ones.
+
+    Examples
+    --------
+    >>> from aurora_swarm.testing import expected_embedding
+    >>> v = expected_embedding("hello")
+    >>> len(v), round(sum(x * x for x in v), 6), v == expected_embedding("hello")
+    (16, 1.0, True)
+    """
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    raw = [(byte - 127.5) / 127.5 for byte in digest[:EMBEDDING_DIMENSIONS]]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]

@@ -19,6 +19,7 @@ from ._answers import (
     chat_prompt_tokens,
     expected_answer,
     expected_chat_answer,
+    expected_embedding,
     prompt_tokens,
 )
 
@@ -31,7 +32,10 @@ __all__ = [
     "check_model",
     "completion_body",
     "conversations_of",
+    "embeddings_body",
     "error_body",
+    "generate_body",
+    "inputs_of",
     "messages_of",
     "models_body",
     "parse_body",
@@ -292,3 +296,65 @@ def _add(out: Answers, n: int, text: str, finish: str, limit: int) -> None:
     out.completion_tokens.append(min(len(text.split()), limit))
     out.texts.append(text)
     out.finish_reasons.append(finish)
+
+
+def inputs_of(doc: Mapping[str, Any]) -> list[str]:
+    """Return the texts of an embeddings request: ``input`` is a string or a list of them."""
+    value = doc.get("input")
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    raise RequestError("input must be a string or a non-empty list of strings", param="input")
+
+
+def answer_inputs(
+    doc: Mapping[str, Any], texts: Sequence[str], max_model_len: int
+) -> Answers:
+    """Read the texts of an embeddings request (vectors are made when the body is written)."""
+    out = Answers()
+    for text in texts:
+        n = prompt_tokens(text, True)
+        if n > max_model_len:
+            raise RequestError(
+                f"This model's maximum context length is {max_model_len} tokens. However, "
+                f"your input contains {n} tokens.", param="input")
+        _add(out, n, text, "stop", 0)
+        out.completion_tokens[-1] = 0
+    return out
+
+
+def embeddings_body(model: str, answers: Answers, order: Sequence[int]) -> dict[str, Any]:
+    """Return a ``/v1/embeddings`` body, one vector per input, listed in ``order``."""
+    texts = answers.texts
+    p = sum(answers.prompt_tokens)
+    return {
+        "id": f"embd-{uuid.uuid4().hex}",
+        "object": "list",
+        "created": int(time.time()),
+        "model": model,
+        "data": [{"index": i, "object": "embedding", "embedding": expected_embedding(texts[i])}
+                 for i in order],
+        "usage": {"prompt_tokens": p, "total_tokens": p, "completion_tokens": 0,
+                  "prompt_tokens_details": None},
+    }
+
+
+def prompt_of(doc: Mapping[str, Any]) -> list[str]:
+    """Return the one prompt of a ``/generate`` request."""
+    prompt = doc.get("prompt")
+    if not isinstance(prompt, str):
+        raise RequestError("prompt must be a string", param="prompt")
+    return [prompt]
+
+
+def answer_generate(
+    doc: Mapping[str, Any], prompts: Sequence[str], max_model_len: int
+) -> Answers:
+    """Answer a ``/generate`` request: no token limit but the context."""
+    return answer_prompts({**doc, "max_tokens": None}, prompts, max_model_len)
+
+
+def generate_body(model: str, answers: Answers, order: Sequence[int]) -> dict[str, Any]:
+    """Return a ``/generate`` body: ``{"response": text}``."""
+    return {"response": answers.texts[order[0]] if order else ""}

@@ -17,15 +17,21 @@ from ._protocol import (
     Answers,
     RequestError,
     answer_chats,
+    answer_generate,
+    answer_inputs,
     answer_prompts,
     chat_body,
     check_model,
     completion_body,
     conversations_of,
+    embeddings_body,
     error_body,
+    generate_body,
+    inputs_of,
     messages_of,
     models_body,
     parse_body,
+    prompt_of,
     prompts_of,
 )
 
@@ -35,8 +41,10 @@ COMPLETIONS = "/v1/completions"
 CHAT = "/v1/chat/completions"
 CHAT_BATCH = "/v1/chat/completions/batch"
 METRICS = "/metrics"
+EMBEDDINGS = "/v1/embeddings"
+GENERATE = "/generate"
 _GET_ROUTES = frozenset({"/health", "/v1/models", "/version", METRICS})
-_POST_ROUTES = frozenset({COMPLETIONS, CHAT, CHAT_BATCH, "/tokenize"})
+_POST_ROUTES = frozenset({COMPLETIONS, CHAT, CHAT_BATCH, EMBEDDINGS, GENERATE, "/tokenize"})
 _NOT_FOUND = Reply.json({"detail": "Not Found"}, status=404)
 _NOT_ALLOWED = Reply.json({"detail": "Method Not Allowed"}, status=405)
 _HEALTHY = Reply(200, b"", content_type=b"text/plain")
@@ -106,6 +114,8 @@ class FakeServer:
             COMPLETIONS: self._completions,
             CHAT: self._chat,
             CHAT_BATCH: self._chat_batch,
+            EMBEDDINGS: self._embeddings,
+            GENERATE: self._generate,
             "/tokenize": self._tokenize,
         }
 
@@ -220,6 +230,12 @@ class FakeServer:
     async def _chat_batch(self, body: bytes, peer: Peer) -> Reply:
         self.counters.chat_batch_requests += 1
         return await self._infer(body, peer, conversations_of, answer_chats, chat_body)
+
+    async def _embeddings(self, body: bytes, peer: Peer) -> Reply:
+        return await self._infer(body, peer, inputs_of, answer_inputs, embeddings_body)
+
+    async def _generate(self, body: bytes, peer: Peer) -> Reply:
+        return await self._infer(body, peer, prompt_of, answer_generate, generate_body)
 
     async def _infer(
         self,
