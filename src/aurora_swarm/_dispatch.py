@@ -610,24 +610,30 @@ class BatchJob(Generic[P, K]):
         held = record.server.send(len(chunk), now)
         flight = _Flight(position, shape, chunk, held, anyio.CancelScope(), backup=backup)
         self._mine.setdefault(position, []).append(flight)
-        counters = record.counters
-        counters.requests += 1
-        counters.batch_requests += 1
-        counters.prompts += len(chunk)
         if backup:
-            counters.backups += 1
             self._doubled.add(flight)
         attempts, carriers = self._attempts, self._carriers
+        retries = 0
         for index in chunk:
             if attempts[index] and not backup:
-                counters.retries += 1
+                retries += 1
             attempts[index] += 1
             carriers[index] += 1
         group = self._group
         assert group is not None
-        group.start_soon(self._fly, flight, delay)
+        group.start_soon(self._fly, flight, delay, retries)
 
-    async def _fly(self, flight: _Flight, delay: float = 0.0) -> None:
+    def _count_sent(self, record: EndpointRecord, flight: _Flight, retries: int) -> None:
+        """Count a request as it goes out (one called off before that was never sent)."""
+        counters = record.counters
+        counters.requests += 1
+        counters.batch_requests += 1
+        counters.prompts += len(flight.chunk)
+        counters.retries += retries
+        if flight.backup:
+            counters.backups += 1
+
+    async def _fly(self, flight: _Flight, delay: float = 0.0, retries: int = 0) -> None:
         """Send one request, wait, and record what came back."""
         record = self._records[flight.position]
         chunk = flight.chunk
@@ -642,6 +648,7 @@ class BatchJob(Generic[P, K]):
                 payloads = [self._payloads[i] for i in chunk]
                 timeout = self._settings.timeouts.for_chunk(len(chunk))
                 async with self._limiter:
+                    self._count_sent(record, flight, retries)
                     reply = await self._send(record.endpoint, payloads, flight.shape, timeout)
         except RequestError as exc:
             error = exc
