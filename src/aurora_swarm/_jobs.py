@@ -12,6 +12,7 @@ line is removed first, so each id stays in the file once) unless ``retry_failed=
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter, deque
@@ -38,6 +39,8 @@ from ._response import Response
 from ._stats import PoolStats
 
 __all__ = ["JobProgress", "JobSummary", "run_job", "run_job_sync"]
+
+_log = logging.getLogger(__name__)
 
 _RATE_WINDOW = 30.0  # seconds of history behind the rate (and so the ETA)
 
@@ -236,6 +239,8 @@ async def run_job(
     try:
         skipped = sum(1 for i in results.done if i in ids)
         del ids
+        _log.info("job %s: starting: %d items, %d done before, %d to send over %d endpoints",
+                  runner.output, total, skipped, total - skipped, pool.size)
         return await runner.run(results, total, skipped, sync_interval, progress,
                                 progress_interval)
     finally:
@@ -391,11 +396,16 @@ class _Runner:
                 raise JobFileError(self.output, None,
                                    f"cannot be written: {self.error}") from self.error
             raise self.error
-        return JobSummary(
+        summary = JobSummary(
             self.output, total, skipped, self.done - self.failed, self.failed,
             dict(self.failures), self.pool.stats() - before, time.monotonic() - start,
             results.dropped_failures, results.kept_failures, results.torn_bytes,
         )
+        _log.info("job %s: done: %d answered, %d failed%s in %.1f s; %d requests, "
+                  "%d prompts retried", self.output, summary.answered, summary.failed,
+                  f" ({dict(self.failures)})" if self.failures else "", summary.elapsed,
+                  summary.stats.requests, summary.stats.retries)
+        return summary
 
     async def _guard(self, work: Callable[..., Awaitable[object]], *args: Any) -> None:
         """Run ``work``; its first error is kept (unwrapped) for the caller and stops the job."""

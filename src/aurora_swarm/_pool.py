@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import attrs
 
+from ._calllog import CallLog
 from ._dispatch import BatchJob, DispatchSettings, EndpointRecord, Timeouts
 from ._endpoint import Endpoint, EndpointLike, as_endpoint
 from ._exceptions import (
@@ -205,6 +206,7 @@ class VLLMPool:
         for endpoint in resolved:
             if endpoint not in records:
                 record = records[endpoint] = EndpointRecord(endpoint)
+                record.health.name = str(endpoint)
                 slots = _slots_of(endpoint, max_num_seqs)
                 if slots is not None:
                     record.server.learn_slots(slots, "option")
@@ -493,6 +495,7 @@ class VLLMPool:
         self._check_open()
         prompts = check_prompts(prompts, conversations=True)
         _check_optional_max_tokens(max_tokens)
+        call = self._call_log("send_all")
         system = self._system_prompt(system_prompt)
         params = self._params(sampling)
         conversations = [as_conversation(p, system) for p in prompts]
@@ -523,7 +526,7 @@ class VLLMPool:
         async with anyio.create_task_group() as group:
             for _ in range(workers):
                 group.start_soon(worker)
-        return self._finish_many([r for r in results if r is not None])
+        return self._finish_many([r for r in results if r is not None], call)
 
     async def send_all_batched(
         self, prompts: Sequence[Prompt], max_tokens: int | None = None,
@@ -559,11 +562,12 @@ class VLLMPool:
             return await self.send_all(prompts, max_tokens, system_prompt=system_prompt,
                                        sampling=sampling, on_result=on_result)
         self._check_open()
+        call = self._call_log("send_all_batched")
         plan = await self._plan(prompts, max_tokens, chat_template, system_prompt, sampling)
         results: list[Response | None] = [None] * len(plan.shapes)
         fit = plan.fitting(results, -1, on_result)
         if not fit:
-            return self._finish_many([r for r in results if r is not None])
+            return self._finish_many([r for r in results if r is not None], call)
         whole = len(fit) == len(results)
         payloads = plan.prepared.payloads
         homes = groups = None
@@ -585,10 +589,10 @@ class VLLMPool:
         )
         answers = await job.run()
         if whole:
-            return self._finish_many(answers)
+            return self._finish_many(answers, call)
         for k, response in zip(fit, answers, strict=True):
             results[k] = response
-        return self._finish_many([r for r in results if r is not None])
+        return self._finish_many([r for r in results if r is not None], call)
 
     async def _plan(
         self, prompts: Sequence[Prompt], max_tokens: int | None,
@@ -648,7 +652,14 @@ class VLLMPool:
             raise ConfigurationError(f"system_prompt must be a str, got {type(system).__name__}")
         return system
 
-    def _finish_many(self, responses: list[Response]) -> list[Response]:
+    def _call_log(self, name: str) -> CallLog:
+        return CallLog(name, [self._core.records[e] for e in self._endpoints])
+
+    def _finish_many(
+        self, responses: list[Response], call: CallLog | None = None
+    ) -> list[Response]:
+        if call is not None:
+            call.done(responses)
         if self._core.strict:
             failures = []
             for index, response in enumerate(responses):
