@@ -37,7 +37,7 @@ from ._prompts import Conversation, Prompt, as_conversation, sizing_text
 from ._sizing import ContextSizer
 from ._transport import Transport
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("aurora_swarm.formats")
 
 __all__ = ["ChatTemplateSetting", "FormatResolver", "Prepared", "PromptFormat"]
 

@@ -32,7 +32,7 @@ from ._retry import RetryPolicy
 
 __all__ = ["HealthPolicy"]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("aurora_swarm.health")
 
 
 def _non_negative(_inst: object, attr: attrs.Attribute[float], value: float) -> None:

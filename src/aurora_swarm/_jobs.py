@@ -40,7 +40,7 @@ from ._stats import PoolStats
 
 __all__ = ["JobProgress", "JobSummary", "run_job", "run_job_sync"]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("aurora_swarm.jobs")
 
 _RATE_WINDOW = 30.0  # seconds of history behind the rate (and so the ETA)
 
