@@ -23,6 +23,7 @@ from ._exceptions import (
 )
 from ._formats import ChatTemplateSetting, FormatResolver, Prepared
 from ._health import HealthPolicy
+from ._progress import ProgressBar, ProgressSetting, check_progress, open_bar
 from ._prompts import (
     Conversation,
     Prompt,
@@ -486,15 +487,30 @@ class VLLMPool:
     async def send_all(
         self, prompts: Sequence[Prompt], max_tokens: int | None = None,
         *, system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
-        on_result: ResultHook | None = None,
+        on_result: ResultHook | None = None, progress: ProgressSetting = False,
     ) -> list[Response]:
         """One chat request per prompt, round-robin over the agents (the non-batched baseline).
 
         ``out[i]`` answers ``prompts[i]``; prompt ``i`` goes to agent ``i % size``.
+        ``on_result`` and ``progress`` are as for :meth:`send_all_batched`.
         """
         self._check_open()
         prompts = check_prompts(prompts, conversations=True)
         _check_optional_max_tokens(max_tokens)
+        check_progress(progress)
+        bar = self._bar(progress, len(prompts), "send_all", on_result)
+        try:
+            return await self._send_all(prompts, max_tokens, system_prompt, sampling,
+                                        bar or on_result)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    async def _send_all(
+        self, prompts: Sequence[Prompt], max_tokens: int | None,
+        system_prompt: str | _Unset | None, sampling: Mapping[str, Any] | None,
+        on_result: ResultHook | None,
+    ) -> list[Response]:
         call = self._call_log("send_all")
         system = self._system_prompt(system_prompt)
         params = self._params(sampling)
@@ -532,7 +548,7 @@ class VLLMPool:
         self, prompts: Sequence[Prompt], max_tokens: int | None = None,
         *, chat_template: ChatTemplateSetting | _Unset = UNSET,
         system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
-        on_result: ResultHook | None = None,
+        on_result: ResultHook | None = None, progress: ProgressSetting = False,
     ) -> list[Response]:
         """Every prompt over every agent, batched; ``out[i]`` answers ``prompts[i]``.
 
@@ -557,13 +573,29 @@ class VLLMPool:
             (e.g. ``{"temperature": 0.7, "seed": 1}``).
         on_result:
             Called as ``on_result(index, response)`` the moment each prompt is settled.
+        progress:
+            Draw a progress bar with ``tqdm.auto`` (a widget in Jupyter, a bar on a terminal):
+            done / total, prompts/s, ETA, failed prompts and prompts retried. ``True``, or a
+            mapping of ``tqdm`` keyword arguments (``{"desc": "leaves", "leave": False}``).
         """
         if not self._core.use_batch:
             return await self.send_all(prompts, max_tokens, system_prompt=system_prompt,
-                                       sampling=sampling, on_result=on_result)
+                                       sampling=sampling, on_result=on_result,
+                                       progress=progress)
         self._check_open()
+        check_progress(progress)
         call = self._call_log("send_all_batched")
         plan = await self._plan(prompts, max_tokens, chat_template, system_prompt, sampling)
+        bar = self._bar(progress, len(plan.shapes), "send_all_batched", on_result)
+        try:
+            return await self._dispatch(plan, bar or on_result, call)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    async def _dispatch(
+        self, plan: _Plan, on_result: ResultHook | None, call: CallLog
+    ) -> list[Response]:
         results: list[Response | None] = [None] * len(plan.shapes)
         fit = plan.fitting(results, -1, on_result)
         if not fit:
@@ -651,6 +683,13 @@ class VLLMPool:
         if system is not None and not isinstance(system, str):
             raise ConfigurationError(f"system_prompt must be a str, got {type(system).__name__}")
         return system
+
+    def _bar(
+        self, progress: ProgressSetting, total: int, desc: str, hook: ResultHook | None
+    ) -> ProgressBar | None:
+        records = [self._core.records[e] for e in dict.fromkeys(self._endpoints)]
+        return open_bar(progress, total, desc, hook=hook,
+                        retries=lambda: sum(r.counters.retries for r in records))
 
     def _call_log(self, name: str) -> CallLog:
         return CallLog(name, [self._core.records[e] for e in self._endpoints])

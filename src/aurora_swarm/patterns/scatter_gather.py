@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from .._progress import ProgressSetting
 from .._response import Response
 from ._base import (
     Pool,
@@ -13,12 +14,14 @@ from ._base import (
     fill_template,
     require_placeholder,
 )
+from ._tracking import ResultHook, send, tracking
 
 __all__ = ["map_gather", "scatter_gather"]
 
 
 async def scatter_gather(
-    pool: Pool, prompts: Sequence[str], max_tokens: int | None = None
+    pool: Pool, prompts: Sequence[str], max_tokens: int | None = None,
+    *, on_result: ResultHook | None = None, progress: ProgressSetting = False,
 ) -> list[Response]:
     """Send every prompt over the pool, batched; ``out[i]`` answers ``prompts[i]``.
 
@@ -35,6 +38,12 @@ async def scatter_gather(
         The prompts; an empty list returns ``[]`` without a request.
     max_tokens:
         Tokens to generate per prompt; ``None`` leaves it to the pool.
+    on_result:
+        Called as ``on_result(index, response)`` as each prompt settles (the pool must take
+        ``on_result=``, as :class:`~aurora_swarm.VLLMPool` does).
+    progress:
+        ``True`` (or a mapping of ``tqdm`` options) draws a progress bar; see
+        :meth:`VLLMPool.send_all_batched <aurora_swarm.VLLMPool.send_all_batched>`.
 
     Returns
     -------
@@ -61,7 +70,8 @@ async def scatter_gather(
     check_max_tokens(max_tokens, "max_tokens")
     if not prompts:
         return []
-    return list(await pool.send_all_batched(prompts, max_tokens))
+    with tracking(pool, progress, on_result, len(prompts), "scatter_gather") as hook:
+        return await send(pool, prompts, max_tokens, hook)
 
 
 async def map_gather(
@@ -71,6 +81,8 @@ async def map_gather(
     max_tokens: int | None = None,
     *,
     placeholder: str = "item",
+    on_result: ResultHook | None = None,
+    progress: ProgressSetting = False,
 ) -> list[Response]:
     """Fill ``prompt_template`` with each item and :func:`scatter_gather` the prompts.
 
@@ -92,6 +104,11 @@ async def map_gather(
         Tokens to generate per prompt; ``None`` leaves it to the pool.
     placeholder:
         The placeholder's name, ``"item"`` by default.
+    on_result:
+        Called as ``on_result(index, response)`` as each item settles (``index`` is the
+        item's position).
+    progress:
+        ``True`` (or a mapping of ``tqdm`` options) draws a progress bar over the items.
 
     Returns
     -------
@@ -134,8 +151,14 @@ async def map_gather(
             continue
         prompts.append(fill_template(prompt_template, **{placeholder: as_text(item)}))
         slots.append(index)
-    if prompts:
-        answers = await pool.send_all_batched(prompts, max_tokens)
-        for slot, answer in zip(slots, answers, strict=True):
-            results[slot] = answer
+    with tracking(pool, progress, on_result, len(items), "map_gather") as hook:
+        if hook is not None:
+            for index, passed in enumerate(results):
+                if passed is not None:
+                    hook(index, passed)
+        if prompts:
+            answers = await send(pool, prompts, max_tokens,
+                                 None if hook is None else (lambda k, r: hook(slots[k], r)))
+            for slot, answer in zip(slots, answers, strict=True):
+                results[slot] = answer
     return [r for r in results if r is not None]
