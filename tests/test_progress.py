@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,19 @@ async def test_a_pool_without_on_result_works_but_cannot_draw_a_bar() -> None:
     assert [r.text for r in await scatter_gather(_PlainPool(), ["a"])] == ["A"]
     with pytest.raises(ConfigurationError, match="takes on_result="):
         await scatter_gather(_PlainPool(), ["a"], progress=True)
+
+
+async def test_a_job_bar_starts_at_what_earlier_runs_did(tmp_path: Path) -> None:
+    from aurora_swarm.jobs import run_job
+
+    out = tmp_path / "results.jsonl"
+    prompts = [f"q{i}" for i in range(300)]
+    async with FakeFleet(2, model=MODEL) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+            await run_job(pool, prompts[:100], out)
+            stream = io.StringIO()
+            summary = await run_job(pool, prompts, out, progress=bar_to(stream))
+    assert summary.skipped == 100 and summary.answered == 200
+    drawn = final_lines(stream)
+    assert drawn[0].startswith("job:  33%") and "100/300" in drawn[0]
+    assert "300/300" in drawn[-1] and "failed=0" in drawn[-1]

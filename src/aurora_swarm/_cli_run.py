@@ -17,6 +17,7 @@ from ._hostfile import parse_hostfile
 from ._job_input import JSONL_KEYS, PromptFile
 from ._jobs import JobProgress, JobSummary, run_job
 from ._pool import VLLMPool
+from ._progress import ProgressBar
 
 __all__ = ["add_parser", "main"]
 
@@ -200,13 +201,13 @@ def _causes(counts: Any, lead: str = " ") -> str:
 
 
 class Progress:
-    """Progress on a stream: one redrawn bar on a terminal, or a plain line every few seconds."""
+    """Progress on a stream: a tqdm bar on a terminal, or a plain line every few seconds."""
 
     def __init__(self, stream: TextIO, bar: bool, interval: float) -> None:
         self.stream = stream
         self.bar = bar
         self.interval = interval
-        self._drawn = False
+        self._bar: ProgressBar | None = None
         self._last_line = -math.inf
 
     @classmethod
@@ -219,30 +220,29 @@ class Progress:
 
     def __call__(self, p: JobProgress) -> None:
         settled = p.skipped + p.done
+        if self.bar:
+            if self._bar is None:
+                self._bar = ProgressBar(
+                    p.total, "aurora-swarm run",
+                    {"file": self.stream, "mininterval": 0, "ascii": None}, initial=p.skipped)
+            self._bar.advance(settled, p.failed, p.stats.retries)
+            return
+        now = time.monotonic()
+        if now - self._last_line < self.interval * 0.9 and p.remaining:
+            return
+        self._last_line = now
         share = settled / p.total if p.total else 1.0
         eta = "--" if p.eta is None else _clock(p.eta)
         rate = "--" if p.rate is None else f"{p.rate:,.0f}/s"
-        if self.bar:
-            filled = int(share * 24)
-            text = (f"\r[{'#' * filled}{'.' * (24 - filled)}] {share:4.0%} "
-                    f"{settled:,}/{p.total:,}  failed {p.failed:,}  {rate}  ETA {eta} ")
-            self.stream.write(text + "\x1b[K")
-            self._drawn = True
-        else:
-            now = time.monotonic()
-            if now - self._last_line < self.interval * 0.9 and p.remaining:
-                return
-            self._last_line = now
-            self.stream.write(f"progress: {settled}/{p.total} done ({share:.1%}), "
-                              f"{p.failed} failed, {rate}, ETA {eta}, "
-                              f"{p.elapsed:.0f} s elapsed\n")
+        self.stream.write(f"progress: {settled}/{p.total} done ({share:.1%}), "
+                          f"{p.failed} failed, {rate}, ETA {eta}, "
+                          f"{p.elapsed:.0f} s elapsed\n")
         self.stream.flush()
 
     def close(self) -> None:
-        """End the bar's line."""
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        """End the bar."""
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _clock(seconds: float) -> str:

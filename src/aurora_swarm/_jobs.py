@@ -34,6 +34,7 @@ from ._formats import ChatTemplateSetting
 from ._job_input import ItemId, JobFileError, JobItem, PromptFile, as_items
 from ._job_output import JobResult, ResultsFile, ResultWriter, failure_cause
 from ._pool import UNSET, VLLMPool, _Unset
+from ._progress import ProgressBar, check_progress, open_bar
 from ._prompts import Prompt
 from ._response import Response
 from ._stats import PoolStats
@@ -162,7 +163,7 @@ async def run_job(
     retry_failed: bool = True,
     window: int = 20_000,
     sync_interval: float | None = 1.0,
-    progress: Callable[[JobProgress], object] | None = None,
+    progress: Callable[[JobProgress], object] | bool | Mapping[str, Any] | None = None,
     progress_interval: float = 1.0,
     check_model: bool = True,
 ) -> JobSummary:
@@ -203,7 +204,9 @@ async def run_job(
         ``None``: never). Each burst of results is written at once either way, so a killed
         process loses nothing written; ``fsync`` guards against a crash of the machine.
     progress:
-        Called with a :class:`JobProgress` every ``progress_interval`` seconds and at the end.
+        Called with a :class:`JobProgress` every ``progress_interval`` seconds and at the end;
+        or ``True`` (or a mapping of ``tqdm`` options) for a progress bar drawn by
+        ``tqdm.auto`` (a widget in Jupyter) that starts at the items done before.
     progress_interval:
         Seconds between ``progress`` calls.
     check_model:
@@ -229,6 +232,8 @@ async def run_job(
         raise ConfigurationError(f"window must be a positive int, got {window!r}")
     if sync_interval is not None and sync_interval < 0:
         raise ConfigurationError(f"sync_interval must be >= 0 or None, got {sync_interval!r}")
+    if not callable(progress):
+        check_progress(progress)
     runner = _Runner(pool, as_items(items), os.fspath(output), window, max_tokens,
                      chat_template, system_prompt)
     ids, total = await anyio.to_thread.run_sync(runner.check_items)
@@ -241,10 +246,16 @@ async def run_job(
         del ids
         _log.info("job %s: starting: %d items, %d done before, %d to send over %d endpoints",
                   runner.output, total, skipped, total - skipped, pool.size)
+        if not callable(progress):
+            runner.bar = open_bar(progress, total, "job", initial=skipped,
+                                  retries=lambda: pool.stats().retries)
+            progress = None
         return await runner.run(results, total, skipped, sync_interval, progress,
                                 progress_interval)
     finally:
         results.close()
+        if runner.bar is not None:
+            runner.bar.close()
 
 
 def run_job_sync(
@@ -354,6 +365,7 @@ class _Runner:
         self.error: BaseException | None = None
         self.writer: ResultWriter | None = None
         self.scope: anyio.CancelScope | None = None
+        self.bar: ProgressBar | None = None
 
     def check_items(self) -> tuple[Mapping[ItemId, int], int]:
         """Read every item once: lines well formed, ids unique. Returns (ids, count)."""
@@ -461,6 +473,8 @@ class _Runner:
     def _settle(self, item: JobItem, response: Response) -> None:
         assert self.writer is not None
         self.writer.add(JobResult.from_response(item, response).line())
+        if self.bar is not None:
+            self.bar(item.index, response)
         self.done += 1
         if not response.success:
             self.failed += 1

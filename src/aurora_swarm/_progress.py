@@ -58,6 +58,7 @@ class ProgressBar:
         self._retries_at_start = retries() if retries is not None else 0
         self._hook = hook
         self._next_postfix = 0.0
+        self._retried: int | None = None
         self.failed = 0
 
     def __call__(self, index: int, response: Response) -> None:
@@ -71,16 +72,23 @@ class ProgressBar:
         if self._hook is not None:
             self._hook(index, response)
 
-    def advance(self, done: int, failed: int) -> None:
-        """Move the bar to ``done`` settled prompts, ``failed`` of them failed."""
+    def advance(self, done: int, failed: int, retries: int | None = None) -> None:
+        """Move the bar to ``done`` settled prompts, ``failed`` of them failed, ``retries``
+        prompts sent again (when known)."""
         self.failed = failed
+        if retries is not None:
+            self._retried = retries
+        self._bar.set_postfix(self._postfix(), refresh=False)
         if done > self._bar.n:
             self._bar.update(done - self._bar.n)
-        self._bar.set_postfix(self._postfix(), refresh=True)
+        else:
+            self._bar.refresh()
 
     def _postfix(self) -> dict[str, int]:
         figures = {"failed": self.failed}
-        if self._retries is not None:
+        if self._retried is not None:
+            figures["retries"] = self._retried
+        elif self._retries is not None:
             figures["retries"] = self._retries() - self._retries_at_start
         return figures
 
