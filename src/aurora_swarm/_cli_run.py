@@ -174,6 +174,11 @@ def format_summary(summary: JobSummary, source: str) -> str:
         ("tokens", f"{stats.tokens} (prompt {stats.prompt_tokens}, "
                    f"completion {stats.completion_tokens})"),
     ]
+    troubled = [e for e in stats.endpoints if e.failures]
+    if troubled:
+        named = ", ".join(f"{e.endpoint}{_causes(e.failures)}" for e in troubled[:5])
+        more = f" and {len(troubled) - 5} more" if len(troubled) > 5 else ""
+        rows.append(("endpoints", f"failed requests on {named}{more}"))
     if summary.torn_bytes:
         rows.append(("repaired", f"cut a torn last line ({summary.torn_bytes} bytes) left by "
                                  "an interrupted run"))

@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from ._display import causes, html_table, text_table
 from ._exceptions import (
     BatchError,
     ConfigurationError,
@@ -150,6 +151,39 @@ class JobSummary:
     def complete(self) -> bool:
         """Whether the results file now holds an answer for every item (no failure left)."""
         return self.failed == 0 and self.kept_failures == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready): every field, ``sent``, ``rate``, ``complete``, and the
+        pool's counters as :meth:`PoolStats.to_dict <aurora_swarm.PoolStats.to_dict>`."""
+        data = attrs.asdict(self, recurse=False)
+        data.update(failures=dict(self.failures), stats=self.stats.to_dict(), sent=self.sent,
+                    rate=self.rate, complete=self.complete)
+        return data
+
+    def _rows(self) -> list[tuple[str, str]]:
+        stats = self.stats
+        troubled = [e for e in stats.endpoints if e.failures]
+        rows = [
+            ("items", f"{self.total:,}: {self.skipped:,} done before, {self.sent:,} sent now"),
+            ("answered", f"{self.answered:,} in {self.elapsed:.1f} s ({self.rate:,.0f}/s)"),
+            ("failed", f"{self.failed:,}" + (f" ({causes(self.failures)})"
+                                             if self.failures else "")),
+            ("requests", f"{stats.requests:,}, {stats.retries:,} prompts retried"),
+            ("tokens", f"{stats.tokens:,}"),
+        ]
+        if troubled:
+            named = ", ".join(f"{e.endpoint} ({causes(e.failures)})" for e in troubled[:5])
+            more = f" and {len(troubled) - 5} more" if len(troubled) > 5 else ""
+            rows.append(("failing endpoints", named + more))
+        rows.append(("results", f"{self.output}: " + ("complete" if self.complete else
+                     f"{self.failed + self.kept_failures:,} items failed")))
+        return rows
+
+    def __str__(self) -> str:
+        return text_table(("job", ""), self._rows())
+
+    def _repr_html_(self) -> str:
+        return html_table(("job", ""), self._rows(), "JobSummary")
 
 
 async def run_job(
