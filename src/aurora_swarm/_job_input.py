@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
 import attrs
@@ -271,13 +271,14 @@ def as_items(items: Iterable[JobItem | Prompt | Mapping[str, Any]]) -> Iterable[
         return items
     if isinstance(items, str):
         raise JobFileError("items", None, "items must be a list of prompts, not one string")
-    values = items if isinstance(items, list | tuple) else list(items)
+    # A sequence (a list, a Dataset column) is read in place, not copied.
+    values = items if isinstance(items, Sequence) else list(items)
     return _PythonItems(values)
 
 
 @attrs.frozen
 class _PythonItems:
-    values: list[Any] | tuple[Any, ...]
+    values: Sequence[Any]
 
     def __iter__(self) -> Iterator[JobItem]:
         def error(position: int | None, problem: str) -> JobFileError:

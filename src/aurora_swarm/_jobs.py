@@ -39,6 +39,7 @@ from ._progress import ProgressBar, check_progress, open_bar
 from ._prompts import Prompt
 from ._response import Response
 from ._stats import PoolStats
+from ._tables import table_items
 
 __all__ = ["JobProgress", "JobSummary", "run_job", "run_job_sync"]
 
@@ -217,8 +218,10 @@ async def run_job(
         The pool that sends (any sub-pool).
     items:
         A :class:`PromptFile`, or :class:`JobItem` objects, prompts (the id is the position)
-        or mappings with the keys of a JSONL prompts line. Read twice: once to check, once to
-        send (a one-shot iterator is read into a list first).
+        or mappings with the keys of a JSONL prompts line. Tables too, read lazily: a pandas
+        Series of prompts (the ids are its index labels), a Hugging Face ``Dataset`` column
+        (``ds["prompt"]``), or a DataFrame or ``Dataset`` whose columns are JSONL keys. Read
+        twice: once to check, once to send (a one-shot iterator is read into a list first).
     output:
         The results file (JSON lines); created if missing, appended to otherwise.
     max_tokens:
@@ -268,8 +271,8 @@ async def run_job(
         raise ConfigurationError(f"sync_interval must be >= 0 or None, got {sync_interval!r}")
     if not callable(progress):
         check_progress(progress)
-    runner = _Runner(pool, as_items(items), os.fspath(output), window, max_tokens,
-                     chat_template, system_prompt)
+    runner = _Runner(pool, table_items(items) or as_items(items), os.fspath(output), window,
+                     max_tokens, chat_template, system_prompt)
     ids, total = await anyio.to_thread.run_sync(runner.check_items)
     if check_model:
         await check_fleet(pool)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from .._exceptions import ConfigurationError
 from .._progress import ProgressSetting
 from .._response import Response
+from .._tablekind import whole_table
 from ._base import (
     Pool,
     as_text,
@@ -97,7 +99,10 @@ async def map_gather(
     pool:
         Any :class:`~aurora_swarm.patterns.Pool`.
     items:
-        The work items: strings, responses, or anything ``str()`` renders.
+        The work items: strings, responses, or anything ``str()`` renders; a pandas Series
+        (a DataFrame column) or a Hugging Face ``Dataset`` column too
+        (:func:`aurora_swarm.tables.to_dataframe` turns the answers into a table with the
+        Series' index).
     prompt_template:
         A prompt with a ``{item}`` placeholder.
     max_tokens:
@@ -141,6 +146,9 @@ async def map_gather(
     """
     require_placeholder(prompt_template, placeholder, "prompt_template")
     check_max_tokens(max_tokens, "max_tokens")
+    problem = whole_table(items)
+    if problem is not None:
+        raise ConfigurationError(problem)
     items = list(items)
     results: list[Response | None] = [None] * len(items)
     prompts: list[str] = []
