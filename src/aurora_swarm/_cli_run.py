@@ -16,6 +16,7 @@ from ._exceptions import ConfigurationError, EndpointUnavailable, SwarmError
 from ._hostfile import parse_hostfile
 from ._job_input import JSONL_KEYS, PromptFile
 from ._jobs import JobProgress, JobSummary, run_job
+from ._openai_batch import looks_like_openai_batch, run_batch_file
 from ._pool import VLLMPool
 from ._progress import ProgressBar
 
@@ -33,7 +34,12 @@ written twice. Prompts that failed are sent again by a rerun (--no-retry-failed 
 
 PROMPTS is a text file (one prompt a line; blank lines are skipped; the id is the line number)
 or a JSONL file (*.jsonl, *.ndjson, *.json, or --format jsonl), one object a line with keys:
-""" + "\n".join(f"  {key:<14} {meaning}" for key, meaning in JSONL_KEYS.items())
+""" + "\n".join(f"  {key:<14} {meaning}" for key, meaning in JSONL_KEYS.items()) + """
+
+PROMPTS may also be an OpenAI batch file (the input of OpenAI's Batch API and vllm run-batch:
+custom_id, method, url, body with /v1/completions or /v1/chat/completions bodies); the results
+are then written in the OpenAI batch output format. Lines whose bodies differ only in the prompt
+or messages share batched requests."""
 
 _EPILOG = """\
 Each results line holds: id, index (0-based input position), success, text, finish_reason,
@@ -63,8 +69,9 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--model", required=True, metavar="M", help="served model name")
     p.add_argument("-o", "--output", required=True, metavar="RESULTS",
                    help="results file (JSONL); appended to, created if missing")
-    p.add_argument("--format", choices=("auto", "text", "jsonl"), default="auto",
-                   help="how to read PROMPTS (default: by file name)")
+    p.add_argument("--format", choices=("auto", "text", "jsonl", "openai"), default="auto",
+                   help="how to read PROMPTS (default: by file name; a JSONL file whose first "
+                        "line has custom_id and body is an OpenAI batch file)")
     p.add_argument("--template", metavar="TEXT",
                    help="map-style prompts: fill TEXT's {item} with each line (or JSONL 'item'; "
                         "an object item fills {key} for each key)")
@@ -107,14 +114,19 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         pool = VLLMPool(endpoints, args.model, max_tokens=args.max_tokens,
                         timeout=args.timeout, sampling=dict(args.sampling) or None,
                         chat_template=args.chat_template, system_prompt=args.system_prompt)
-        prompts = PromptFile(args.prompts, args.format, args.template)
+        batch = args.format == "openai" or (args.format == "auto"
+                                            and looks_like_openai_batch(args.prompts))
+        if batch and args.template is not None:
+            return _error("--template does not apply to an OpenAI batch file (its bodies hold "
+                          "the prompts)", EXIT_USAGE)
+        prompts = None if batch else PromptFile(args.prompts, args.format, args.template)
     except ConfigurationError as exc:
         return _error(str(exc), EXIT_USAGE)
     display = Progress.choose(args.progress, args.progress_interval, sys.stderr)
     return anyio.run(_run, pool, prompts, args, display)
 
 
-async def _run(pool: VLLMPool, prompts: PromptFile, args: argparse.Namespace,
+async def _run(pool: VLLMPool, prompts: PromptFile | None, args: argparse.Namespace,
                display: Progress | None) -> int:
     summary: JobSummary | None = None
     error: SwarmError | None = None
@@ -131,10 +143,16 @@ async def _run(pool: VLLMPool, prompts: PromptFile, args: argparse.Namespace,
 
         group.start_soon(watch_signals)
         try:
-            summary = await run_job(
-                pool, prompts, args.output, retry_failed=args.retry_failed, window=args.window,
-                sync_interval=args.fsync_interval, progress=display,
-                progress_interval=display.interval if display else 1.0)
+            interval = display.interval if display else 1.0
+            if prompts is None:  # an OpenAI batch file, written back in the same format
+                summary = await run_batch_file(
+                    pool, args.prompts, args.output, window=args.window, progress=display,
+                    progress_interval=interval)
+            else:
+                summary = await run_job(
+                    pool, prompts, args.output, retry_failed=args.retry_failed,
+                    window=args.window, sync_interval=args.fsync_interval, progress=display,
+                    progress_interval=interval)
         except SwarmError as exc:
             error = exc
         finally:
@@ -150,7 +168,7 @@ async def _run(pool: VLLMPool, prompts: PromptFile, args: argparse.Namespace,
         code = EXIT_UNREACHABLE if isinstance(error, EndpointUnavailable) else EXIT_USAGE
         return _error(str(error), code)
     assert summary is not None
-    print(format_summary(summary, prompts.path))
+    print(format_summary(summary, args.prompts))
     return 0 if summary.complete else EXIT_FAILED_ITEMS
 
 
