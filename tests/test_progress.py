@@ -141,3 +141,13 @@ async def test_a_job_bar_starts_at_what_earlier_runs_did(tmp_path: Path) -> None
     drawn = final_lines(stream)
     assert drawn[0].startswith("job:  33%") and "100/300" in drawn[0]
     assert "300/300" in drawn[-1] and "failed=0" in drawn[-1]
+
+
+async def test_the_sync_job_entry_point_says_what_to_use_inside_an_event_loop(
+    tmp_path: Path,
+) -> None:
+    from aurora_swarm.jobs import run_job_sync
+
+    with pytest.raises(ConfigurationError, match=r"use `await run_job\(pool, items, output\)`"):
+        run_job_sync(["127.0.0.1:9"], MODEL, ["a"], tmp_path / "r.jsonl")
+    assert not (tmp_path / "r.jsonl").exists()

@@ -12,6 +12,7 @@ line is removed first, so each id stays in the file once) unless ``retry_failed=
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -306,6 +307,9 @@ def run_job_sync(
 ) -> JobSummary:
     """:func:`run_job` from synchronous code: make a pool, run the job, close the pool.
 
+    Inside a running event loop (a Jupyter notebook) it raises
+    :class:`~aurora_swarm.ConfigurationError`: ``await run_job(...)`` is the call there.
+
     .. versionadded:: 0.2
 
     Parameters
@@ -344,6 +348,7 @@ def run_job_sync(
     """
     from ._hostfile import parse_hostfile
 
+    _refuse_running_loop("run_job_sync", "await run_job(pool, items, output)")
     if isinstance(endpoints, str | os.PathLike):
         endpoints = parse_hostfile(endpoints)
 
@@ -352,6 +357,17 @@ def run_job_sync(
             return await run_job(pool, items, output, **job_options)
 
     return anyio.run(main)
+
+
+def _refuse_running_loop(name: str, instead: str) -> None:
+    """A synchronous entry point cannot start an event loop inside a running one (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise ConfigurationError(
+        f"{name}() cannot run inside a running event loop (a Jupyter notebook has one); "
+        f"use `{instead}` there instead")
 
 
 async def check_fleet(pool: VLLMPool) -> None:
