@@ -2,7 +2,8 @@
 
 Logged under ``aurora_swarm.pool``: INFO when something was retried or failed, DEBUG otherwise,
 so a healthy notebook stays quiet at INFO and a retry storm shows up once per call, never once
-per prompt.
+per prompt. Requests and retries are counted on the call's endpoints while it ran, so calls
+running at the same time on the same endpoints (a job's windows) count each other's too.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import uuid
 from collections import Counter
@@ -149,8 +150,9 @@ def _parse(record: object, model: str, error: Callable[[str], JobFileError]) -> 
                                    or max_tokens < 1):
         raise error(f"'max_tokens' must be a positive integer, got {max_tokens!r}")
     sampling = {k: v for k, v in body.items() if k not in _NOT_SAMPLING}
+    # Interned: a file holds a few kinds of bodies, not one per line.
     return BatchLine(custom_id, chat, prompt, max_tokens,
-                     json.dumps(sampling, sort_keys=True, separators=(",", ":")), 0)
+                     sys.intern(json.dumps(sampling, sort_keys=True, separators=(",", ":"))), 0)
 
 
 def _done_ids(path: str) -> set[str]:
