@@ -62,3 +62,25 @@ async def test_job_summary_prints_names_failing_endpoints_and_exports(tmp_path: 
     assert json.loads(json.dumps(data)) == data
     assert data["answered"] == 50 and data["complete"] is True
     assert data["stats"]["requests"] == summary.stats.requests
+
+
+def test_cli_errors_name_options_not_arguments() -> None:
+    from aurora_swarm._cli_run import cli_words
+
+    assert cli_words("chat_template='auto' found no way") == "--chat-template='auto' found no way"
+    assert cli_words("system_prompt must be a str") == "--system-prompt must be a str"
+    assert cli_words("sampling may not set ['n']") == "--sampling may not set ['n']"
+    # A quoted name is a JSONL key, and a longer word is not an argument.
+    assert cli_words("'max_tokens' must be a positive integer") == (
+        "'max_tokens' must be a positive integer")
+    assert cli_words("max_tokens_per_call") == "max_tokens_per_call"
+
+
+def test_cli_sampling_values_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    from .test_cli import cli
+
+    result = cli("run", tmp_path / "none.txt", "--hostfile", tmp_path / "none.hostfile",
+                 "--model", MODEL, "-o", tmp_path / "out.jsonl", "--sampling", "temperature=hot")
+    assert result.returncode == 2
+    assert ("error: argument --sampling: temperature must be a number >= 0, got 'hot'"
+            in result.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import signal
 import sys
 import time
@@ -19,6 +20,7 @@ from ._jobs import JobProgress, JobSummary, run_job
 from ._openai_batch import looks_like_openai_batch, run_batch_file
 from ._pool import VLLMPool
 from ._progress import ProgressBar
+from ._sampling import check_sampling_values
 
 __all__ = ["add_parser", "main"]
 
@@ -173,8 +175,20 @@ async def _run(pool: VLLMPool, prompts: PromptFile | None, args: argparse.Namesp
 
 
 def _error(message: str, code: int) -> int:
-    print(f"aurora-swarm run: error: {message}", file=sys.stderr)
+    print(f"aurora-swarm run: error: {cli_words(message)}", file=sys.stderr)
     return code
+
+
+# Library argument names in error messages, and the options that set them here. A quoted name
+# ('max_tokens') is a JSONL key and stays as it is.
+_OPTIONS = {"chat_template": "--chat-template", "system_prompt": "--system-prompt",
+            "max_tokens": "--max-tokens", "sampling": "--sampling"}
+_ARGUMENT = re.compile(r"(?<![\w'\"-])(" + "|".join(_OPTIONS) + r")(?![\w'\"])")
+
+
+def cli_words(message: str) -> str:
+    """``message`` with the library's argument names as this command's options."""
+    return _ARGUMENT.sub(lambda m: _OPTIONS[m[1]], message)
 
 
 def format_summary(summary: JobSummary, source: str) -> str:
@@ -304,4 +318,8 @@ def _sampling(text: str) -> tuple[str, Any]:
         value: Any = json.loads(raw)
     except ValueError:
         value = raw
+    try:
+        check_sampling_values({key: value})
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("sampling ")) from exc
     return key, value

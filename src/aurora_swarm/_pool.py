@@ -34,6 +34,7 @@ from ._prompts import (
 )
 from ._response import Response
 from ._retry import RetryPolicy
+from ._sampling import check_sampling_values
 from ._schedule import Chunking, prefix_homes
 from ._sizing import ContextSizer
 from ._stats import PoolStats
@@ -800,6 +801,7 @@ def _check_sampling(sampling: Mapping[str, Any]) -> None:
         raise ConfigurationError(
             f"sampling may not set {sorted(reserved)}: the pool sets them (max_tokens is an "
             "argument of its own; streaming and n > 1 are not supported)")
+    check_sampling_values(sampling)
 
 
 def _check_optional_max_tokens(value: object) -> None:
