@@ -57,7 +57,7 @@ _SAMPLING_HINT = frozenset({"temperature", "top_p", "top_k", "seed", "stop", "n"
 class JobItem:
     """One unit of work of a job: an id, a prompt, and its own settings.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Attributes
     ----------
@@ -104,7 +104,7 @@ _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 class PromptFile:
     """A prompts file, read lazily: iterating yields :class:`JobItem` objects, line by line.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Iterating again reads the file again, so a job can check every line first and send later
     without holding the file in memory.

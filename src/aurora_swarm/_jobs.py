@@ -53,7 +53,7 @@ _RATE_WINDOW = 30.0  # seconds of history behind the rate (and so the ETA)
 class JobProgress:
     """Where a running job stands; handed to the ``progress`` callback of :func:`run_job`.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Attributes
     ----------
@@ -98,7 +98,7 @@ class JobProgress:
 class JobSummary:
     """What a run of :func:`run_job` did.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Attributes
     ----------
@@ -211,7 +211,7 @@ async def run_job(
     items settle, each naming its ``id`` and input ``index`` (:func:`read_results` sorts
     them back).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Parameters
     ----------
@@ -310,7 +310,7 @@ def run_job_sync(
     Inside a running event loop (a Jupyter notebook) it raises
     :class:`~aurora_swarm.ConfigurationError`: ``await run_job(...)`` is the call there.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Parameters
     ----------
@@ -373,7 +373,7 @@ def _refuse_running_loop(name: str, instead: str) -> None:
 async def check_fleet(pool: VLLMPool) -> None:
     """Fail at once if no endpoint answers ``/v1/models`` or the model is not served.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Raises
     ------
