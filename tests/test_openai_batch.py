@@ -143,3 +143,18 @@ async def test_bad_lines_are_refused_naming_the_line(
             with pytest.raises(JobFileError, match=message) as caught:
                 await run_batch_file(pool, source, tmp_path / "out.jsonl")
     assert "in.jsonl:2: " in str(caught.value)
+
+
+def test_a_run_says_first_whether_it_starts_or_resumes(chat_fleet: Fleet, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(50)))
+    out = tmp_path / "results.jsonl"
+    args = ("run", prompts, "--hostfile", chat_fleet.hostfile, "--model", MODEL, "-o", out,
+            "--progress", "none")
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.splitlines() == [
+        f"aurora-swarm run: starting {out}: 50 to send over 4 endpoints"]
+    again = cli(*args)
+    assert again.stderr.splitlines()[0] == (
+        f"aurora-swarm run: resuming {out}: 50 of 50 done, 0 to send over 4 endpoints")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import re
 import signal
@@ -125,7 +126,33 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ConfigurationError as exc:
         return _error(str(exc), EXIT_USAGE)
     display = Progress.choose(args.progress, args.progress_interval, sys.stderr)
-    return anyio.run(_run, pool, prompts, args, display)
+    handler = _LogLines(sys.stderr)
+    logger = logging.getLogger("aurora_swarm")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return anyio.run(_run, pool, prompts, args, display)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+class _LogLines(logging.Handler):
+    """The ``aurora_swarm`` log on stderr as the command's own lines: the run starting or
+    resuming, endpoints benched and back, calls that retried. Written with ``tqdm.write`` so a
+    bar is redrawn below them; the job's own summary is left to the printed one."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(logging.INFO)
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "event", None) == "done":
+            return
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]  # no stubs shipped
+
+        tqdm.write(f"aurora-swarm run: {record.getMessage()}", file=self.stream)
 
 
 async def _run(pool: VLLMPool, prompts: PromptFile | None, args: argparse.Namespace,

@@ -282,8 +282,7 @@ async def run_job(
     try:
         skipped = sum(1 for i in results.done if i in ids)
         del ids
-        _log.info("job %s: starting: %d items, %d done before, %d to send over %d endpoints",
-                  runner.output, total, skipped, total - skipped, pool.size)
+        log_start(runner.output, total, skipped, pool.size)
         if not callable(progress):
             runner.bar = open_bar(progress, total, "job", initial=skipped,
                                   retries=lambda: pool.stats().retries)
@@ -357,6 +356,16 @@ def run_job_sync(
             return await run_job(pool, items, output, **job_options)
 
     return anyio.run(main)
+
+
+def log_start(output: str, total: int, skipped: int, endpoints: int) -> None:
+    """Log a run's first line: ``starting`` or ``resuming`` (marked ``event="start"``)."""
+    if skipped:
+        _log.info("resuming %s: %d of %d done, %d to send over %d endpoints", output, skipped,
+                  total, total - skipped, endpoints, extra={"event": "start"})
+    else:
+        _log.info("starting %s: %d to send over %d endpoints", output, total, endpoints,
+                  extra={"event": "start"})
 
 
 def _refuse_running_loop(name: str, instead: str) -> None:
@@ -466,10 +475,10 @@ class _Runner:
             dict(self.failures), self.pool.stats() - before, time.monotonic() - start,
             results.dropped_failures, results.kept_failures, results.torn_bytes,
         )
-        _log.info("job %s: done: %d answered, %d failed%s in %.1f s; %d requests, "
+        _log.info("done %s: %d answered, %d failed%s in %.1f s; %d requests, "
                   "%d prompts retried", self.output, summary.answered, summary.failed,
                   f" ({dict(self.failures)})" if self.failures else "", summary.elapsed,
-                  summary.stats.requests, summary.stats.retries)
+                  summary.stats.requests, summary.stats.retries, extra={"event": "done"})
         return summary
 
     async def _guard(self, work: Callable[..., Awaitable[object]], *args: Any) -> None:

@@ -38,7 +38,7 @@ import attrs
 from ._exceptions import ConfigurationError, JobFileError
 from ._formats import ChatTemplateSetting
 from ._job_output import failure_cause
-from ._jobs import JobProgress, JobSummary, _Ticker
+from ._jobs import JobProgress, JobSummary, _Ticker, log_start
 from ._pool import VLLMPool
 from ._prompts import Prompt, is_message
 from ._response import Response
@@ -313,9 +313,8 @@ async def run_batch_file(
         groups.setdefault(line.key, []).append(line)
     setting = chat_template if chat_template is not None else (pool.chat_template or "auto")
     runner = _BatchRunner(pool, target, setting, window)
-    _log.info("batch file %s: starting: %d lines, %d done before, %d to send in %d groups of "
-              "compatible bodies over %d endpoints", source, len(lines), skipped, len(todo),
-              len(groups), pool.size)
+    log_start(target, len(lines), skipped, pool.size)
+    _log.debug("%s: %d groups of compatible bodies", source, len(groups))
     before = pool.stats()
     start = time.monotonic()
     ticker = _Ticker(runner, len(lines), skipped, before, start, progress)  # type: ignore[arg-type]
@@ -339,8 +338,8 @@ async def run_batch_file(
     ticker.tick()
     summary = JobSummary(target, len(lines), skipped, runner.done - runner.failed, runner.failed,
                          dict(runner.failures), pool.stats() - before, time.monotonic() - start)
-    _log.info("batch file %s: done: %d answered, %d failed in %.1f s; %d requests for %d lines",
-              source, summary.answered, summary.failed, summary.elapsed, summary.stats.requests,
-              summary.sent)
+    _log.info("done %s: %d answered, %d failed in %.1f s; %d requests for %d lines",
+              target, summary.answered, summary.failed, summary.elapsed, summary.stats.requests,
+              summary.sent, extra={"event": "done"})
     return summary
 
