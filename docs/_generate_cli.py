@@ -81,9 +81,11 @@ def main() -> None:
         helps(work)
         # 8 endpoints x 64 sequences x 50 ms a prompt: about 10,000 prompts/s at best.
         fleet = start_fleet(work, "fleet.hostfile", "--prompt-time", "0.05",
-                            "--max-concurrent-seqs", "64", "--request-overhead", "0.01")
+                            "--max-concurrent-seqs", "64", "--request-overhead", "0.01",
+                            "--chat-batch")
         try:
             runs(work)
+            openai_batch(work)
             errors(work)
             waits(work)
         finally:
@@ -120,6 +122,28 @@ def runs(work: Path) -> None:
     _, _, err = run(bar_args, work)
     frames = [f.replace("\x1b[K", "").rstrip() for f in re.split(r"[\r\n]", err) if f.strip()]
     save("run-bar.txt", shown(bar_args) + "\n" + frames[len(frames) // 2])
+
+
+def openai_batch(work: Path) -> None:
+    lines = []
+    for i in range(4_000):
+        body: dict[str, object] = {"model": "fake-model", "max_tokens": 64,
+                                   "temperature": 0.0 if i % 4 else 0.7}
+        if i % 2:
+            body["messages"] = [{"role": "user", "content": f"Question {i}: why?"}]
+        else:
+            body["prompt"] = f"Question {i}: what is {i} squared?"
+        lines.append({"custom_id": f"request-{i}", "method": "POST",
+                      "url": "/v1/chat/completions" if i % 2 else "/v1/completions",
+                      "body": body})
+    (work / "batch_input.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    save("run-openai-input.txt", json.dumps(lines[1], indent=2))
+    args = ["run", "batch_input.jsonl", "--hostfile", "fleet.hostfile", "--model",
+            "fake-model", "-o", "batch_output.jsonl", "--progress-interval", "1"]
+    save("run-openai.txt", transcript(args, work))
+    first = next(json.loads(x) for x in (work / "batch_output.jsonl").read_text().splitlines()
+                 if json.loads(x)["custom_id"] == "request-1")
+    save("run-openai-record.txt", json.dumps(first, indent=2))
 
 
 def errors(work: Path) -> None:

@@ -28,7 +28,8 @@ extensions = [
 nitpicky = True
 # Names from libraries whose docs are not linked, and typing internals autodoc cannot resolve.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(anyio|attrs|openai|httpx2|tenacity|jinja2|h11|numpy|scipy)\..*"),
+    (r"py:.*", r"(anyio|attrs|openai|httpx2|tenacity|jinja2|h11|numpy|scipy|pandas|datasets|tqdm)\..*"),
+    (r"py:class", r"ProgressSetting"),
     (r"py:.*", r"aurora_swarm\._.*"),
     (r"py:class", r"(P|T|_K|ResponseT)"),
     (r"py:class", r"(ExceptionGroup|BaseExceptionGroup)"),

@@ -62,7 +62,7 @@ EXPECTED_ALL = [
 
 # The public modules whose every export must be documented.
 PUBLIC_MODULES = ["aurora_swarm", "aurora_swarm.patterns", "aurora_swarm.testing",
-                  "aurora_swarm.jobs", "aurora_swarm.uq"]
+                  "aurora_swarm.jobs", "aurora_swarm.uq", "aurora_swarm.tables"]
 
 
 def test_all_is_pinned() -> None:
@@ -222,3 +222,17 @@ def test_no_unrun_code_in_docstrings(path: Path) -> None:
     ``code-block:: python``, a ``::`` literal block or a ``+SKIP`` example. Text that is not
     Python (a hostfile, a shell command) goes in a ``code-block`` naming its language."""
     assert unrun_code(path) == []
+
+
+VERSION_ADDED = re.compile(r"\.\. version(?:added|changed):: (\S+)")
+
+
+@pytest.mark.parametrize("module", ALL_MODULES)
+def test_versionadded_is_never_later_than_the_package(module: str) -> None:
+    """Nothing is marked as added in a version after the one this is (unreleased work carries
+    the coming release's number, which is the package's until it is released)."""
+    version = tuple(int(p) for p in aurora_swarm.__version__.split(".")[:3])
+    source = inspect.getsource(importlib.import_module(module))
+    for marked in VERSION_ADDED.findall(source):
+        parts = tuple(int(p) for p in marked.split("."))
+        assert parts <= version, f"{module}: versionadded {marked} > {aurora_swarm.__version__}"

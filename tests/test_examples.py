@@ -79,6 +79,14 @@ EXPECTED: dict[str, list[str]] = {
     "stream_results.py": [r"first settled: prompt \d+: 'ECHO: Score candidate molecule \d+\.'",
                           r"400 settled, each once: True",
                           r"\['ECHO: Score candidate molecule 0\.', 'ECHO: Score candidate"],
+    "logging_setup.py": [r"^aurora_swarm\.health WARNING 127\.0\.0\.1:\d+ benched after",
+                         r"^aurora_swarm\.health INFO 127\.0\.0\.1:\d+ is back",
+                         r"^aurora_swarm\.pool INFO send_all_batched: 6000 prompts over 3 "
+                         r"endpoints .* prompts retried", r"^6000/6000 answered$"],
+    "tables.py": [r"doi-00000 +abstract of paper 0 +ECHO: Summarize: abstract of paper 0 +True",
+                  r"10000 rows, all answered: True",
+                  r"Dataset job: 500 rows, columns \['id', 'text', 'success', 'finish_reason'\]",
+                  r"\d+ HTTP requests for 10,500 prompts"],
     "batch_job.py": [r"the results file holds \d+ lines", r"skipped \d+, answered \d+, "
                      r"failed 0, complete: True", r"3000 records, ids unique: True",
                      r"q0 ECHO: Classify abstract 0\. True"],
@@ -153,7 +161,8 @@ def test_example_has_an_entry_point(name: str) -> None:
 def test_four_notebooks() -> None:
     names = [p.name for p in NOTEBOOKS]
     assert names == ["01_quickstart.ipynb", "02_map_then_tree_reduce.ipynb",
-                     "03_long_batch_job.ipynb", "04_semantic_uncertainty.ipynb"]
+                     "03_long_batch_job.ipynb", "04_semantic_uncertainty.ipynb",
+                     "05_progress_logs_tables.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -317,3 +317,26 @@ async def test_per_call_sampling_is_merged_and_checked(pool: VLLMPool) -> None:
     with pytest.raises(ConfigurationError, match=r"sampling may not set \['stream'\]"):
         await pool.post(0, "a", sampling={"stream": True})
     assert pool.chat_template is None and pool.system_prompt is None
+
+
+@pytest.mark.parametrize(("sampling", "message"), [
+    ({"temperature": "hot"}, r"sampling temperature must be a number >= 0, got 'hot'"),
+    ({"temperature": -0.5}, r"temperature must be a number >= 0"),
+    ({"top_p": 0}, r"top_p must be a number in \(0, 1\], got 0"),
+    ({"presence_penalty": 3}, r"presence_penalty must be a number in \[-2, 2\]"),
+    ({"seed": 1.5}, r"seed must be an integer, got 1.5"),
+    ({"seed": True}, r"seed must be an integer, got True"),
+    ({"stop": ["a", 1]}, r"stop must be a string or a list of strings"),
+    ({"top_k": -2}, r"top_k must be an integer >= -1"),
+])
+def test_sampling_values_are_checked_against_the_request_schema(
+    sampling: dict[str, object], message: str,
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        VLLMPool(["127.0.0.1:9"], model=MODEL, sampling=sampling)
+
+
+def test_sampling_fields_outside_the_schema_pass() -> None:
+    VLLMPool(["127.0.0.1:9"], model=MODEL,
+             sampling={"temperature": 0, "top_p": 1, "stop": "\n", "seed": 3,
+                       "guided_json": {"type": "object"}, "min_tokens": 2})

@@ -1,5 +1,7 @@
 """aurora_swarm: drive a swarm of vLLM OpenAI-compatible servers from one script or notebook."""
 
+import logging as _logging
+
 from ._agent_pool import AgentPool
 from ._chat_template import ChatTemplate
 from ._dispatch import Timeouts
@@ -32,6 +34,9 @@ from ._schedule import Chunking
 from ._stats import EndpointStats, PoolStats
 from ._transport import ModelInfo
 from ._version import __version__
+
+# A library logs, the application decides where it goes (see the "Logging" docs page).
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
     "AgentEndpoint",

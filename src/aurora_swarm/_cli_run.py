@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+import re
 import signal
 import sys
 import time
@@ -16,7 +18,10 @@ from ._exceptions import ConfigurationError, EndpointUnavailable, SwarmError
 from ._hostfile import parse_hostfile
 from ._job_input import JSONL_KEYS, PromptFile
 from ._jobs import JobProgress, JobSummary, run_job
+from ._openai_batch import looks_like_openai_batch, run_batch_file
 from ._pool import VLLMPool
+from ._progress import ProgressBar
+from ._sampling import check_sampling_values
 
 __all__ = ["add_parser", "main"]
 
@@ -32,7 +37,12 @@ written twice. Prompts that failed are sent again by a rerun (--no-retry-failed 
 
 PROMPTS is a text file (one prompt a line; blank lines are skipped; the id is the line number)
 or a JSONL file (*.jsonl, *.ndjson, *.json, or --format jsonl), one object a line with keys:
-""" + "\n".join(f"  {key:<14} {meaning}" for key, meaning in JSONL_KEYS.items())
+""" + "\n".join(f"  {key:<14} {meaning}" for key, meaning in JSONL_KEYS.items()) + """
+
+PROMPTS may also be an OpenAI batch file (the input of OpenAI's Batch API and vllm run-batch:
+custom_id, method, url, body with /v1/completions or /v1/chat/completions bodies); the results
+are then written in the OpenAI batch output format. Lines whose bodies differ only in the prompt
+or messages share batched requests."""
 
 _EPILOG = """\
 Each results line holds: id, index (0-based input position), success, text, finish_reason,
@@ -62,8 +72,9 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--model", required=True, metavar="M", help="served model name")
     p.add_argument("-o", "--output", required=True, metavar="RESULTS",
                    help="results file (JSONL); appended to, created if missing")
-    p.add_argument("--format", choices=("auto", "text", "jsonl"), default="auto",
-                   help="how to read PROMPTS (default: by file name)")
+    p.add_argument("--format", choices=("auto", "text", "jsonl", "openai"), default="auto",
+                   help="how to read PROMPTS (default: by file name; a JSONL file whose first "
+                        "line has custom_id and body is an OpenAI batch file)")
     p.add_argument("--template", metavar="TEXT",
                    help="map-style prompts: fill TEXT's {item} with each line (or JSONL 'item'; "
                         "an object item fills {key} for each key)")
@@ -106,14 +117,45 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         pool = VLLMPool(endpoints, args.model, max_tokens=args.max_tokens,
                         timeout=args.timeout, sampling=dict(args.sampling) or None,
                         chat_template=args.chat_template, system_prompt=args.system_prompt)
-        prompts = PromptFile(args.prompts, args.format, args.template)
+        batch = args.format == "openai" or (args.format == "auto"
+                                            and looks_like_openai_batch(args.prompts))
+        if batch and args.template is not None:
+            return _error("--template does not apply to an OpenAI batch file (its bodies hold "
+                          "the prompts)", EXIT_USAGE)
+        prompts = None if batch else PromptFile(args.prompts, args.format, args.template)
     except ConfigurationError as exc:
         return _error(str(exc), EXIT_USAGE)
     display = Progress.choose(args.progress, args.progress_interval, sys.stderr)
-    return anyio.run(_run, pool, prompts, args, display)
+    handler = _LogLines(sys.stderr)
+    logger = logging.getLogger("aurora_swarm")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return anyio.run(_run, pool, prompts, args, display)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
-async def _run(pool: VLLMPool, prompts: PromptFile, args: argparse.Namespace,
+class _LogLines(logging.Handler):
+    """The ``aurora_swarm`` log on stderr as the command's own lines: the run starting or
+    resuming, endpoints benched and back, calls that retried. Written with ``tqdm.write`` so a
+    bar is redrawn below them; the job's own summary is left to the printed one."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(logging.INFO)
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "event", None) == "done":
+            return
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]  # no stubs shipped
+
+        tqdm.write(f"aurora-swarm run: {record.getMessage()}", file=self.stream)
+
+
+async def _run(pool: VLLMPool, prompts: PromptFile | None, args: argparse.Namespace,
                display: Progress | None) -> int:
     summary: JobSummary | None = None
     error: SwarmError | None = None
@@ -130,10 +172,16 @@ async def _run(pool: VLLMPool, prompts: PromptFile, args: argparse.Namespace,
 
         group.start_soon(watch_signals)
         try:
-            summary = await run_job(
-                pool, prompts, args.output, retry_failed=args.retry_failed, window=args.window,
-                sync_interval=args.fsync_interval, progress=display,
-                progress_interval=display.interval if display else 1.0)
+            interval = display.interval if display else 1.0
+            if prompts is None:  # an OpenAI batch file, written back in the same format
+                summary = await run_batch_file(
+                    pool, args.prompts, args.output, window=args.window, progress=display,
+                    progress_interval=interval)
+            else:
+                summary = await run_job(
+                    pool, prompts, args.output, retry_failed=args.retry_failed,
+                    window=args.window, sync_interval=args.fsync_interval, progress=display,
+                    progress_interval=interval)
         except SwarmError as exc:
             error = exc
         finally:
@@ -149,13 +197,25 @@ async def _run(pool: VLLMPool, prompts: PromptFile, args: argparse.Namespace,
         code = EXIT_UNREACHABLE if isinstance(error, EndpointUnavailable) else EXIT_USAGE
         return _error(str(error), code)
     assert summary is not None
-    print(format_summary(summary, prompts.path))
+    print(format_summary(summary, args.prompts))
     return 0 if summary.complete else EXIT_FAILED_ITEMS
 
 
 def _error(message: str, code: int) -> int:
-    print(f"aurora-swarm run: error: {message}", file=sys.stderr)
+    print(f"aurora-swarm run: error: {cli_words(message)}", file=sys.stderr)
     return code
+
+
+# Library argument names in error messages, and the options that set them here. A quoted name
+# ('max_tokens') is a JSONL key and stays as it is.
+_OPTIONS = {"chat_template": "--chat-template", "system_prompt": "--system-prompt",
+            "max_tokens": "--max-tokens", "sampling": "--sampling"}
+_ARGUMENT = re.compile(r"(?<![\w'\"-])(" + "|".join(_OPTIONS) + r")(?![\w'\"])")
+
+
+def cli_words(message: str) -> str:
+    """``message`` with the library's argument names as this command's options."""
+    return _ARGUMENT.sub(lambda m: _OPTIONS[m[1]], message)
 
 
 def format_summary(summary: JobSummary, source: str) -> str:
@@ -173,6 +233,11 @@ def format_summary(summary: JobSummary, source: str) -> str:
         ("tokens", f"{stats.tokens} (prompt {stats.prompt_tokens}, "
                    f"completion {stats.completion_tokens})"),
     ]
+    troubled = [e for e in stats.endpoints if e.failures]
+    if troubled:
+        named = ", ".join(f"{e.endpoint}{_causes(e.failures)}" for e in troubled[:5])
+        more = f" and {len(troubled) - 5} more" if len(troubled) > 5 else ""
+        rows.append(("endpoints", f"failed requests on {named}{more}"))
     if summary.torn_bytes:
         rows.append(("repaired", f"cut a torn last line ({summary.torn_bytes} bytes) left by "
                                  "an interrupted run"))
@@ -200,13 +265,13 @@ def _causes(counts: Any, lead: str = " ") -> str:
 
 
 class Progress:
-    """Progress on a stream: one redrawn bar on a terminal, or a plain line every few seconds."""
+    """Progress on a stream: a tqdm bar on a terminal, or a plain line every few seconds."""
 
     def __init__(self, stream: TextIO, bar: bool, interval: float) -> None:
         self.stream = stream
         self.bar = bar
         self.interval = interval
-        self._drawn = False
+        self._bar: ProgressBar | None = None
         self._last_line = -math.inf
 
     @classmethod
@@ -219,30 +284,29 @@ class Progress:
 
     def __call__(self, p: JobProgress) -> None:
         settled = p.skipped + p.done
+        if self.bar:
+            if self._bar is None:
+                self._bar = ProgressBar(
+                    p.total, "aurora-swarm run",
+                    {"file": self.stream, "mininterval": 0, "ascii": None}, initial=p.skipped)
+            self._bar.advance(settled, p.failed, p.stats.retries)
+            return
+        now = time.monotonic()
+        if now - self._last_line < self.interval * 0.9 and p.remaining:
+            return
+        self._last_line = now
         share = settled / p.total if p.total else 1.0
         eta = "--" if p.eta is None else _clock(p.eta)
         rate = "--" if p.rate is None else f"{p.rate:,.0f}/s"
-        if self.bar:
-            filled = int(share * 24)
-            text = (f"\r[{'#' * filled}{'.' * (24 - filled)}] {share:4.0%} "
-                    f"{settled:,}/{p.total:,}  failed {p.failed:,}  {rate}  ETA {eta} ")
-            self.stream.write(text + "\x1b[K")
-            self._drawn = True
-        else:
-            now = time.monotonic()
-            if now - self._last_line < self.interval * 0.9 and p.remaining:
-                return
-            self._last_line = now
-            self.stream.write(f"progress: {settled}/{p.total} done ({share:.1%}), "
-                              f"{p.failed} failed, {rate}, ETA {eta}, "
-                              f"{p.elapsed:.0f} s elapsed\n")
+        self.stream.write(f"progress: {settled}/{p.total} done ({share:.1%}), "
+                          f"{p.failed} failed, {rate}, ETA {eta}, "
+                          f"{p.elapsed:.0f} s elapsed\n")
         self.stream.flush()
 
     def close(self) -> None:
-        """End the bar's line."""
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        """End the bar."""
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _clock(seconds: float) -> str:
@@ -281,4 +345,8 @@ def _sampling(text: str) -> tuple[str, Any]:
         value: Any = json.loads(raw)
     except ValueError:
         value = raw
+    try:
+        check_sampling_values({key: value})
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("sampling ")) from exc
     return key, value

@@ -21,6 +21,7 @@ a template (``ChatTemplate``, template text, a ``.jinja`` file or a model direct
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,8 @@ from ._exceptions import ConfigurationError
 from ._prompts import Conversation, Prompt, as_conversation, sizing_text
 from ._sizing import ContextSizer
 from ._transport import Transport
+
+_log = logging.getLogger("aurora_swarm.formats")
 
 __all__ = ["ChatTemplateSetting", "FormatResolver", "Prepared", "PromptFormat"]
 
@@ -124,6 +127,7 @@ class FormatResolver:
         self._sizer = sizer
         self._chat_batch: dict[Endpoint, bool] = {}
         self._auto: PromptFormat | None = None
+        self._said_server = False
         self._lock = anyio.Lock()
 
     @staticmethod
@@ -160,7 +164,12 @@ class FormatResolver:
         return await self._auto_format(endpoints)
 
     async def _auto_format(self, endpoints: Sequence[Endpoint]) -> PromptFormat:
-        if all(await self._support(endpoints)):
+        support = await self._support(endpoints)
+        if all(support):
+            if not self._said_server:
+                self._said_server = True
+                _log.info("chat_template='auto': all %d endpoints offer "
+                          "/v1/chat/completions/batch; using it", len(endpoints))
             return PromptFormat("server")
         async with self._lock:
             if self._auto is None:
@@ -168,6 +177,10 @@ class FormatResolver:
                 root = info.root if info is not None else None
                 template = await anyio.to_thread.run_sync(_template_in, root)
                 self._auto = PromptFormat("template", template)
+                _log.info("chat_template='auto': %d of %d endpoints lack "
+                          "/v1/chat/completions/batch; falling back to the chat template in "
+                          "the model directory %s, rendered here", support.count(False),
+                          len(endpoints), root)
             return self._auto
 
     async def _support(self, endpoints: Sequence[Endpoint]) -> list[bool]:
@@ -177,7 +190,10 @@ class FormatResolver:
 
             async def probe(endpoint: Endpoint) -> None:
                 async with limiter:
-                    self._chat_batch[endpoint] = await self._transport.offers_chat_batch(endpoint)
+                    offers = await self._transport.offers_chat_batch(endpoint)
+                    self._chat_batch[endpoint] = offers
+                    _log.debug("%s %s /v1/chat/completions/batch", endpoint,
+                               "offers" if offers else "does not offer")
 
             async with anyio.create_task_group() as group:
                 for endpoint in unknown:

@@ -14,10 +14,15 @@ A single failure only *rests* the endpoint for the retry policy's backoff (or th
 probe succeeds. An endpoint whose probe failed is *down*; when every endpoint of a call is down,
 the call ends at once with a per-prompt :class:`~aurora_swarm.EndpointUnavailable` instead of
 retrying forever. State lives in the pool, so later calls and sub-pools see it too.
+
+Each change is logged under ``aurora_swarm.health`` (named by the endpoint, never its key):
+a bench is a WARNING, the first failed probe of a bench and the return to work are INFO, later
+failed probes and rests after one failure are DEBUG.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 import attrs
@@ -26,6 +31,8 @@ from ._exceptions import ConfigurationError, RequestError
 from ._retry import RetryPolicy
 
 __all__ = ["HealthPolicy"]
+
+_log = logging.getLogger("aurora_swarm.health")
 
 
 def _non_negative(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
@@ -73,6 +80,8 @@ class Health:
     down: bool = False
     benches: int = 0
     last_error: RequestError | None = None
+    name: str = "endpoint"  # how log lines name the endpoint (its host:port)
+    benched_at: float = 0.0
 
     def record_success(self) -> None:
         self.consecutive_failures = 0
@@ -86,7 +95,13 @@ class Health:
         self.resting_until = max(self.resting_until,
                                  now + retry.backoff(self.consecutive_failures, exc))
         if not self.benched and self.consecutive_failures >= health.failure_threshold:
+            self.benched_at = now
             self._bench(health, now, probe_now=True)
+            _log.warning("%s benched after %d failed requests in a row (last: %s); probing "
+                         "/health", self.name, self.consecutive_failures, exc.cause)
+        else:
+            _log.debug("%s failed (%s); resting %.2f s", self.name, exc.cause,
+                       self.resting_until - now)
 
     def _bench(self, health: HealthPolicy, now: float, *, probe_now: bool) -> None:
         self.benched = True
@@ -100,16 +115,24 @@ class Health:
         """Record a ``/health`` probe of a benched endpoint."""
         now = time.monotonic()
         if not ok:
+            first = not self.down
             self.down = True
             self._bench(health, now, probe_now=False)
+            _log.log(logging.INFO if first else logging.DEBUG,
+                     "%s is down: /health probe failed; next probe in %.1f s", self.name,
+                     self.benched_until - now)
         elif now >= self.benched_until:
             # Half-open: back to work, but one more failure benches it again.
             self.benched = False
             self.down = False
             self.consecutive_failures = health.failure_threshold - 1
+            _log.info("%s is back: /health probe ok after %.1f s benched", self.name,
+                      now - self.benched_at)
         else:
             self.down = False
             self.probe_at = self.benched_until
+            _log.debug("%s answers /health; back to work in %.1f s", self.name,
+                       self.benched_until - now)
 
     def wait_time(self, now: float) -> float:
         """Seconds until this endpoint may take work or must be probed (0 = now)."""

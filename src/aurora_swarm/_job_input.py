@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
 import attrs
@@ -57,7 +57,7 @@ _SAMPLING_HINT = frozenset({"temperature", "top_p", "top_k", "seed", "stop", "n"
 class JobItem:
     """One unit of work of a job: an id, a prompt, and its own settings.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Attributes
     ----------
@@ -104,7 +104,7 @@ _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 class PromptFile:
     """A prompts file, read lazily: iterating yields :class:`JobItem` objects, line by line.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Iterating again reads the file again, so a job can check every line first and send later
     without holding the file in memory.
@@ -271,13 +271,14 @@ def as_items(items: Iterable[JobItem | Prompt | Mapping[str, Any]]) -> Iterable[
         return items
     if isinstance(items, str):
         raise JobFileError("items", None, "items must be a list of prompts, not one string")
-    values = items if isinstance(items, list | tuple) else list(items)
+    # A sequence (a list, a Dataset column) is read in place, not copied.
+    values = items if isinstance(items, Sequence) else list(items)
     return _PythonItems(values)
 
 
 @attrs.frozen
 class _PythonItems:
-    values: list[Any] | tuple[Any, ...]
+    values: Sequence[Any]
 
     def __iter__(self) -> Iterator[JobItem]:
         def error(position: int | None, problem: str) -> JobFileError:

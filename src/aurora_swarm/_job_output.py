@@ -35,7 +35,7 @@ _TAIL_BLOCK = 1 << 16
 class JobResult:
     """One line of a results file: what became of one item.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Attributes
     ----------
@@ -153,7 +153,7 @@ def read_results(path: str | os.PathLike[str], *, ordered: bool = True) -> list[
 
     A torn last line (left by a killed run) is skipped.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Parameters
     ----------

@@ -24,7 +24,7 @@ _Item = tuple[int, Response]
 class ResultStream:
     """``(index, response)`` pairs of a batched call, in the order prompts settle.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Made by :func:`stream_batched`; enter it with ``async with``. Leaving the block (also by
     ``break`` or an exception) cancels whatever is still in flight. An error of the call itself
@@ -112,7 +112,7 @@ def stream_batched(
 ) -> ResultStream:
     """Run ``pool.send_all_batched(prompts, ...)`` and stream each result as it settles.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Parameters
     ----------

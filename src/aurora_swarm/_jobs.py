@@ -12,6 +12,8 @@ line is removed first, so each id stays in the file once) unless ``retry_failed=
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
 from collections import Counter, deque
@@ -22,6 +24,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from ._display import causes, html_table, text_table
 from ._exceptions import (
     BatchError,
     ConfigurationError,
@@ -33,11 +36,15 @@ from ._formats import ChatTemplateSetting
 from ._job_input import ItemId, JobFileError, JobItem, PromptFile, as_items
 from ._job_output import JobResult, ResultsFile, ResultWriter, failure_cause
 from ._pool import UNSET, VLLMPool, _Unset
+from ._progress import ProgressBar, check_progress, open_bar
 from ._prompts import Prompt
 from ._response import Response
 from ._stats import PoolStats
+from ._tables import table_items
 
 __all__ = ["JobProgress", "JobSummary", "run_job", "run_job_sync"]
+
+_log = logging.getLogger("aurora_swarm.jobs")
 
 _RATE_WINDOW = 30.0  # seconds of history behind the rate (and so the ETA)
 
@@ -46,7 +53,7 @@ _RATE_WINDOW = 30.0  # seconds of history behind the rate (and so the ETA)
 class JobProgress:
     """Where a running job stands; handed to the ``progress`` callback of :func:`run_job`.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Attributes
     ----------
@@ -91,7 +98,7 @@ class JobProgress:
 class JobSummary:
     """What a run of :func:`run_job` did.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Attributes
     ----------
@@ -147,6 +154,39 @@ class JobSummary:
         """Whether the results file now holds an answer for every item (no failure left)."""
         return self.failed == 0 and self.kept_failures == 0
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready): every field, ``sent``, ``rate``, ``complete``, and the
+        pool's counters as :meth:`PoolStats.to_dict <aurora_swarm.PoolStats.to_dict>`."""
+        data = attrs.asdict(self, recurse=False)
+        data.update(failures=dict(self.failures), stats=self.stats.to_dict(), sent=self.sent,
+                    rate=self.rate, complete=self.complete)
+        return data
+
+    def _rows(self) -> list[tuple[str, str]]:
+        stats = self.stats
+        troubled = [e for e in stats.endpoints if e.failures]
+        rows = [
+            ("items", f"{self.total:,}: {self.skipped:,} done before, {self.sent:,} sent now"),
+            ("answered", f"{self.answered:,} in {self.elapsed:.1f} s ({self.rate:,.0f}/s)"),
+            ("failed", f"{self.failed:,}" + (f" ({causes(self.failures)})"
+                                             if self.failures else "")),
+            ("requests", f"{stats.requests:,}, {stats.retries:,} prompts retried"),
+            ("tokens", f"{stats.tokens:,}"),
+        ]
+        if troubled:
+            named = ", ".join(f"{e.endpoint} ({causes(e.failures)})" for e in troubled[:5])
+            more = f" and {len(troubled) - 5} more" if len(troubled) > 5 else ""
+            rows.append(("failing endpoints", named + more))
+        rows.append(("results", f"{self.output}: " + ("complete" if self.complete else
+                     f"{self.failed + self.kept_failures:,} items failed")))
+        return rows
+
+    def __str__(self) -> str:
+        return text_table(("job", ""), self._rows())
+
+    def _repr_html_(self) -> str:
+        return html_table(("job", ""), self._rows(), "JobSummary")
+
 
 async def run_job(
     pool: VLLMPool,
@@ -159,7 +199,7 @@ async def run_job(
     retry_failed: bool = True,
     window: int = 20_000,
     sync_interval: float | None = 1.0,
-    progress: Callable[[JobProgress], object] | None = None,
+    progress: Callable[[JobProgress], object] | bool | Mapping[str, Any] | None = None,
     progress_interval: float = 1.0,
     check_model: bool = True,
 ) -> JobSummary:
@@ -171,7 +211,7 @@ async def run_job(
     items settle, each naming its ``id`` and input ``index`` (:func:`read_results` sorts
     them back).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Parameters
     ----------
@@ -179,8 +219,10 @@ async def run_job(
         The pool that sends (any sub-pool).
     items:
         A :class:`PromptFile`, or :class:`JobItem` objects, prompts (the id is the position)
-        or mappings with the keys of a JSONL prompts line. Read twice: once to check, once to
-        send (a one-shot iterator is read into a list first).
+        or mappings with the keys of a JSONL prompts line. Tables too, read lazily: a pandas
+        Series of prompts (the ids are its index labels), a Hugging Face ``Dataset`` column
+        (``ds["prompt"]``), or a DataFrame or ``Dataset`` whose columns are JSONL keys. Read
+        twice: once to check, once to send (a one-shot iterator is read into a list first).
     output:
         The results file (JSON lines); created if missing, appended to otherwise.
     max_tokens:
@@ -200,7 +242,9 @@ async def run_job(
         ``None``: never). Each burst of results is written at once either way, so a killed
         process loses nothing written; ``fsync`` guards against a crash of the machine.
     progress:
-        Called with a :class:`JobProgress` every ``progress_interval`` seconds and at the end.
+        Called with a :class:`JobProgress` every ``progress_interval`` seconds and at the end;
+        or ``True`` (or a mapping of ``tqdm`` options) for a progress bar drawn by
+        ``tqdm.auto`` (a widget in Jupyter) that starts at the items done before.
     progress_interval:
         Seconds between ``progress`` calls.
     check_model:
@@ -226,8 +270,10 @@ async def run_job(
         raise ConfigurationError(f"window must be a positive int, got {window!r}")
     if sync_interval is not None and sync_interval < 0:
         raise ConfigurationError(f"sync_interval must be >= 0 or None, got {sync_interval!r}")
-    runner = _Runner(pool, as_items(items), os.fspath(output), window, max_tokens,
-                     chat_template, system_prompt)
+    if not callable(progress):
+        check_progress(progress)
+    runner = _Runner(pool, table_items(items) or as_items(items), os.fspath(output), window,
+                     max_tokens, chat_template, system_prompt)
     ids, total = await anyio.to_thread.run_sync(runner.check_items)
     if check_model:
         await check_fleet(pool)
@@ -236,10 +282,17 @@ async def run_job(
     try:
         skipped = sum(1 for i in results.done if i in ids)
         del ids
+        log_start(runner.output, total, skipped, pool.size)
+        if not callable(progress):
+            runner.bar = open_bar(progress, total, "job", initial=skipped,
+                                  retries=lambda: pool.stats().retries)
+            progress = None
         return await runner.run(results, total, skipped, sync_interval, progress,
                                 progress_interval)
     finally:
         results.close()
+        if runner.bar is not None:
+            runner.bar.close()
 
 
 def run_job_sync(
@@ -253,7 +306,10 @@ def run_job_sync(
 ) -> JobSummary:
     """:func:`run_job` from synchronous code: make a pool, run the job, close the pool.
 
-    .. versionadded:: 0.2
+    Inside a running event loop (a Jupyter notebook) it raises
+    :class:`~aurora_swarm.ConfigurationError`: ``await run_job(...)`` is the call there.
+
+    .. versionadded:: 0.1.0
 
     Parameters
     ----------
@@ -291,6 +347,7 @@ def run_job_sync(
     """
     from ._hostfile import parse_hostfile
 
+    _refuse_running_loop("run_job_sync", "await run_job(pool, items, output)")
     if isinstance(endpoints, str | os.PathLike):
         endpoints = parse_hostfile(endpoints)
 
@@ -301,10 +358,31 @@ def run_job_sync(
     return anyio.run(main)
 
 
+def log_start(output: str, total: int, skipped: int, endpoints: int) -> None:
+    """Log a run's first line: ``starting`` or ``resuming`` (marked ``event="start"``)."""
+    if skipped:
+        _log.info("resuming %s: %d of %d done, %d to send over %d endpoints", output, skipped,
+                  total, total - skipped, endpoints, extra={"event": "start"})
+    else:
+        _log.info("starting %s: %d to send over %d endpoints", output, total, endpoints,
+                  extra={"event": "start"})
+
+
+def _refuse_running_loop(name: str, instead: str) -> None:
+    """A synchronous entry point cannot start an event loop inside a running one (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise ConfigurationError(
+        f"{name}() cannot run inside a running event loop (a Jupyter notebook has one); "
+        f"use `{instead}` there instead")
+
+
 async def check_fleet(pool: VLLMPool) -> None:
     """Fail at once if no endpoint answers ``/v1/models`` or the model is not served.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Raises
     ------
@@ -349,6 +427,7 @@ class _Runner:
         self.error: BaseException | None = None
         self.writer: ResultWriter | None = None
         self.scope: anyio.CancelScope | None = None
+        self.bar: ProgressBar | None = None
 
     def check_items(self) -> tuple[Mapping[ItemId, int], int]:
         """Read every item once: lines well formed, ids unique. Returns (ids, count)."""
@@ -391,11 +470,16 @@ class _Runner:
                 raise JobFileError(self.output, None,
                                    f"cannot be written: {self.error}") from self.error
             raise self.error
-        return JobSummary(
+        summary = JobSummary(
             self.output, total, skipped, self.done - self.failed, self.failed,
             dict(self.failures), self.pool.stats() - before, time.monotonic() - start,
             results.dropped_failures, results.kept_failures, results.torn_bytes,
         )
+        _log.info("done %s: %d answered, %d failed%s in %.1f s; %d requests, "
+                  "%d prompts retried", self.output, summary.answered, summary.failed,
+                  f" ({dict(self.failures)})" if self.failures else "", summary.elapsed,
+                  summary.stats.requests, summary.stats.retries, extra={"event": "done"})
+        return summary
 
     async def _guard(self, work: Callable[..., Awaitable[object]], *args: Any) -> None:
         """Run ``work``; its first error is kept (unwrapped) for the caller and stops the job."""
@@ -451,6 +535,8 @@ class _Runner:
     def _settle(self, item: JobItem, response: Response) -> None:
         assert self.writer is not None
         self.writer.add(JobResult.from_response(item, response).line())
+        if self.bar is not None:
+            self.bar(item.index, response)
         self.done += 1
         if not response.success:
             self.failed += 1

@@ -159,7 +159,7 @@ class _Waiter:
 class MicroBatcher:
     """Coalesce concurrent one-prompt calls into batched requests (see the module docstring).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Parameters
     ----------

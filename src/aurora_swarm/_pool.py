@@ -14,6 +14,7 @@ import openai
 
 from . import _env
 from ._compat import DEFAULT_MODEL, PoolLimits, batch_timeouts, one_of
+from ._calllog import CallLog
 from ._dispatch import BatchJob, DispatchSettings, EndpointRecord, Timeouts
 from ._endpoint import Endpoint, EndpointLike, as_endpoint
 from ._env import env_fallback
@@ -26,6 +27,7 @@ from ._exceptions import (
 )
 from ._formats import ChatTemplateSetting, FormatResolver, Prepared
 from ._health import HealthPolicy
+from ._progress import ProgressBar, ProgressSetting, check_progress, open_bar
 from ._prompts import (
     Conversation,
     Prompt,
@@ -36,6 +38,7 @@ from ._prompts import (
 )
 from ._response import Response
 from ._retry import RetryPolicy
+from ._sampling import check_sampling_values
 from ._schedule import Chunking, prefix_homes
 from ._sizing import ContextSizer
 from ._stats import PoolStats
@@ -249,6 +252,7 @@ class VLLMPool:
         for endpoint in resolved:
             if endpoint not in records:
                 record = records[endpoint] = EndpointRecord(endpoint)
+                record.health.name = str(endpoint)
                 slots = _slots_of(endpoint, max_num_seqs)
                 if slots is not None:
                     record.server.learn_slots(slots, "option")
@@ -587,16 +591,32 @@ class VLLMPool:
     async def send_all(
         self, prompts: Sequence[Prompt], max_tokens: int | None = None,
         *, system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
-        on_result: ResultHook | None = None,
+        on_result: ResultHook | None = None, progress: ProgressSetting = False,
     ) -> list[Response]:
         """One chat request per prompt, round-robin over the agents (the non-batched baseline).
 
         ``out[i]`` answers ``prompts[i]``; prompt ``i`` goes to agent ``i % size``.
+        ``on_result`` and ``progress`` are as for :meth:`send_all_batched`.
         """
         self._check_open()
         prompts = check_prompts(prompts, conversations=True)
         self._check_agents(len(prompts))
         _check_optional_max_tokens(max_tokens)
+        check_progress(progress)
+        bar = self._bar(progress, len(prompts), "send_all", on_result)
+        try:
+            return await self._send_all(prompts, max_tokens, system_prompt, sampling,
+                                        bar or on_result)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    async def _send_all(
+        self, prompts: Sequence[Prompt], max_tokens: int | None,
+        system_prompt: str | _Unset | None, sampling: Mapping[str, Any] | None,
+        on_result: ResultHook | None,
+    ) -> list[Response]:
+        call = self._call_log("send_all")
         system = self._system_prompt(system_prompt)
         params = self._params(sampling)
         conversations = [as_conversation(p, system) for p in prompts]
@@ -627,13 +647,13 @@ class VLLMPool:
         async with anyio.create_task_group() as group:
             for _ in range(workers):
                 group.start_soon(worker)
-        return self._finish_many([r for r in results if r is not None])
+        return self._finish_many([r for r in results if r is not None], call)
 
     async def send_all_batched(
         self, prompts: Sequence[Prompt], max_tokens: int | None = None,
         *, chat_template: ChatTemplateSetting | _Unset = UNSET,
         system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
-        on_result: ResultHook | None = None,
+        on_result: ResultHook | None = None, progress: ProgressSetting = False,
     ) -> list[Response]:
         """Every prompt over every agent, batched; ``out[i]`` answers ``prompts[i]``.
 
@@ -658,17 +678,34 @@ class VLLMPool:
             (e.g. ``{"temperature": 0.7, "seed": 1}``).
         on_result:
             Called as ``on_result(index, response)`` the moment each prompt is settled.
+        progress:
+            Draw a progress bar with ``tqdm.auto`` (a widget in Jupyter, a bar on a terminal):
+            done / total, prompts/s, ETA, failed prompts and prompts retried. ``True``, or a
+            mapping of ``tqdm`` keyword arguments (``{"desc": "leaves", "leave": False}``).
         """
         if not self._core.use_batch:
             return await self.send_all(prompts, max_tokens, system_prompt=system_prompt,
-                                       sampling=sampling, on_result=on_result)
+                                       sampling=sampling, on_result=on_result,
+                                       progress=progress)
         self._check_open()
         self._check_agents(len(prompts))
+        check_progress(progress)
+        call = self._call_log("send_all_batched")
         plan = await self._plan(prompts, max_tokens, chat_template, system_prompt, sampling)
+        bar = self._bar(progress, len(plan.shapes), "send_all_batched", on_result)
+        try:
+            return await self._dispatch(plan, bar or on_result, call)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    async def _dispatch(
+        self, plan: _Plan, on_result: ResultHook | None, call: CallLog
+    ) -> list[Response]:
         results: list[Response | None] = [None] * len(plan.shapes)
         fit = plan.fitting(results, -1, on_result)
         if not fit:
-            return self._finish_many([r for r in results if r is not None])
+            return self._finish_many([r for r in results if r is not None], call)
         whole = len(fit) == len(results)
         payloads = plan.prepared.payloads
         homes = groups = None
@@ -690,10 +727,10 @@ class VLLMPool:
         )
         answers = await job.run()
         if whole:
-            return self._finish_many(answers)
+            return self._finish_many(answers, call)
         for k, response in zip(fit, answers, strict=True):
             results[k] = response
-        return self._finish_many([r for r in results if r is not None])
+        return self._finish_many([r for r in results if r is not None], call)
 
     async def _plan(
         self, prompts: Sequence[Prompt], max_tokens: int | None,
@@ -753,7 +790,21 @@ class VLLMPool:
             raise ConfigurationError(f"system_prompt must be a str, got {type(system).__name__}")
         return system
 
-    def _finish_many(self, responses: list[Response]) -> list[Response]:
+    def _bar(
+        self, progress: ProgressSetting, total: int, desc: str, hook: ResultHook | None
+    ) -> ProgressBar | None:
+        records = [self._core.records[e] for e in dict.fromkeys(self._endpoints)]
+        return open_bar(progress, total, desc, hook=hook,
+                        retries=lambda: sum(r.counters.retries for r in records))
+
+    def _call_log(self, name: str) -> CallLog:
+        return CallLog(name, [self._core.records[e] for e in self._endpoints])
+
+    def _finish_many(
+        self, responses: list[Response], call: CallLog | None = None
+    ) -> list[Response]:
+        if call is not None:
+            call.done(responses)
         if self._core.strict:
             failures = []
             for index, response in enumerate(responses):
@@ -860,6 +911,7 @@ def _check_sampling(sampling: Mapping[str, Any]) -> None:
         raise ConfigurationError(
             f"sampling may not set {sorted(reserved)}: the pool sets them (max_tokens is an "
             "argument of its own; streaming and n > 1 are not supported)")
+    check_sampling_values(sampling)
 
 
 def _check_optional_max_tokens(value: object) -> None:

@@ -9,13 +9,19 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
+from ._display import causes, html_table, seconds, text_table
 from ._endpoint import Endpoint
 from ._server_model import ServerModel
 
 __all__ = ["EndpointStats", "PoolStats"]
+
+_SHOWN_ENDPOINTS = 20  # rows a printed PoolStats shows; to_dict() has them all
+_HEADERS = ("endpoint", "requests", "prompts", "answered", "retries", "failed requests",
+            "tokens", "p50", "p95")
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -125,6 +131,24 @@ class EndpointStats:
     slots_source: str | None = None
     wave: float | None = None
 
+    def _row(self, name: str | None = None) -> tuple[object, ...]:
+        return (name or str(self.endpoint), self.requests, self.prompts, self.answered,
+                self.retries, causes(self.failures), self.prompt_tokens + self.completion_tokens,
+                seconds(self.latency_p50), seconds(self.latency_p95))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready): the endpoint as its URL, every counter, the percentiles."""
+        data = attrs.asdict(self, recurse=False)
+        data["endpoint"] = self.endpoint.url
+        data["failures"] = dict(self.failures)
+        return data
+
+    def __str__(self) -> str:
+        return text_table(_HEADERS, [self._row()])
+
+    def _repr_html_(self) -> str:
+        return html_table(_HEADERS, [self._row()])
+
 
 @attrs.frozen
 class PoolStats:
@@ -215,6 +239,40 @@ class PoolStats:
     def tokens(self) -> int:
         """All tokens the servers reported."""
         return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready): the pool's totals and one dict per endpoint."""
+        return {
+            "requests": self.requests, "batch_requests": self.batch_requests,
+            "prompts": self.prompts, "answered": self.answered, "retries": self.retries,
+            "backups": self.backups, "failures": self.failures,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "latency_p50": self.latency_p50, "latency_p95": self.latency_p95,
+            "latency_p99": self.latency_p99,
+            "endpoints": [e.to_dict() for e in self.endpoints],
+        }
+
+    def _table(self) -> tuple[list[tuple[object, ...]], str]:
+        # Endpoints with failed requests first: they are what a reader looks for.
+        ordered = sorted(self.endpoints, key=lambda e: not e.failures)
+        rows = [e._row() for e in ordered[:_SHOWN_ENDPOINTS]]
+        total = EndpointStats(
+            Endpoint("all", 1), self.requests, self.batch_requests, self.prompts,
+            self.answered, self.retries, self.backups, self.failures, self.prompt_tokens,
+            self.completion_tokens, self.latency_p50, self.latency_p95, self.latency_p99)
+        rows.append(total._row(f"all {len(self.endpoints)}"))
+        hidden = len(self.endpoints) - _SHOWN_ENDPOINTS
+        note = (f"({hidden} more endpoints; to_dict() lists all)"
+                if hidden > 0 else "")
+        return rows, note
+
+    def __str__(self) -> str:
+        rows, note = self._table()
+        return text_table(_HEADERS, rows, note)
+
+    def _repr_html_(self) -> str:
+        rows, note = self._table()
+        return html_table(_HEADERS, rows, "PoolStats", note)
 
     def __sub__(self, earlier: PoolStats) -> PoolStats:
         """Counts since ``earlier`` (a snapshot of the same pool); percentiles are this one's."""

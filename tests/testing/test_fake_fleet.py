@@ -865,6 +865,19 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     (line,) = out.splitlines()
     assert "3 endpoints" in line
     assert str(hostfile) in line
+    from aurora_swarm.testing._cli import port_list
+
+    assert f" {port_list([e.port for e in endpoints])} " in line  # its real ports
+    assert not hostfile.exists()  # removed when the fleet stopped
+
+
+def test_the_banner_lists_real_ports() -> None:
+    from aurora_swarm.testing._cli import port_list
+
+    assert port_list([8000]) == "port 8000"
+    assert port_list([8002, 8000, 8001, 8003]) == "ports 8000-8003"
+    assert port_list([41517, 41003, 41518]) == "ports 41003, 41517-41518"
+    assert port_list(list(range(1, 40, 2)), shown=3) == "ports 1, 3, 5, and 17 more"
 
 
 def test_cli_rejects_bad_arguments() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from .._exceptions import ConfigurationError
+from .._progress import ProgressSetting, check_progress
 from .._response import Response
 from ._base import (
     DEFAULT_SEPARATOR,
@@ -22,6 +23,7 @@ from ._base import (
     require_placeholder,
     usable,
 )
+from ._tracking import labelled
 from .scatter_gather import map_gather, scatter_gather
 from .tree_reduce import reduce_levels
 
@@ -155,7 +157,10 @@ def _stage_pools(pool: Pool, stages: Sequence[Stage], reuse: bool) -> list[Pool]
     return pools
 
 
-async def _run_stage(index: int, stage: Stage, pool: Pool, value: object) -> StageResult:
+async def _run_stage(
+    index: int, stage: Stage, pool: Pool, value: object, progress: ProgressSetting = False,
+) -> StageResult:
+    bar = labelled(progress, "stage", f"{index} {stage.name}")
     if stage.scatter:
         items = _as_items(value)
         prompts = [
@@ -164,11 +169,12 @@ async def _run_stage(index: int, stage: Stage, pool: Pool, value: object) -> Sta
             for item in items
         ]
         responses = await map_gather(
-            pool, items, stage.prompt_template, stage.max_tokens, placeholder="input")
+            pool, items, stage.prompt_template, stage.max_tokens, placeholder="input",
+            progress=bar)
     else:
         prompt = fill_template(stage.prompt_template, input=_render(value))
         prompts = [prompt] * (stage.n_agents or pool.size)
-        responses = await scatter_gather(pool, prompts, stage.max_tokens)
+        responses = await scatter_gather(pool, prompts, stage.max_tokens, progress=bar)
     keep = stage.output_filter
     kept = [r for r in responses if usable(r) and (keep is None or keep(r))]
     dropped = [Dropped(index, k, r, drop_reason(r)) for k, r in enumerate(responses)
@@ -190,6 +196,7 @@ async def run_pipeline(
     reuse_agents: bool = True,
     *,
     on_stage: Callable[[StageResult], None] | None = None,
+    progress: ProgressSetting = False,
 ) -> Any:
     """Run ``stages`` in order; each stage's output is the next stage's ``{input}``.
 
@@ -210,6 +217,8 @@ async def run_pipeline(
         one after the other, so a partitioned stage leaves the other slices idle.
     on_stage:
         Called with each stage's :class:`StageResult` when the stage is done.
+    progress:
+        ``True`` (or a mapping of ``tqdm`` options) draws one progress bar per stage.
 
     Returns
     -------
@@ -237,12 +246,13 @@ async def run_pipeline(
     ECHO: Pick one: ECHO: Suggest an experiment on folding
     ECHO: Suggest an experiment on folding
     """
+    check_progress(progress)
     stages = list(stages)
     value = initial_input
     for index, (stage, stage_pool) in enumerate(
         zip(stages, _stage_pools(pool, stages, reuse_agents), strict=True)
     ):
-        result = await _run_stage(index, stage, stage_pool, value)
+        result = await _run_stage(index, stage, stage_pool, value, progress)
         if on_stage is not None:
             on_stage(result)
         value = result.output

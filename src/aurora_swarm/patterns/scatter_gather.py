@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from .._exceptions import ConfigurationError
+from .._progress import ProgressSetting
 from .._response import Response
+from .._tablekind import whole_table
 from ._base import (
     Pool,
     as_text,
@@ -13,12 +16,14 @@ from ._base import (
     fill_template,
     require_placeholder,
 )
+from ._tracking import ResultHook, send, tracking
 
 __all__ = ["map_gather", "scatter_gather"]
 
 
 async def scatter_gather(
-    pool: Pool, prompts: Sequence[str], max_tokens: int | None = None
+    pool: Pool, prompts: Sequence[str], max_tokens: int | None = None,
+    *, on_result: ResultHook | None = None, progress: ProgressSetting = False,
 ) -> list[Response]:
     """Send every prompt over the pool, batched; ``out[i]`` answers ``prompts[i]``.
 
@@ -35,6 +40,12 @@ async def scatter_gather(
         The prompts; an empty list returns ``[]`` without a request.
     max_tokens:
         Tokens to generate per prompt; ``None`` leaves it to the pool.
+    on_result:
+        Called as ``on_result(index, response)`` as each prompt settles (the pool must take
+        ``on_result=``, as :class:`~aurora_swarm.VLLMPool` does).
+    progress:
+        ``True`` (or a mapping of ``tqdm`` options) draws a progress bar; see
+        :meth:`VLLMPool.send_all_batched <aurora_swarm.VLLMPool.send_all_batched>`.
 
     Returns
     -------
@@ -61,7 +72,8 @@ async def scatter_gather(
     check_max_tokens(max_tokens, "max_tokens")
     if not prompts:
         return []
-    return list(await pool.send_all_batched(prompts, max_tokens))
+    with tracking(pool, progress, on_result, len(prompts), "scatter_gather") as hook:
+        return await send(pool, prompts, max_tokens, hook)
 
 
 async def map_gather(
@@ -71,6 +83,8 @@ async def map_gather(
     max_tokens: int | None = None,
     *,
     placeholder: str = "item",
+    on_result: ResultHook | None = None,
+    progress: ProgressSetting = False,
 ) -> list[Response]:
     """Fill ``prompt_template`` with each item and :func:`scatter_gather` the prompts.
 
@@ -85,13 +99,21 @@ async def map_gather(
     pool:
         Any :class:`~aurora_swarm.patterns.Pool`.
     items:
-        The work items: strings, responses, or anything ``str()`` renders.
+        The work items: strings, responses, or anything ``str()`` renders; a pandas Series
+        (a DataFrame column) or a Hugging Face ``Dataset`` column too
+        (:func:`aurora_swarm.tables.to_dataframe` turns the answers into a table with the
+        Series' index).
     prompt_template:
         A prompt with a ``{item}`` placeholder.
     max_tokens:
         Tokens to generate per prompt; ``None`` leaves it to the pool.
     placeholder:
         The placeholder's name, ``"item"`` by default.
+    on_result:
+        Called as ``on_result(index, response)`` as each item settles (``index`` is the
+        item's position).
+    progress:
+        ``True`` (or a mapping of ``tqdm`` options) draws a progress bar over the items.
 
     Returns
     -------
@@ -124,6 +146,9 @@ async def map_gather(
     """
     require_placeholder(prompt_template, placeholder, "prompt_template")
     check_max_tokens(max_tokens, "max_tokens")
+    problem = whole_table(items)
+    if problem is not None:
+        raise ConfigurationError(problem)
     items = list(items)
     results: list[Response | None] = [None] * len(items)
     prompts: list[str] = []
@@ -134,8 +159,14 @@ async def map_gather(
             continue
         prompts.append(fill_template(prompt_template, **{placeholder: as_text(item)}))
         slots.append(index)
-    if prompts:
-        answers = await pool.send_all_batched(prompts, max_tokens)
-        for slot, answer in zip(slots, answers, strict=True):
-            results[slot] = answer
+    with tracking(pool, progress, on_result, len(items), "map_gather") as hook:
+        if hook is not None:
+            for index, passed in enumerate(results):
+                if passed is not None:
+                    hook(index, passed)
+        if prompts:
+            answers = await send(pool, prompts, max_tokens,
+                                 None if hook is None else (lambda k, r: hook(slots[k], r)))
+            for slot, answer in zip(slots, answers, strict=True):
+                results[slot] = answer
     return [r for r in results if r is not None]

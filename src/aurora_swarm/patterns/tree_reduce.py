@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from .._exceptions import ConfigurationError
+from .._progress import ProgressSetting, check_progress
 from .._response import Response
 from ._base import (
     DEFAULT_SEPARATOR,
@@ -27,6 +28,7 @@ from ._base import (
     require_placeholder,
     usable,
 )
+from ._tracking import labelled, send, tracking
 from .scatter_gather import map_gather, scatter_gather
 
 __all__ = ["ReduceTree", "tree_reduce", "tree_reduce_tree"]
@@ -144,6 +146,7 @@ async def reduce_levels(
     separator: str,
     min_levels: int = 0,
     what: str = "tree_reduce",
+    progress: ProgressSetting = False,
 ) -> ReduceTree:
     """Merge ``leaves`` level by level (internal engine of every reduce pattern)."""
     levels = [tuple(leaves)]
@@ -175,7 +178,9 @@ async def reduce_levels(
             )
             for part in parts
         ]
-        current = await pool.send_all_batched(texts, max_tokens)
+        bar = labelled(progress, what, f"level {level}")
+        with tracking(pool, bar, None, len(texts), what) as hook:
+            current = await send(pool, texts, max_tokens, hook)
         levels.append(tuple(current))
         prompts.append(tuple(texts))
         groups.append(tuple(tuple(part) for part in parts))
@@ -189,13 +194,15 @@ def check_fanin(fanin: int) -> None:
 
 
 async def _leaves(
-    pool: Pool, prompt: str | None, items: Iterable[object] | None, max_tokens: int | None
+    pool: Pool, prompt: str | None, items: Iterable[object] | None, max_tokens: int | None,
+    progress: ProgressSetting = False,
 ) -> tuple[list[Response], list[str]]:
+    bar = labelled(progress, "tree_reduce", "leaves")
     if items is None:
         if not isinstance(prompt, str):
             raise ConfigurationError("tree_reduce needs a prompt, or items, or both")
         prompts = [prompt] * pool.size
-        return await scatter_gather(pool, prompts, max_tokens), prompts
+        return await scatter_gather(pool, prompts, max_tokens, progress=bar), prompts
     if isinstance(items, str):
         raise ConfigurationError("items must be a list of items, not one string")
     items = list(items)
@@ -211,7 +218,7 @@ async def _leaves(
         else fill_template(prompt, item=item)
         for item in items
     ]
-    return await map_gather(pool, items, prompt, max_tokens), prompts
+    return await map_gather(pool, items, prompt, max_tokens, progress=bar), prompts
 
 
 async def tree_reduce_tree(
@@ -225,6 +232,7 @@ async def tree_reduce_tree(
     reduce_max_tokens: int | None = None,
     supervisors: Pool | None = None,
     separator: str = DEFAULT_SEPARATOR,
+    progress: ProgressSetting = False,
 ) -> ReduceTree:
     """Run a hierarchical reduce and return every level of it (see :func:`tree_reduce`).
 
@@ -254,12 +262,13 @@ async def tree_reduce_tree(
     require_placeholder(reduce_prompt, "responses", "reduce_prompt")
     check_max_tokens(max_tokens, "max_tokens")
     check_max_tokens(reduce_max_tokens, "reduce_max_tokens")
-    leaves, leaf_prompts = await _leaves(pool, prompt, items, max_tokens)
+    check_progress(progress)
+    leaves, leaf_prompts = await _leaves(pool, prompt, items, max_tokens, progress)
     return await reduce_levels(
         supervisors if supervisors is not None else pool,
         leaves, leaf_prompts, reduce_prompt, fanin,
         max_tokens=reduce_max_tokens if reduce_max_tokens is not None else max_tokens,
-        separator=separator,
+        separator=separator, progress=progress,
     )
 
 
@@ -274,6 +283,7 @@ async def tree_reduce(
     reduce_max_tokens: int | None = None,
     supervisors: Pool | None = None,
     separator: str = DEFAULT_SEPARATOR,
+    progress: ProgressSetting = False,
 ) -> Response:
     """Leaves answer, then supervisors merge groups of ``fanin`` answers until one remains.
 
@@ -317,6 +327,9 @@ async def tree_reduce(
         A pool for the supervisors (e.g. ``pool.by_tag("role", "supervisor")``).
     separator:
         What joins the answers in ``{responses}``.
+    progress:
+        ``True`` (or a mapping of ``tqdm`` options) draws one progress bar per level: the
+        leaves, then each supervisor level.
 
     Returns
     -------
@@ -348,5 +361,6 @@ async def tree_reduce(
     tree = await tree_reduce_tree(
         pool, prompt, reduce_prompt, fanin, items, max_tokens=max_tokens,
         reduce_max_tokens=reduce_max_tokens, supervisors=supervisors, separator=separator,
+        progress=progress,
     )
     return tree.root

@@ -89,11 +89,20 @@ async def _serve_until_signal(fleet: FakeFleet, hostfile: str, tags: dict[str, s
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
+    written: list[Path] = []
+
+    def announce(fleet: FakeFleet, path: Path) -> None:
+        written.append(path)
+        _announce(fleet, path)
+
     try:
-        await serve_fleet(fleet, hostfile, stop=stop, tags=tags or None, announce=_announce)
+        await serve_fleet(fleet, hostfile, stop=stop, tags=tags or None, announce=announce)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+        for path in written:  # the fleet is gone: a hostfile left behind would list dead ports
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def _announce(fleet: FakeFleet, path: Path) -> None:
@@ -101,10 +110,25 @@ def _announce(fleet: FakeFleet, path: Path) -> None:
     host = fleet.endpoints[0].host
     print(
         f"aurora-swarm fake fleet: {len(fleet)} endpoints serving {fleet.model!r} on "
-        f"{host} ports {min(ports)}..{max(ports)} (started in {fleet.startup_seconds:.2f} s); "
-        f"hostfile {path}; stop with Ctrl-C or SIGTERM",
+        f"{host} {port_list(ports)} (started in {fleet.startup_seconds:.2f} s); "
+        f"hostfile {path} (removed when the fleet stops); stop with Ctrl-C or SIGTERM",
         flush=True,
     )
+
+
+def port_list(ports: Sequence[int], shown: int = 8) -> str:
+    """``"port 8000"``, ``"ports 8000-8003"``, ``"ports 41003, 41517-41518"``: runs of
+    consecutive ports joined, the first ``shown`` runs listed and the rest counted."""
+    runs: list[list[int]] = []
+    for port in sorted(ports):
+        if runs and port == runs[-1][-1] + 1:
+            runs[-1].append(port)
+        else:
+            runs.append([port])
+    parts = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs[:shown]]
+    if len(runs) > shown:
+        parts.append(f"and {sum(len(r) for r in runs[shown:])} more")
+    return ("port " if len(ports) == 1 else "ports ") + ", ".join(parts)
 
 
 def _fleet(args: argparse.Namespace) -> FakeFleet:

@@ -58,7 +58,7 @@ class EndpointCounters:
         Prompts of abandoned (or killed) requests that were still running or waiting for a slot
         when the request ended; their slots went at once to the requests queued behind.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1.0
     """
 
     requests: dict[str, int]

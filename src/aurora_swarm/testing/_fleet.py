@@ -71,7 +71,7 @@ class FakeFleet:
     metrics : bool
         Serve ``GET /metrics``; when off, it answers 404 like a server without metrics.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1.0
 
     Examples
     --------
