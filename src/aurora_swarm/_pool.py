@@ -13,8 +13,8 @@ import attrs
 import openai
 
 from . import _env
-from ._compat import DEFAULT_MODEL, PoolLimits, batch_timeouts, one_of
 from ._calllog import CallLog
+from ._compat import DEFAULT_MODEL, PoolLimits, batch_timeouts, one_of
 from ._dispatch import BatchJob, DispatchSettings, EndpointRecord, Timeouts
 from ._endpoint import Endpoint, EndpointLike, as_endpoint
 from ._env import env_fallback
