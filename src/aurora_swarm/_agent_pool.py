@@ -66,7 +66,7 @@ class AgentPool:
     >>> [(r.text, r.agent_index) for r in anyio.run(demo)]
     [('ECHO: a', 0), ('ECHO: b', 1), ('ECHO: c', 0)]
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
     """
 
     def __init__(

@@ -110,7 +110,7 @@ class EmbeddingPool:
     >>> [r.embedding == expected_embedding(t) for r, t in zip(anyio.run(demo, texts), texts)]
     [True, True, True]
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
     """
 
     def __init__(

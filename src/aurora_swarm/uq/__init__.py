@@ -24,7 +24,7 @@ Four answers, two meanings, two answers each: the entropy is ``ln 2``.
 >>> round(semantic_entropy(answers), 4), round(float(np.log(2)), 4)
 (0.6931, 0.6931)
 
-.. versionadded:: 0.2
+.. versionadded:: 0.1.0
 """
 
 from . import _arrays  # noqa: F401  (first: says which extra to install when numpy is missing)
