@@ -31,6 +31,7 @@ A prompt's slot is written once: the first answer wins, so no prompt is answered
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import statistics
 import time
@@ -60,6 +61,8 @@ from ._stats import Counters
 from ._transport import BatchReply
 
 __all__ = ["BatchJob", "EndpointRecord", "Timeouts"]
+
+_log = logging.getLogger("aurora_swarm.dispatch")
 
 P = TypeVar("P")
 K = TypeVar("K", bound=Hashable)
@@ -478,6 +481,7 @@ class BatchJob(Generic[P, K]):
         record = self._records[flight.position]
         record.server.drop(flight.held)
         record.counters.taken_back += 1
+        _log.debug("took back %d waiting prompts from %s", len(flight.chunk), record.endpoint)
         self._forget(flight)
         for index in flight.chunk:
             self._carriers[index] -= 1
@@ -575,6 +579,7 @@ class BatchJob(Generic[P, K]):
         server.learn_slots(running, "metrics")
         if changed:
             server.wave = None  # measured against the wrong slots: measure again
+            _log.info("%s runs %d sequences at once (from /metrics)", record.endpoint, running)
         self._notify()
 
     # -- health ---------------------------------------------------------------------------------
