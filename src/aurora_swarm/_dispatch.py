@@ -499,7 +499,8 @@ class BatchJob(Generic[P, K]):
         stragglers: list[tuple[float, _Flight, list[int]]] = []
         for position, flights in self._mine.items():
             server = self._records[position].server
-            wave = server.wave if server.wave is not None else fallback
+            # At least as slow as its unanswered requests show (see ServerModel.wave_at).
+            wave = server.wave_at(now, fallback)
             if wave is None:
                 continue
             for flight in flights:
@@ -514,24 +515,32 @@ class BatchJob(Generic[P, K]):
                         # run this long, it may well take as long again.
                         stay = now + (now - flight.held.sent)
                     stragglers.append((stay, flight, uncovered))
+        # The idle endpoints hold nothing, so none of them is a straggler's own. The latest
+        # stragglers first, as long as the idle endpoints would clearly beat them with their
+        # share of all the prompts backed up so far.
+        helpers = sorted(idle, key=lambda p: lanes[p].finish(1, now))
+        chosen: list[tuple[_Flight, list[int]]] = []
+        total = 0
         for stay, flight, uncovered in sorted(stragglers, key=lambda item: -item[0]):
-            helpers = [p for p in idle if p != flight.position]
-            if not helpers:
-                break
-            # Slices go to the helpers that would finish them soonest, counting the slices
-            # they already took from other stragglers.
-            helpers.sort(key=lambda p: lanes[p].finish(1, now))
-            piece = math.ceil(len(uncovered) / len(helpers))
-            used = helpers[:math.ceil(len(uncovered) / piece)]
+            piece = math.ceil((total + len(uncovered)) / len(helpers))
+            used = helpers[:math.ceil((total + len(uncovered)) / piece)]
             move = max(lanes[p].finish(piece, now) for p in used)
             if not worth_moving(stay, move, now, _BACKUP_MARGIN):
                 break  # the latest one is not worth it, so no later one is
+            chosen.append((flight, uncovered))
+            total += len(uncovered)
+        if not chosen:
+            return
+        by_shape: dict[K, list[int]] = {}
+        for flight, uncovered in chosen:
             flight.backed_up = True
             self._doubled.add(flight)
-            for start, position in zip(range(0, len(uncovered), piece), used, strict=False):
-                chunk = uncovered[start:start + piece]
-                self._launch(position, flight.shape, chunk, now, backup=True)
-                lanes[position] = lanes[position].with_extra(len(chunk))
+            by_shape.setdefault(flight.shape, []).extend(uncovered)
+        # One request per helper and shape, carrying slices of every straggler chosen.
+        for shape, prompts in by_shape.items():
+            piece = math.ceil(len(prompts) / len(helpers))
+            for start, position in zip(range(0, len(prompts), piece), helpers, strict=False):
+                self._launch(position, shape, prompts[start:start + piece], now, backup=True)
 
     # -- slots from /metrics --------------------------------------------------------------------
 
