@@ -137,42 +137,6 @@ async def test_chat_formatting_modes_on_real_servers(endpoints: list[Endpoint]) 
     for out in (auto, server, client):
         assert all(r.success for r in out), [r.error for r in out if not r.success][:3]
 
-
-async def test_a_server_killed_mid_run_loses_no_prompt(
-    endpoints: list[Endpoint], server_pids: list[int]
-) -> None:
-    """SIGKILL one of the two servers while a few thousand prompts are in flight.
-
-    Runs last in this file: the killed server stays down.
-    """
-    if len(endpoints) < 2:
-        pytest.skip("needs two servers")
-    victim = server_pids[1]  # the second server, in hostfile order
-    prompts = [words(i) for i in range(3000)]
-    async with VLLMPool(endpoints, model=MODEL, max_tokens=4, sampling=ECHO,
-                        timeout=60.0) as pool:
-        killed_at: list[float] = []
-
-        async def kill_when_busy() -> None:
-            while pool.stats().endpoints[1].requests == 0:  # noqa: ASYNC110 - polling stats
-                await anyio.sleep(0.05)
-            await anyio.sleep(0.5)
-            os.killpg(victim, signal.SIGKILL)
-            killed_at.append(time.monotonic())
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(kill_when_busy)
-            out = await pool.send_all_batched(prompts)
-            group.cancel_scope.cancel()
-        stats = pool.stats()
-    assert killed_at, "the server was not killed while the call ran"
-    failed = [(i, r.error) for i, r in enumerate(out) if not r.success]
-    assert not failed, failed[:3]
-    for prompt, response in zip(prompts, out, strict=True):
-        assert response.text.startswith(prompt)
-    assert stats.endpoints[1].failures, "the killed server's failures were not seen"
-
-
 async def _equal_split(pool: VLLMPool, prompts: list[str]) -> None:
     """The naive split: every server its equal share in ONE request, all at once."""
     share = -(-len(prompts) // pool.size)
@@ -216,3 +180,40 @@ async def test_pool_learns_each_servers_slots_and_is_no_slower_than_the_equal_sp
           f"{[round(x, 2) for x in ours]} / {[round(x, 2) for x in equal]}); answered per "
           f"server {[e.answered for e in stats.endpoints]}")
     assert ours_s <= equal_s
+
+
+
+async def test_a_server_killed_mid_run_loses_no_prompt(
+    endpoints: list[Endpoint], server_pids: list[int]
+) -> None:
+    """SIGKILL one of the two servers while a few thousand prompts are in flight.
+
+    Runs last in this file: the killed server stays down.
+    """
+    if len(endpoints) < 2:
+        pytest.skip("needs two servers")
+    victim = server_pids[1]  # the second server, in hostfile order
+    prompts = [words(i) for i in range(3000)]
+    async with VLLMPool(endpoints, model=MODEL, max_tokens=4, sampling=ECHO,
+                        timeout=60.0) as pool:
+        killed_at: list[float] = []
+
+        async def kill_when_busy() -> None:
+            while pool.stats().endpoints[1].requests == 0:  # noqa: ASYNC110 - polling stats
+                await anyio.sleep(0.05)
+            await anyio.sleep(0.5)
+            os.killpg(victim, signal.SIGKILL)
+            killed_at.append(time.monotonic())
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(kill_when_busy)
+            out = await pool.send_all_batched(prompts)
+            group.cancel_scope.cancel()
+        stats = pool.stats()
+    assert killed_at, "the server was not killed while the call ran"
+    failed = [(i, r.error) for i, r in enumerate(out) if not r.success]
+    assert not failed, failed[:3]
+    for prompt, response in zip(prompts, out, strict=True):
+        assert response.text.startswith(prompt)
+    assert stats.endpoints[1].failures, "the killed server's failures were not seen"
+
