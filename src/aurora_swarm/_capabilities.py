@@ -32,7 +32,7 @@ NOT_SUPPORTED_STATUSES = frozenset({400, 404, 405, 422})
 class Capabilities:
     """What one endpoint has shown it can do; ``None`` where it has not been seen yet.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Attributes
     ----------

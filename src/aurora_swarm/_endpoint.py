@@ -109,7 +109,7 @@ class Endpoint:
     def origin(self) -> str:
         """Scheme, host and port, e.g. ``http://gpu01:8000``.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1.0
         """
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"

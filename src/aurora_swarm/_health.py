@@ -69,7 +69,7 @@ class HealthPolicy:
         ``max_tokens=1``), the only probe that also sees a server whose routes answer while its
         generation is stuck (seen on vLLM), at the price of a little work on the server.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1.0
     """
 
     failure_threshold: int = attrs.field(default=3)

@@ -191,7 +191,7 @@ class VLLMPool:
         One-prompt requests in flight at once to an endpoint that takes no list of prompts
         (Ollama, llama-cpp-python; see :meth:`capabilities`), over all calls and sub-pools.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1.0
     deadline:
         Seconds a :meth:`send_all_batched` or :meth:`send_all` call may take in all; prompts
         still unanswered then fail with a :class:`~aurora_swarm.RequestTimeout` saying so, and
@@ -200,13 +200,13 @@ class VLLMPool:
         ``retry.max_attempts`` requests of at most ``Timeouts.for_chunk`` seconds each (see
         :doc:`/servers`).
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1.0
     verify:
         TLS verification of ``https`` endpoints: ``True`` (default) against the system's
         certificate authorities, a path to a CA bundle (a PEM file or a folder) to trust a
         site's own CA, or ``False`` (not verified; for tests only).
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1.0
     env_proxies:
         Send requests through the proxy the environment names (``http_proxy``,
         ``https_proxy``, ``all_proxy``, minus the hosts in ``no_proxy``), as curl and most HTTP
@@ -214,7 +214,7 @@ class VLLMPool:
         fleet on a cluster's own network needs. When a request through a proxy fails, its error
         names the proxy. See :doc:`/servers`.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1.0
 
     Examples
     --------
@@ -544,7 +544,7 @@ class VLLMPool:
         prompts one a request (``fallback_concurrency`` at once); one without ``/health`` is
         probed with ``/v1/models``.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1.0
         """
         core = self._core
         return {e: core.detected[e].snapshot(core.formats.chat_batch_known(e),
