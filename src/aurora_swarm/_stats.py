@@ -156,6 +156,8 @@ class EndpointStats:
         data = attrs.asdict(self, recurse=False)
         data["endpoint"] = self.endpoint.url
         data["failures"] = dict(self.failures)
+        if self.capabilities is not None:
+            data["capabilities"] = attrs.asdict(self.capabilities)
         return data
 
     def __str__(self) -> str:
