@@ -35,9 +35,10 @@ nitpick_ignore_regex = [
     (r"py:class", r"(ExceptionGroup|BaseExceptionGroup)"),
     (r"py:class", r"Tags"),
     (r"py:class", r"(EndpointLike|ChatTemplateSetting|_Unset|ResultHook|Prompt|Conversation|Message)"),
+    (r"py:class", r"TLSVerify"),
     # EndpointBehavior's fields are documented as parameters, not attributes.
     # The standard library: its inventory is not fetched (builds run offline).
-    (r"py:.*", r"(collections\.abc|os|pathlib|asyncio|typing|types|datetime|json)\..*"),
+    (r"py:.*", r"(collections\.abc|os|pathlib|asyncio|typing|types|datetime|json|ssl)\..*"),
     # Plain-language types in NumPy-style docstrings ("sequence of str", "mapping of int to X").
     (r"py:class", r"(sequence|mapping|callable|iterable|optional|default.*|.* to .*|of)"),
 ]

@@ -25,6 +25,7 @@ EXPECTED_ALL = [
     "BadResponseError",
     "BatchError",
     "BatcherStats",
+    "Capabilities",
     "ChatTemplate",
     "Chunking",
     "ConfigurationError",

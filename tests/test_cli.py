@@ -432,3 +432,36 @@ def test_cluster_scripts_start_servers_wait_and_run(tmp_path: Path, script: str)
     ready = parse_hostfile(tmp_path / "job" / "ready.hostfile")
     assert [e.tags["gpu"] for e in ready] == ["0", "1"]
     assert len(read_results(tmp_path / "results.jsonl")) == 500
+
+
+def test_an_environment_proxy_is_named_and_can_be_bypassed(fleet: Fleet, tmp_path: Path) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\n")
+    env = {k: v for k, v in ENV.items() if "proxy" not in k.lower()}
+    env["http_proxy"] = f"http://127.0.0.1:{free_port()}"
+    args = [*CLI, "run", str(prompts), "--hostfile", str(fleet.hostfile), "--model",
+            "fake-model", "-o", str(tmp_path / "o.jsonl")]
+    refused = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120,
+                             check=False)
+    assert refused.returncode == 3
+    assert "the fleet is unreachable" in refused.stderr
+    assert f"through the proxy {env['http_proxy']}" in refused.stderr
+    assert "no_proxy" in refused.stderr and "--no-env-proxy" in refused.stderr
+    direct = subprocess.run([*args, "--no-env-proxy"], capture_output=True, text=True, env=env,
+                            timeout=120, check=False)
+    assert direct.returncode == 0, direct.stderr
+    assert count_lines(tmp_path / "o.jsonl") == 1
+
+
+def test_run_on_a_fleet_with_a_string_only_endpoint(tmp_path: Path) -> None:
+    running = Fleet(tmp_path, "--strings-only", "1", endpoints=2)
+    try:
+        prompts = tmp_path / "p.txt"
+        prompts.write_text("".join(f"question {k}\n" for k in range(50)))
+        result = cli("run", prompts, "--hostfile", running.hostfile, "--model", "fake-model",
+                     "-o", tmp_path / "o.jsonl", "--max-tokens", "8", "--progress", "none")
+    finally:
+        running.stop()
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "o.jsonl").read_text().splitlines()
+    assert len(lines) == 50 and all('"ECHO: question' in line for line in lines)

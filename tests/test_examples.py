@@ -87,6 +87,12 @@ EXPECTED: dict[str, list[str]] = {
                   r"10000 rows, all answered: True",
                   r"Dataset job: 500 rows, columns \['id', 'text', 'success', 'finish_reason'\]",
                   r"\d+ HTTP requests for 10,500 prompts"],
+    "servers.py": [r"300 answers, each its prompt's: True",
+                   r"endpoint 0: lists=True, health=None, metrics=(True|None)",
+                   r"endpoint 2: lists=False, health=None, metrics=(False|None)",
+                   r"endpoint 2 alone: 50 answered with 50 single and 0 batched requests",
+                   r"servers that never answer: 20 failed in \d\.\d s: not answered within "
+                   r"the call's deadline of 1 s"],
     "batch_job.py": [r"the results file holds \d+ lines", r"skipped \d+, answered \d+, "
                      r"failed 0, complete: True", r"3000 records, ids unique: True",
                      r"q0 ECHO: Classify abstract 0\. True"],

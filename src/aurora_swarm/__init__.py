@@ -3,6 +3,7 @@
 import logging as _logging
 
 from ._agent_pool import AgentPool
+from ._capabilities import Capabilities
 from ._chat_template import ChatTemplate
 from ._dispatch import Timeouts
 from ._embedding_pool import EmbeddingPool, EmbeddingResponse
@@ -44,6 +45,7 @@ __all__ = [
     "BadResponseError",
     "BatchError",
     "BatcherStats",
+    "Capabilities",
     "ChatTemplate",
     "Chunking",
     "ConfigurationError",

@@ -93,6 +93,14 @@ def add_parser(commands: Any) -> None:
                           "VALUE is read as JSON when it can be)")
     gen.add_argument("--timeout", type=float, default=600.0, metavar="S",
                      help="seconds for a one-prompt request (batches get more; default 600)")
+    net = p.add_argument_group("connection")
+    net.add_argument("--ca-bundle", metavar="PATH", default=None,
+                     help="CA bundle (PEM file or folder) to verify https endpoints with, e.g. a "
+                          "site's own CA (default: the system's)")
+    net.add_argument("--env-proxy", action=argparse.BooleanOptionalAction, default=True,
+                     help="send requests through the proxy http_proxy / https_proxy / all_proxy "
+                          "name, minus no_proxy hosts (default: yes; --no-env-proxy connects "
+                          "directly, as a fleet on the cluster's network needs)")
     job = p.add_argument_group("job")
     job.add_argument("--retry-failed", action=argparse.BooleanOptionalAction, default=True,
                      help="send prompts that failed in an earlier run again (default: yes)")
@@ -116,7 +124,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         endpoints = parse_hostfile(args.hostfile)
         pool = VLLMPool(endpoints, args.model, max_tokens=args.max_tokens,
                         timeout=args.timeout, sampling=dict(args.sampling) or None,
-                        chat_template=args.chat_template, system_prompt=args.system_prompt)
+                        chat_template=args.chat_template, system_prompt=args.system_prompt,
+                        verify=args.ca_bundle if args.ca_bundle is not None else True,
+                        env_proxies=args.env_proxy)
         batch = args.format == "openai" or (args.format == "auto"
                                             and looks_like_openai_batch(args.prompts))
         if batch and args.template is not None:

@@ -16,7 +16,7 @@ import anyio
 from ._endpoint import Endpoint
 from ._exceptions import HostfileError
 from ._hostfile import parse_hostfile
-from ._transport import Transport
+from ._transport import Transport, proxy_note
 
 __all__ = ["add_parser", "main", "probe_all", "write_hostfile"]
 
@@ -63,6 +63,9 @@ def add_parser(commands: Any) -> None:
                         "of those listed or expected (default: all of them)")
     p.add_argument("--probe-timeout", type=_seconds, default=5.0, metavar="S",
                    help="seconds one /health probe may take (default 5)")
+    p.add_argument("--env-proxy", action=argparse.BooleanOptionalAction, default=True,
+                   help="probe through the proxy http_proxy / https_proxy / all_proxy name, "
+                        "minus no_proxy hosts (default: yes; --no-env-proxy probes directly)")
     p.add_argument("--quiet", action="store_true", help="print only errors")
 
 
@@ -83,7 +86,7 @@ async def _wait(args: argparse.Namespace, minimum: tuple[float, bool] | None,
     start = time.monotonic()
     deadline = start + args.timeout
     transport = Transport(api_key="EMPTY", connect_timeout=args.probe_timeout,
-                          max_connections=_PROBE_CONCURRENCY)
+                          max_connections=_PROBE_CONCURRENCY, env_proxies=args.env_proxy)
     endpoints: list[Endpoint] = []
     healthy: list[Endpoint] = []
     problem: str | None = None
@@ -112,6 +115,12 @@ async def _wait(args: argparse.Namespace, minimum: tuple[float, bool] | None,
             await anyio.sleep(min(args.interval, max(0.0, deadline - now)))
     finally:
         await transport.aclose()
+    down = [e for e in endpoints if e not in set(healthy)]
+    proxies = {p for e in down if (p := transport.proxy_for(e)) is not None}
+    if proxies:
+        print("wait: the endpoints not healthy were probed" + proxy_note(min(proxies),
+                                                                     "--no-env-proxy"),
+              file=sys.stderr)
     return _finish(args, minimum, endpoints, healthy, problem,
                    time.monotonic() >= deadline, out)
 
@@ -144,13 +153,19 @@ def _finish(args: argparse.Namespace, minimum: tuple[float, bool] | None,
 
 async def probe_all(transport: Transport, endpoints: list[Endpoint],
                     timeout: float) -> list[Endpoint]:
-    """The endpoints whose ``/health`` answers 200 within ``timeout``, in the given order."""
+    """The endpoints whose ``/health`` answers 200 within ``timeout``, in the given order.
+
+    An endpoint without ``/health`` (404 or 405) counts as healthy when ``/v1/models`` answers.
+    """
     ok = [False] * len(endpoints)
     limiter = anyio.CapacityLimiter(_PROBE_CONCURRENCY)
 
     async def probe(k: int) -> None:
         async with limiter:
-            ok[k] = await transport.health(endpoints[k], timeout)
+            status = await transport.health_status(endpoints[k], timeout)
+            if status in (404, 405):  # not vLLM: a server without /health lists its models
+                status = await transport.models_status(endpoints[k], timeout)
+            ok[k] = status == 200
 
     async with anyio.create_task_group() as group:
         for k in range(len(endpoints)):
@@ -166,9 +181,9 @@ def write_hostfile(path: str | os.PathLike[str], endpoints: list[Endpoint], note
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     lines = [f"# aurora-swarm wait, {stamp}: {note}\n"]
     for endpoint in endpoints:
-        address = [endpoint.host, str(endpoint.port)] if endpoint.scheme == "http" else [
-            endpoint.url]
-        if ":" in endpoint.host and endpoint.scheme == "http":
+        plain = endpoint.scheme == "http" and endpoint.path == "/v1"
+        address = [endpoint.host, str(endpoint.port)] if plain else [endpoint.base_url]
+        if ":" in endpoint.host and plain:
             address = [f"[{endpoint.host}]:{endpoint.port}"]
         columns = address + [f"{key}={value}" for key, value in endpoint.tags.items()]
         lines.append("\t".join(columns) + "\n")

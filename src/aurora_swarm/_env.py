@@ -9,6 +9,10 @@ Each is only a fallback for an argument left out: an argument given in code alwa
 ``AURORA_SWARM_MODEL_MAX_CONTEXT``    ``model_max_context`` (asked of ``/v1/models``).
 ``AURORA_SWARM_TIMEOUT_PER_SEQUENCE`` ``timeout_per_sequence`` of batched requests.
 ===================================== =======================================================
+
+Two more kinds are read here: the variable a hostfile's ``api_key_env=NAME`` column names (that
+endpoint's API key, :func:`named_key`), and, by the transport, the standard proxy variables
+(``http_proxy``, ``https_proxy``, ``all_proxy``, ``no_proxy``) unless ``env_proxies=False``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TypeVar
 
 from ._exceptions import ConfigurationError
 
-__all__ = ["env_fallback"]
+__all__ = ["env_fallback", "named_key"]
 
 T = TypeVar("T")
 
@@ -45,3 +49,9 @@ def env_fallback(value: T | None, name: str, convert: Callable[[str], T]) -> T |
         return convert(text.strip())
     except ValueError as exc:
         raise ConfigurationError(f"${name}={text!r} cannot be read: {exc}") from exc
+
+
+def named_key(name: str) -> str | None:
+    """The API key in the environment variable ``name`` (a hostfile's ``api_key_env``), or
+    ``None`` when it is unset or empty."""
+    return os.environ.get(name) or None

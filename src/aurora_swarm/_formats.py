@@ -183,6 +183,10 @@ class FormatResolver:
                           len(endpoints), root)
             return self._auto
 
+    def chat_batch_known(self, endpoint: Endpoint) -> bool | None:
+        """Whether ``endpoint`` offers ``/v1/chat/completions/batch`` (``None``: not asked)."""
+        return self._chat_batch.get(endpoint)
+
     async def _support(self, endpoints: Sequence[Endpoint]) -> list[bool]:
         unknown = [e for e in dict.fromkeys(endpoints) if e not in self._chat_batch]
         if unknown:

@@ -10,8 +10,12 @@ Each endpoint moves between three states:
                                                            down
 
 A single failure only *rests* the endpoint for the retry policy's backoff (or the server's
-``Retry-After``). A benched endpoint gets no work until its cooldown ends and a ``/health``
-probe succeeds. An endpoint whose probe failed is *down*; when every endpoint of a call is down,
+``Retry-After``). A failure no retry can cure (HTTP 400, 401, 404, 422, ...: the server answered,
+and refused the request) neither rests nor benches it: its prompts fail at once anyway, and
+resting a working server only kept the other prompts waiting (a server that refuses every
+request once took minutes to fail a few dozen prompts). A benched endpoint gets no work until
+its cooldown ends and a ``/health`` probe succeeds (``/v1/models`` on a server without
+``/health``). An endpoint whose probe failed is *down*; when every endpoint of a call is down,
 the call ends at once with a per-prompt :class:`~aurora_swarm.EndpointUnavailable` instead of
 retrying forever. State lives in the pool, so later calls and sub-pools see it too.
 
@@ -30,7 +34,10 @@ import attrs
 from ._exceptions import ConfigurationError, RequestError
 from ._retry import RetryPolicy
 
-__all__ = ["HealthPolicy"]
+__all__ = ["PROBES", "HealthPolicy"]
+
+PROBES = ("auto", "models", "completion")
+"""The ways :class:`HealthPolicy` can probe a benched endpoint."""
 
 _log = logging.getLogger("aurora_swarm.health")
 
@@ -55,12 +62,27 @@ class HealthPolicy:
         Cap on the cooldown, in seconds.
     probe_timeout:
         Seconds a ``/health`` probe may take.
+    probe:
+        How a benched endpoint is probed: ``"auto"`` (default) asks ``GET /health``, or
+        ``GET /v1/models`` on a server without ``/health``; ``"models"`` always asks
+        ``/v1/models``; ``"completion"`` asks for one generated token (``/v1/completions``,
+        ``max_tokens=1``), the only probe that also sees a server whose routes answer while its
+        generation is stuck (seen on vLLM), at the price of a little work on the server.
+
+        .. versionadded:: 0.1.0
     """
 
     failure_threshold: int = attrs.field(default=3)
     cooldown: float = attrs.field(default=2.0, validator=_non_negative)
     max_cooldown: float = attrs.field(default=60.0, validator=_non_negative)
     probe_timeout: float = attrs.field(default=5.0, validator=_non_negative)
+    probe: str = attrs.field(default="auto")
+
+    @probe.validator
+    def _check_probe(self, _attr: attrs.Attribute[str], value: str) -> None:
+        if value not in PROBES:
+            raise ConfigurationError(
+                f"HealthPolicy.probe must be one of {', '.join(map(repr, PROBES))}, got {value!r}")
 
     @failure_threshold.validator
     def _check_threshold(self, _attr: attrs.Attribute[int], value: int) -> None:
@@ -91,6 +113,8 @@ class Health:
     def record_failure(self, exc: RequestError, health: HealthPolicy, retry: RetryPolicy) -> None:
         now = time.monotonic()
         self.last_error = exc
+        if not exc.retryable:
+            return  # the server is up and answering: the request was at fault, not the server
         self.consecutive_failures += 1
         self.resting_until = max(self.resting_until,
                                  now + retry.backoff(self.consecutive_failures, exc))

@@ -24,9 +24,13 @@ def parse_hostfile(path: str | os.PathLike[str]) -> list[Endpoint]:
         gpu01 8000 role=critic
         gpu01:8000 role=critic
         http://gpu01:8000/v1
+        https://inference.example.org/site/llm/v1  api_key_env=SITE_LLM_KEY
 
     Columns are separated by tabs or spaces. ``key=value`` columns after the address become
-    ``Endpoint.tags``. ``#`` starts a comment, to the end of the line; blank lines are skipped.
+    ``Endpoint.tags``. A URL may carry the API's base path; without a port it gets its scheme's
+    default. The column ``api_key_env=NAME`` names the environment variable that holds the
+    endpoint's API key: the key itself never goes in a hostfile. ``#`` starts a comment, to the
+    end of the line; blank lines are skipped.
 
     Raises
     ------
@@ -45,13 +49,13 @@ def parse_hostfile(path: str | os.PathLike[str]) -> list[Endpoint]:
     except (OSError, UnicodeDecodeError) as exc:
         raise HostfileError(name, None, f"cannot be read: {exc}") from exc
     endpoints: list[Endpoint] = []
-    seen: dict[tuple[str, int], int] = {}
+    seen: dict[tuple[str, int, str], int] = {}
     for number, raw in enumerate(lines, start=1):
         text = raw.split("#", 1)[0].strip()
         if not text:
             continue
         endpoint = _parse_line(name, number, text)
-        key = (endpoint.host, endpoint.port)
+        key = (endpoint.host, endpoint.port, endpoint.path)
         if key in seen:
             raise HostfileError(
                 name, number, f"{endpoint} is listed already on line {seen[key]}"

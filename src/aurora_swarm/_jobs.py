@@ -41,6 +41,7 @@ from ._prompts import Prompt
 from ._response import Response
 from ._stats import PoolStats
 from ._tables import table_items
+from ._transport import proxy_note
 
 __all__ = ["JobProgress", "JobSummary", "run_job", "run_job_sync"]
 
@@ -401,9 +402,13 @@ async def check_fleet(pool: VLLMPool) -> None:
         reason = str(exc)
     tried = min(8, pool.size)  # what model_info asks
     which = f"its {tried}" if tried == pool.size else f"the first {tried} of its {pool.size}"
+    hint = "Is it up? `aurora-swarm wait` waits for a fleet that is starting"
+    proxy = pool._core.transport.proxy_for(pool.endpoints[0])
+    if proxy is not None and "proxy" not in reason:
+        hint = "Is it up?" + proxy_note(proxy)
     raise EndpointUnavailable(
         f"the fleet is unreachable: none of {which} endpoints answered /v1/models ({reason}). "
-        "Is it up? `aurora-swarm wait` waits for a fleet that is starting")
+        + hint)
 
 
 class _Runner:

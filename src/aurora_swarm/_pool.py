@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import random
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -14,6 +15,7 @@ import openai
 
 from . import _env
 from ._calllog import CallLog
+from ._capabilities import NOT_SUPPORTED_STATUSES, Capabilities, Detected
 from ._compat import DEFAULT_MODEL, PoolLimits, batch_timeouts, one_of
 from ._dispatch import BatchJob, DispatchSettings, EndpointRecord, Timeouts
 from ._endpoint import Endpoint, EndpointLike, as_endpoint
@@ -21,10 +23,13 @@ from ._env import env_fallback
 from ._exceptions import (
     BatchError,
     ConfigurationError,
+    HTTPStatusError,
     PoolClosedError,
     PromptError,
     RequestError,
+    RequestTimeout,
 )
+from ._fallback import one_by_one
 from ._formats import ChatTemplateSetting, FormatResolver, Prepared
 from ._health import HealthPolicy
 from ._progress import ProgressBar, ProgressSetting, check_progress, open_bar
@@ -36,13 +41,13 @@ from ._prompts import (
     check_prompts,
     sizing_text,
 )
-from ._response import Response
+from ._response import Response, Usage
 from ._retry import RetryPolicy
 from ._sampling import check_sampling_values
 from ._schedule import Chunking, prefix_homes
 from ._sizing import ContextSizer
 from ._stats import PoolStats
-from ._transport import BatchReply, ModelInfo, Transport
+from ._transport import BatchReply, Choice, ModelInfo, TLSVerify, Transport, check_verify
 
 __all__ = ["VLLMPool"]
 
@@ -78,11 +83,32 @@ class _Core:
     system_prompt: str | None
     prefix_chars: int
     limits: PoolLimits
+    detected: dict[Endpoint, Detected]
+    deadline: float | None
     closed: bool = False
 
 
 def _api_key(value: str | None) -> str:
     return env_fallback(value, _env.API_KEY, str) or "EMPTY"
+
+
+def _endpoint_keys(endpoints: Iterable[Endpoint]) -> dict[Endpoint, str]:
+    """Each endpoint's own API key, from the environment variable its ``api_key_env`` tag names.
+
+    The keys live only in the transport's clients: never in an endpoint, a message or a file.
+    """
+    keys: dict[Endpoint, str] = {}
+    for endpoint in endpoints:
+        name = endpoint.tags.get("api_key_env")
+        if name is None:
+            continue
+        value = _env.named_key(name)
+        if value is None:
+            raise ConfigurationError(
+                f"{endpoint}: the environment variable {name!r} named by api_key_env is not "
+                "set or is empty; export it with the endpoint's API key")
+        keys[endpoint] = value
+    return keys
 
 
 class VLLMPool:
@@ -161,6 +187,34 @@ class VLLMPool:
         also the earlier name of ``max_num_seqs``.
     batch_timeout_cap:
         Most seconds any batched request may take.
+    fallback_concurrency:
+        One-prompt requests in flight at once to an endpoint that takes no list of prompts
+        (Ollama, llama-cpp-python; see :meth:`capabilities`), over all calls and sub-pools.
+
+        .. versionadded:: 0.1.0
+    deadline:
+        Seconds a :meth:`send_all_batched` or :meth:`send_all` call may take in all; prompts
+        still unanswered then fail with a :class:`~aurora_swarm.RequestTimeout` saying so, and
+        the requests still in flight are called off. ``None`` (default): a call ends when every
+        prompt is answered or has failed, each prompt carried by at most
+        ``retry.max_attempts`` requests of at most ``Timeouts.for_chunk`` seconds each (see
+        :doc:`/servers`).
+
+        .. versionadded:: 0.1.0
+    verify:
+        TLS verification of ``https`` endpoints: ``True`` (default) against the system's
+        certificate authorities, a path to a CA bundle (a PEM file or a folder) to trust a
+        site's own CA, or ``False`` (not verified; for tests only).
+
+        .. versionadded:: 0.1.0
+    env_proxies:
+        Send requests through the proxy the environment names (``http_proxy``,
+        ``https_proxy``, ``all_proxy``, minus the hosts in ``no_proxy``), as curl and most HTTP
+        clients do (default). ``False`` connects to every endpoint directly, which is what a
+        fleet on a cluster's own network needs. When a request through a proxy fails, its error
+        names the proxy. See :doc:`/servers`.
+
+        .. versionadded:: 0.1.0
 
     Examples
     --------
@@ -206,6 +260,10 @@ class VLLMPool:
         batch_concurrency: int | None = None,
         timeout_per_sequence: float | None = None,
         batch_timeout_cap: float | None = None,
+        fallback_concurrency: int = 16,
+        deadline: float | None = None,
+        verify: TLSVerify = True,
+        env_proxies: bool = True,
     ) -> None:
         if isinstance(endpoints, str | Endpoint):
             raise ConfigurationError("endpoints must be a list of endpoints, not a single one")
@@ -231,9 +289,13 @@ class VLLMPool:
             raise ConfigurationError(f"connector_limit must be >= 1, got {connector_limit}")
         if sampling:
             _check_sampling(sampling)
+        if not isinstance(env_proxies, bool):
+            raise ConfigurationError(f"env_proxies must be True or False, got {env_proxies!r}")
         transport = Transport(api_key=_api_key(api_key), connect_timeout=timeouts.connect,
                               max_connections=min(max_concurrency,
-                                                  connector_limit or max_concurrency))
+                                                  connector_limit or max_concurrency),
+                              api_keys=_endpoint_keys(resolved), verify=check_verify(verify),
+                              env_proxies=env_proxies)
         sizer = ContextSizer(transport, model, context=limits.model_max_context,
                              buffer=limits.buffer)
         FormatResolver.check(chat_template)  # a bad path or template fails here, not later
@@ -248,7 +310,13 @@ class VLLMPool:
                 isinstance(max_num_seqs, bool) or not isinstance(max_num_seqs, int)
                 or max_num_seqs < 1):
             raise ConfigurationError(f"max_num_seqs must be an int >= 1, got {max_num_seqs!r}")
+        if (isinstance(fallback_concurrency, bool) or not isinstance(fallback_concurrency, int)
+                or fallback_concurrency < 1):
+            raise ConfigurationError(
+                f"fallback_concurrency must be a positive int, got {fallback_concurrency!r}")
+        _check_deadline(deadline)
         records: dict[Endpoint, EndpointRecord] = {}
+        detected: dict[Endpoint, Detected] = {}
         for endpoint in resolved:
             if endpoint not in records:
                 record = records[endpoint] = EndpointRecord(endpoint)
@@ -256,6 +324,7 @@ class VLLMPool:
                 slots = _slots_of(endpoint, max_num_seqs)
                 if slots is not None:
                     record.server.learn_slots(slots, "option")
+                detected[endpoint] = Detected(anyio.CapacityLimiter(fallback_concurrency))
         self._core = _Core(
             transport=transport,
             model=model,
@@ -273,6 +342,8 @@ class VLLMPool:
             system_prompt=system_prompt,
             prefix_chars=affinity,
             limits=limits,
+            detected=detected,
+            deadline=deadline,
         )
         self._endpoints: tuple[Endpoint, ...] = tuple(resolved)
         self._owner = True
@@ -455,10 +526,30 @@ class VLLMPool:
     # -- statistics -----------------------------------------------------------------------------
 
     def stats(self) -> PoolStats:
-        """Counters for this pool's endpoints; safe to read while a call runs."""
+        """Counters for this pool's endpoints; safe to read while a call runs.
+
+        Each endpoint's :class:`~aurora_swarm.EndpointStats` also carries its
+        :class:`~aurora_swarm.Capabilities` as known at that moment.
+        """
         records = self._core.records
         return PoolStats.collect(((e, records[e].counters) for e in self._endpoints),
-                                 {e: records[e].server for e in self._endpoints})
+                                 {e: records[e].server for e in self._endpoints},
+                                 self.capabilities())
+
+    def capabilities(self) -> dict[Endpoint, Capabilities]:
+        """What each endpoint of this pool has shown it can do (``None``: not seen yet).
+
+        Learnt from the requests calls send anyway, once per endpoint, and shared by sub-pools:
+        an endpoint that refuses a list of prompts but answers one string prompt gets its
+        prompts one a request (``fallback_concurrency`` at once); one without ``/health`` is
+        probed with ``/v1/models``.
+
+        .. versionadded:: 0.1.0
+        """
+        core = self._core
+        return {e: core.detected[e].snapshot(core.formats.chat_batch_known(e),
+                                             core.records[e].server.metrics)
+                for e in self._endpoints}
 
     async def model_info(self) -> ModelInfo | None:
         """What ``/v1/models`` says about the model (fetched once per pool, then cached)."""
@@ -559,7 +650,8 @@ class VLLMPool:
         ``chat_template="server"``, one ``/v1/chat/completions/batch``). Answers are placed by
         each choice's ``index``; a missing, duplicated or out-of-range index fails exactly the
         prompts it affects. There is no retry: a failed request fails every prompt it carried
-        (:meth:`send_all_batched` retries and moves work instead).
+        (:meth:`send_all_batched` retries and moves work instead). An endpoint that takes no list
+        of prompts (see :meth:`capabilities`) gets one request per prompt instead.
         """
         self._check_open()
         self._agent(agent_index)
@@ -592,13 +684,16 @@ class VLLMPool:
         self, prompts: Sequence[Prompt], max_tokens: int | None = None,
         *, system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
         on_result: ResultHook | None = None, progress: ProgressSetting = False,
+        deadline: float | _Unset | None = UNSET,
     ) -> list[Response]:
         """One chat request per prompt, round-robin over the agents (the non-batched baseline).
 
         ``out[i]`` answers ``prompts[i]``; prompt ``i`` goes to agent ``i % size``.
-        ``on_result`` and ``progress`` are as for :meth:`send_all_batched`.
+        ``on_result`` and ``progress`` are as for :meth:`send_all_batched`; ``deadline``
+        overrides the pool's for this call.
         """
         self._check_open()
+        limit = self._deadline(deadline)
         prompts = check_prompts(prompts, conversations=True)
         self._check_agents(len(prompts))
         _check_optional_max_tokens(max_tokens)
@@ -606,7 +701,7 @@ class VLLMPool:
         bar = self._bar(progress, len(prompts), "send_all", on_result)
         try:
             return await self._send_all(prompts, max_tokens, system_prompt, sampling,
-                                        bar or on_result)
+                                        bar or on_result, limit)
         finally:
             if bar is not None:
                 bar.close()
@@ -614,7 +709,7 @@ class VLLMPool:
     async def _send_all(
         self, prompts: Sequence[Prompt], max_tokens: int | None,
         system_prompt: str | _Unset | None, sampling: Mapping[str, Any] | None,
-        on_result: ResultHook | None,
+        on_result: ResultHook | None, limit: float | None = None,
     ) -> list[Response]:
         call = self._call_log("send_all")
         system = self._system_prompt(system_prompt)
@@ -644,9 +739,11 @@ class VLLMPool:
                     on_result(index, response)
 
         workers = min(len(prompts), int(self._core.limiter.total_tokens))
-        async with anyio.create_task_group() as group:
-            for _ in range(workers):
-                group.start_soon(worker)
+        with anyio.move_on_after(_forever(limit)):
+            async with anyio.create_task_group() as group:
+                for _ in range(workers):
+                    group.start_soon(worker)
+        _past_deadline(results, limit, on_result, lambda k: k % size)
         return self._finish_many([r for r in results if r is not None], call)
 
     async def send_all_batched(
@@ -654,6 +751,7 @@ class VLLMPool:
         *, chat_template: ChatTemplateSetting | _Unset = UNSET,
         system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
         on_result: ResultHook | None = None, progress: ProgressSetting = False,
+        deadline: float | _Unset | None = UNSET,
     ) -> list[Response]:
         """Every prompt over every agent, batched; ``out[i]`` answers ``prompts[i]``.
 
@@ -682,25 +780,29 @@ class VLLMPool:
             Draw a progress bar with ``tqdm.auto`` (a widget in Jupyter, a bar on a terminal):
             done / total, prompts/s, ETA, failed prompts and prompts retried. ``True``, or a
             mapping of ``tqdm`` keyword arguments (``{"desc": "leaves", "leave": False}``).
+        deadline:
+            Overrides the pool's ``deadline`` (seconds for the whole call) for this call.
         """
         if not self._core.use_batch:
             return await self.send_all(prompts, max_tokens, system_prompt=system_prompt,
                                        sampling=sampling, on_result=on_result,
-                                       progress=progress)
+                                       progress=progress, deadline=deadline)
         self._check_open()
         self._check_agents(len(prompts))
         check_progress(progress)
         call = self._call_log("send_all_batched")
+        limit = self._deadline(deadline)
         plan = await self._plan(prompts, max_tokens, chat_template, system_prompt, sampling)
         bar = self._bar(progress, len(plan.shapes), "send_all_batched", on_result)
         try:
-            return await self._dispatch(plan, bar or on_result, call)
+            return await self._dispatch(plan, bar or on_result, call, limit)
         finally:
             if bar is not None:
                 bar.close()
 
     async def _dispatch(
-        self, plan: _Plan, on_result: ResultHook | None, call: CallLog
+        self, plan: _Plan, on_result: ResultHook | None, call: CallLog,
+        limit: float | None = None,
     ) -> list[Response]:
         results: list[Response | None] = [None] * len(plan.shapes)
         fit = plan.fitting(results, -1, on_result)
@@ -725,12 +827,32 @@ class VLLMPool:
             groups=groups,
             gauges=self._gauges,
         )
-        answers = await job.run()
+        answers = await self._run(job, limit, on_result, fit)
         if whole:
             return self._finish_many(answers, call)
         for k, response in zip(fit, answers, strict=True):
             results[k] = response
         return self._finish_many([r for r in results if r is not None], call)
+
+    def _deadline(self, value: float | _Unset | None) -> float | None:
+        if isinstance(value, _Unset):
+            return self._core.deadline
+        _check_deadline(value)
+        return value
+
+    @staticmethod
+    async def _run(
+        job: BatchJob[Any, _Shape], limit: float | None, on_result: ResultHook | None,
+        fit: list[int],
+    ) -> list[Response]:
+        """Run ``job``; at the deadline, call it off and fail what it has not settled."""
+        if limit is None:
+            return await job.run()
+        with anyio.move_on_after(limit):
+            return await job.run()
+        hook = None if on_result is None else (lambda k, r: on_result(fit[k], r))
+        _past_deadline(job.results, limit, hook, lambda k: -1)
+        return [r for r in job.results if r is not None]
 
     async def _plan(
         self, prompts: Sequence[Prompt], max_tokens: int | None,
@@ -767,7 +889,55 @@ class VLLMPool:
         params = {**params, "max_tokens": shape.max_tokens}
         if shape.add_special_tokens is not None:
             params["add_special_tokens"] = shape.add_special_tokens
-        return await self._core.transport.completions(endpoint, prompts, params, timeout)
+        core = self._core
+        transport = core.transport
+        detected = core.detected[endpoint]
+        counters = core.records[endpoint].counters
+        one_timeout = core.settings.timeouts.for_chunk(1)
+
+        async def send_one(prompt: str) -> tuple[Choice, Usage | None]:
+            return await transport.completion(endpoint, prompt, params, one_timeout)
+
+        def count_one() -> None:
+            counters.requests += 1
+
+        if detected.list_prompts is False:
+            # The dispatcher counted one batched request; what goes out is one per prompt.
+            counters.requests -= 1
+            counters.batch_requests -= 1
+            return await one_by_one(send_one, prompts, endpoint, limiter=detected.limiter,
+                                    timeout=timeout, on_send=count_one)
+        try:
+            reply = await transport.completions(endpoint, prompts, params, timeout)
+        except HTTPStatusError as refusal:
+            if (detected.list_prompts is not None
+                    or refusal.status_code not in NOT_SUPPORTED_STATUSES):
+                raise
+            # The list, or its prompts? Ask with the first prompt alone, as a string, then as a
+            # list of one: only a server that answers the string and refuses that list cannot
+            # take lists (a refusal of the string says the prompt is at fault; an answered list
+            # says the refusal was something else, e.g. a list too long or a passing fault).
+            count_one()
+            try:
+                first = await send_one(prompts[0])
+            except HTTPStatusError:
+                raise refusal from None
+            counters.requests += 1
+            counters.batch_requests += 1
+            try:
+                await transport.completions(endpoint, prompts[:1], params, one_timeout)
+            except HTTPStatusError as again:
+                if again.status_code not in NOT_SUPPORTED_STATUSES:
+                    raise refusal from None
+            else:
+                detected.list_prompts = True
+                raise refusal
+            detected.list_prompts = False
+            return await one_by_one(send_one, prompts, endpoint, limiter=detected.limiter,
+                                    timeout=timeout, first=first, on_send=count_one)
+        if len(prompts) > 1:
+            detected.list_prompts = True
+        return reply
 
     async def _send_chat_batch(
         self, params: Mapping[str, Any], endpoint: Endpoint, conversations: list[Conversation],
@@ -781,8 +951,31 @@ class VLLMPool:
             endpoint, self._core.settings.health.probe_timeout)
 
     async def _probe(self, endpoint: Endpoint) -> bool:
-        return await self._core.transport.health(
-            endpoint, self._core.settings.health.probe_timeout)
+        core = self._core
+        transport = core.transport
+        timeout = core.settings.health.probe_timeout
+        detected = core.detected[endpoint]
+        how = core.settings.health.probe
+        if how == "completion":
+            return await self._probe_completion(endpoint, timeout)
+        if how == "auto" and detected.health_route is not False:
+            status = await transport.health_status(endpoint, timeout)
+            if status == 200:
+                detected.health_route = True
+                return True
+            if detected.health_route or status not in (404, 405):
+                return False
+            detected.health_route = False  # not vLLM: /v1/models answers while the server lives
+        return await transport.models_status(endpoint, timeout) == 200
+
+    async def _probe_completion(self, endpoint: Endpoint, timeout: float) -> bool:
+        """Whether the endpoint generates one token within ``timeout`` seconds."""
+        params = {"model": self._core.model, "max_tokens": 1}
+        try:
+            await self._core.transport.completion(endpoint, "ping", params, timeout)
+        except RequestError:
+            return False
+        return True
 
     def _system_prompt(self, value: str | _Unset | None) -> str | None:
         system = self._core.system_prompt if isinstance(value, _Unset) else value
@@ -887,6 +1080,32 @@ def _slots_of(endpoint: Endpoint, default: int | None) -> int | None:
 def _private(name: str, public: str) -> None:
     warnings.warn(f"VLLMPool.{name} is private; use VLLMPool.{public}", DeprecationWarning,
                   stacklevel=3)
+def _forever(limit: float | None) -> float:
+    return math.inf if limit is None else limit
+
+
+def _past_deadline(
+    results: list[Response | None], limit: float | None, on_result: ResultHook | None,
+    agent: Callable[[int], int],
+) -> None:
+    """Fail every prompt a call left unsettled at its deadline."""
+    for index, response in enumerate(results):
+        if response is None:
+            failure = Response.failure(
+                RequestTimeout(f"not answered within the call's deadline of {limit:g} s"),
+                agent_index=agent(index))
+            results[index] = failure
+            if on_result is not None:
+                on_result(index, failure)
+
+
+def _check_deadline(value: object) -> None:
+    if value is None:
+        return
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not value > 0 or math.isinf(value)):
+        raise ConfigurationError(f"deadline must be a positive number of seconds or None, "
+                                 f"got {value!r}")
 
 
 def _affinity_chars(value: int | bool) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from ._capabilities import Capabilities
 from ._display import causes, html_table, seconds, text_table
 from ._endpoint import Endpoint
 from ._server_model import ServerModel
@@ -48,7 +49,10 @@ class Counters:
     completion_tokens: int = 0
     latencies: list[float] = attrs.field(factory=list)
 
-    def snapshot(self, endpoint: Endpoint, server: ServerModel | None = None) -> EndpointStats:
+    def snapshot(
+        self, endpoint: Endpoint, server: ServerModel | None = None,
+        capabilities: Capabilities | None = None,
+    ) -> EndpointStats:
         ordered = sorted(self.latencies)
         server = server or ServerModel()
         return EndpointStats(
@@ -69,6 +73,7 @@ class Counters:
             slots=server.slots,
             slots_source=server.slots_source,
             wave=server.wave,
+            capabilities=capabilities,
         )
 
 
@@ -111,6 +116,10 @@ class EndpointStats:
         seen running at once, a lower bound) or ``None``.
     wave:
         Seconds a prompt holds a slot there, as measured (``None`` before it is).
+    capabilities:
+        What the endpoint has shown it can do (see
+        :meth:`VLLMPool.capabilities <aurora_swarm.VLLMPool.capabilities>`), when known to
+        whoever made this snapshot.
     """
 
     endpoint: Endpoint
@@ -130,6 +139,12 @@ class EndpointStats:
     slots: int | None = None
     slots_source: str | None = None
     wave: float | None = None
+    capabilities: Capabilities | None = None
+
+    @property
+    def single_requests(self) -> int:
+        """Requests that carried one prompt outside a batch (chat, or one prompt a request)."""
+        return self.requests - self.batch_requests
 
     def _row(self, name: str | None = None) -> tuple[object, ...]:
         return (name or str(self.endpoint), self.requests, self.prompts, self.answered,
@@ -141,6 +156,8 @@ class EndpointStats:
         data = attrs.asdict(self, recurse=False)
         data["endpoint"] = self.endpoint.url
         data["failures"] = dict(self.failures)
+        if self.capabilities is not None:
+            data["capabilities"] = attrs.asdict(self.capabilities)
         return data
 
     def __str__(self) -> str:
@@ -169,14 +186,18 @@ class PoolStats:
     latency_p99: float | None
 
     @classmethod
-    def collect(cls, items: Iterable[tuple[Endpoint, Counters]],
-                servers: Mapping[Endpoint, ServerModel] | None = None) -> PoolStats:
+    def collect(
+        cls, items: Iterable[tuple[Endpoint, Counters]],
+        servers: Mapping[Endpoint, ServerModel] | None = None,
+        capabilities: Mapping[Endpoint, Capabilities] | None = None,
+    ) -> PoolStats:
         """Build a snapshot from live counters (and what the pool knows of each server)."""
         pairs = list(items)
         ordered = sorted(x for _, c in pairs for x in c.latencies)
         servers = servers or {}
+        known = capabilities or {}
         return cls(
-            tuple(c.snapshot(e, servers.get(e)) for e, c in pairs),
+            tuple(c.snapshot(e, servers.get(e), known.get(e)) for e, c in pairs),
             percentile(ordered, 50),
             percentile(ordered, 95),
             percentile(ordered, 99),
@@ -201,6 +222,11 @@ class PoolStats:
     def answered(self) -> int:
         """Prompts answered successfully."""
         return sum(e.answered for e in self.endpoints)
+
+    @property
+    def single_requests(self) -> int:
+        """Requests that carried one prompt outside a batch."""
+        return self.requests - self.batch_requests
 
     @property
     def retries(self) -> int:

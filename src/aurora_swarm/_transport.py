@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import ssl
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import attrs
@@ -26,6 +29,7 @@ import openai
 from ._endpoint import Endpoint
 from ._exceptions import (
     BadResponseError,
+    ConfigurationError,
     ConnectError,
     HTTPStatusError,
     RequestError,
@@ -99,13 +103,39 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None  # an HTTP date: rare from inference servers; fall back to our own backoff
 
 
-def translate_error(exc: BaseException, endpoint: Endpoint) -> RequestError:
-    """Map an exception from the HTTP stack to our error tree (keeping the original as cause)."""
+def proxy_note(
+    proxy: str, bypass: str = "VLLMPool(env_proxies=False) / aurora-swarm run --no-env-proxy"
+) -> str:
+    """What to say about a proxy a failed request went through, and how to bypass it."""
+    return (f" [through the proxy {redact_url(proxy)} set in the environment (http_proxy, "
+            "https_proxy or all_proxy); if the servers are reachable directly, add their hosts "
+            f"to no_proxy, or pass {bypass}]")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a user name or password."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def translate_error(
+    exc: BaseException, endpoint: Endpoint, proxy: str | None = None
+) -> RequestError:
+    """Map an exception from the HTTP stack to our error tree (keeping the original as cause).
+
+    When the request went through ``proxy``, connection errors and timeouts name it.
+    """
     if isinstance(exc, RequestError):
         return exc
     error: RequestError
+    note = proxy_note(proxy) if proxy is not None else ""
     if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
-        error = RequestTimeout("no answer before the timeout", endpoint=endpoint)
+        error = RequestTimeout("no answer before the request's timeout" + note,
+                               endpoint=endpoint)
     elif isinstance(exc, openai.APIStatusError):
         response = exc.response
         body = response.text[:500] if response is not None else ""
@@ -118,7 +148,7 @@ def translate_error(exc: BaseException, endpoint: Endpoint) -> RequestError:
         )
     elif isinstance(exc, openai.APIConnectionError | httpx2.TransportError | OSError):
         reason = exc.__cause__ or exc
-        error = ConnectError(f"connection failed ({type(reason).__name__}: {reason})",
+        error = ConnectError(f"connection failed ({type(reason).__name__}: {reason}){note}",
                              endpoint=endpoint)
     elif isinstance(exc, openai.APIResponseValidationError | ValueError | KeyError | TypeError):
         error = BadResponseError(f"unreadable answer ({exc})", endpoint=endpoint)
@@ -239,6 +269,40 @@ def _tls_context() -> ssl.SSLContext:
     return httpx2.create_ssl_context()
 
 
+@functools.cache
+def _ca_bundle_context(path: str) -> ssl.SSLContext:
+    """A verifying TLS context that trusts the certificates of one CA bundle (file or folder)."""
+    if os.path.isdir(path):
+        return ssl.create_default_context(capath=path)
+    return ssl.create_default_context(cafile=path)
+
+
+def _unverified_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+TLSVerify = bool | str | os.PathLike[str]
+"""``True`` (verify against the system's CAs), ``False`` (do not verify), or a CA bundle path."""
+
+
+def check_verify(verify: object) -> TLSVerify:
+    """Check a ``verify`` setting; a CA bundle must exist and be readable as one."""
+    if isinstance(verify, bool):
+        return verify
+    if not isinstance(verify, str | os.PathLike):
+        raise ConfigurationError(
+            f"verify must be True, False or a CA bundle path, got {type(verify).__name__}")
+    path = os.fspath(verify)
+    try:
+        _ca_bundle_context(path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"cannot use {path!r} as a CA bundle: {exc}") from exc
+    return path
+
+
 # A plain-HTTP endpoint never opens TLS, yet its HTTP client wants a context. This one trusts no
 # certificate, so it could only ever refuse a connection, never accept an unverified one; it
 # costs well under a millisecond where a verifying one costs ~20 ms.
@@ -277,21 +341,63 @@ class Transport:
         api_key: str,
         connect_timeout: float,
         max_connections: int | None,
+        api_keys: Mapping[Endpoint, str] | None = None,
+        verify: TLSVerify = True,
+        env_proxies: bool = True,
     ) -> None:
         self._api_key = api_key
+        self._api_keys = dict(api_keys or {})
         self._connect_timeout = connect_timeout
         self._max_connections = max_connections
+        self._verify = verify
+        self._env_proxies = env_proxies
+        self._proxies: dict[Endpoint, str | None] = {}
         self._https: dict[Endpoint, httpx2.AsyncClient] = {}
         self._clients: dict[Endpoint, openai.AsyncOpenAI] = {}
+
+    def __repr__(self) -> str:
+        return f"<Transport: {len(self._https)} endpoints connected>"  # never a key
+
+    def proxy_for(self, endpoint: Endpoint) -> str | None:
+        """The proxy requests to ``endpoint`` go through, from the environment, or ``None``.
+
+        ``http_proxy`` / ``https_proxy`` (by the endpoint's scheme) or ``all_proxy``, unless
+        ``no_proxy`` names the host (or the pool was made with ``env_proxies=False``). Read from
+        the environment once per endpoint, when its first request is made.
+        """
+        if endpoint in self._proxies:
+            return self._proxies[endpoint]
+        proxy: str | None = None
+        if self._env_proxies:
+            found = urllib.request.getproxies_environment()
+            bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+            if not bypass(endpoint.host, found):
+                proxy = found.get(endpoint.scheme) or found.get("all")
+        self._proxies[endpoint] = proxy
+        return proxy
+
+    def _ssl_context(self, endpoint: Endpoint) -> ssl.SSLContext:
+        if endpoint.scheme != "https":
+            return _NO_TLS
+        if self._verify is True:
+            return _tls_context()
+        if self._verify is False:
+            return _unverified_context()
+        return _ca_bundle_context(os.fspath(self._verify))
 
     def _http(self, endpoint: Endpoint) -> httpx2.AsyncClient:
         http = self._https.get(endpoint)
         if http is None:
+            key = self._api_keys.get(endpoint, self._api_key)
             http = openai.DefaultAsyncHttpxClient(
-                verify=_tls_context() if endpoint.scheme == "https" else _NO_TLS,
+                verify=self._ssl_context(endpoint),
                 # Our own calls (/v1/models, /tokenize, /health) need the key too; the OpenAI
                 # client sets the same header on its requests.
-                headers={"Authorization": f"Bearer {self._api_key}"},
+                headers={"Authorization": f"Bearer {key}"},
+                # The proxy is chosen here (proxy_for), so errors can name it; the HTTP stack
+                # reads nothing more from the environment.
+                proxy=self.proxy_for(endpoint),
+                trust_env=False,
                 timeout=httpx2.Timeout(None, connect=self._connect_timeout),
                 limits=httpx2.Limits(
                     max_connections=self._max_connections,
@@ -308,7 +414,7 @@ class Transport:
         if client is None:
             client = openai.AsyncOpenAI(
                 base_url=endpoint.base_url,
-                api_key=self._api_key,
+                api_key=self._api_keys.get(endpoint, self._api_key),
                 max_retries=0,
                 http_client=self._http(endpoint),
                 default_headers=_LEAN_HEADERS,
@@ -319,13 +425,16 @@ class Transport:
     async def _post(
         self, endpoint: Endpoint, path: str, body: Mapping[str, Any], timeout: float | None
     ) -> Any:
+        # The HTTP stack's timeout bounds each read, not the request: a server that sends a
+        # byte now and then would hold it forever. The deadline makes it a bound on the whole.
         try:
-            return await self.client(endpoint).post(
-                path, cast_to=object, body=body,
-                options={"timeout": timeout, "headers": _LEAN_REQUEST_HEADERS},
-            )
+            with anyio.fail_after(timeout):
+                return await self.client(endpoint).post(
+                    path, cast_to=object, body=body,
+                    options={"timeout": timeout, "headers": _LEAN_REQUEST_HEADERS},
+                )
         except (openai.OpenAIError, httpx2.HTTPError, OSError, ValueError) as exc:
-            raise translate_error(exc, endpoint) from exc
+            raise translate_error(exc, endpoint, self.proxy_for(endpoint)) from exc
 
     async def completions(
         self,
@@ -337,6 +446,21 @@ class Transport:
         """ONE ``/v1/completions`` request with a list prompt; choices placed by index."""
         body = {**params, "prompt": list(prompts)}
         return await self._batch(endpoint, "/completions", body, len(prompts), timeout)
+
+    async def completion(
+        self,
+        endpoint: Endpoint,
+        prompt: str,
+        params: Mapping[str, Any],
+        timeout: float | None,
+    ) -> tuple[Choice, Usage | None]:
+        """ONE ``/v1/completions`` request with one string prompt (servers that take no list)."""
+        reply = await self._batch(endpoint, "/completions", {**params, "prompt": prompt}, 1,
+                                  timeout)
+        (choice,) = reply.choices
+        if isinstance(choice, SwarmError):
+            raise choice
+        return choice, reply.usage
 
     async def chat_batch(
         self,
@@ -430,7 +554,7 @@ class Transport:
             raise HTTPStatusError(exc.response.status_code, exc.response.text[:200],
                                   endpoint=endpoint) from exc
         except (httpx2.HTTPError, OSError, ValueError) as exc:
-            raise translate_error(exc, endpoint) from exc
+            raise translate_error(exc, endpoint, self.proxy_for(endpoint)) from exc
 
     async def models(self, endpoint: Endpoint, timeout: float = 10.0) -> list[ModelInfo]:
         """The models the endpoint serves, from ``/v1/models``."""
@@ -467,7 +591,7 @@ class Transport:
             raise HTTPStatusError(exc.response.status_code, "/tokenize failed",
                                   endpoint=endpoint) from exc
         except (httpx2.HTTPError, OSError, ValueError) as exc:
-            raise translate_error(exc, endpoint) from exc
+            raise translate_error(exc, endpoint, self.proxy_for(endpoint)) from exc
         count = data.get("count") if isinstance(data, dict) else None
         if not isinstance(count, int):
             tokens = data.get("tokens") if isinstance(data, dict) else None
@@ -491,11 +615,22 @@ class Transport:
 
     async def health(self, endpoint: Endpoint, timeout: float = 5.0) -> bool:
         """Whether ``/health`` answers 200 within ``timeout`` seconds."""
+        return await self.health_status(endpoint, timeout) == 200
+
+    async def health_status(self, endpoint: Endpoint, timeout: float = 5.0) -> int | None:
+        """The status of ``GET /health``, or ``None`` when no answer came in time."""
+        return await self._status(endpoint, endpoint.url + "/health", timeout)
+
+    async def models_status(self, endpoint: Endpoint, timeout: float = 5.0) -> int | None:
+        """The status of ``GET /v1/models``, or ``None`` when no answer came in time."""
+        return await self._status(endpoint, endpoint.base_url + "/models", timeout)
+
+    async def _status(self, endpoint: Endpoint, url: str, timeout: float) -> int | None:
         try:
-            response = await self._http(endpoint).get(endpoint.url + "/health", timeout=timeout)
+            response = await self._http(endpoint).get(url, timeout=timeout)
         except (httpx2.HTTPError, OSError):
-            return False
-        return response.status_code == 200
+            return None
+        return response.status_code
 
     async def load_gauges(self, endpoint: Endpoint, timeout: float = 5.0) -> tuple[int, int] | None:
         """vLLM's ``vllm:num_requests_running`` and ``vllm:num_requests_waiting`` from

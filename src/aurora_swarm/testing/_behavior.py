@@ -91,7 +91,17 @@ class EndpointBehavior:
         that HTTP status with a vLLM-style JSON error body; a ``"429"`` also carries a
         ``Retry-After: <retry_after>`` header.
 
-    ``/health``, ``/v1/models`` and ``/tokenize`` are always answered while the endpoint lives.
+    ``/health``, ``/v1/models`` and ``/tokenize`` are always answered while the endpoint lives,
+    unless ``vllm_extras`` is off.
+
+    Two switches make an endpoint look like a server that is not vLLM:
+
+    * ``list_prompts=False``: a ``/v1/completions`` request whose ``prompt`` is a list gets
+      ``list_prompt_status`` (400 by default) with an error body, as Ollama and
+      llama-cpp-python answer; a string prompt is answered as usual. Refused list requests are
+      counted in ``completion_requests`` and ``rejected`` but their prompts are not.
+    * ``vllm_extras=False``: no ``/health``, ``/tokenize``, ``/version`` or ``/metrics`` (404),
+      and ``/v1/models`` lists the model without ``max_model_len``.
 
     Parameters
     ----------
@@ -117,6 +127,14 @@ class EndpointBehavior:
         The probability that a request gets a random fault from ``fault_actions``.
     fault_actions : tuple of str
         The faults ``fault_rate`` picks from; by default ``("500", "503", "429", "drop")``.
+    list_prompts : bool
+        Take a list of prompts in one ``/v1/completions`` request (vLLM does); when false, only
+        a string prompt.
+    list_prompt_status : int
+        The status a list prompt gets when ``list_prompts`` is false (400, 404, 405 or 422).
+    vllm_extras : bool
+        Serve vLLM's routes beyond the OpenAI API (``/health``, ``/tokenize``, ``/version``,
+        ``/metrics``) and ``max_model_len`` in ``/v1/models``.
     seed : int
         Seeds the endpoint's random stream (together with the endpoint's index), which drives
         ``fault_rate`` and the order of shuffled choices.
@@ -127,6 +145,8 @@ class EndpointBehavior:
     ('503', 'ok', 'drop')
     >>> EndpointBehavior(slowness=3.0, die_after=10).die_after
     10
+    >>> EndpointBehavior(list_prompts=False, vllm_extras=False).list_prompts  # like Ollama
+    False
     """
 
     slowness: float = attrs.field(default=1.0, converter=float)
@@ -146,6 +166,9 @@ class EndpointBehavior:
     fault_actions: tuple[str, ...] = attrs.field(
         default=TRANSIENT_FAULTS, converter=_to_actions, validator=_check_actions
     )
+    list_prompts: bool = True
+    list_prompt_status: int = attrs.field(default=400, validator=_check_status)
+    vllm_extras: bool = True
     seed: int = 0
 
     @slowness.validator

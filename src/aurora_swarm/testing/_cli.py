@@ -142,8 +142,20 @@ def _fleet(args: argparse.Namespace) -> FakeFleet:
     for index in slowness:
         if not 0 <= index < args.endpoints:
             raise ValueError(f"--slow names endpoint {index}, out of range 0..{args.endpoints - 1}")
+    plain = set(args.strings_only)
+    for index in plain:
+        if not 0 <= index < args.endpoints:
+            raise ValueError(
+                f"--strings-only names endpoint {index}, out of range 0..{args.endpoints - 1}"
+            )
     behaviors = [
-        EndpointBehavior(slowness=slowness.get(i, 1.0), fault_rate=args.fault_rate, seed=args.seed)
+        EndpointBehavior(
+            slowness=slowness.get(i, 1.0),
+            fault_rate=args.fault_rate,
+            seed=args.seed,
+            list_prompts=i not in plain,
+            vllm_extras=i not in plain,
+        )
         for i in range(args.endpoints)
     ]
     ports = None
@@ -214,6 +226,15 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="probability of a transient fault (500, 503, 429, drop) per request",
+    )
+    p.add_argument(
+        "--strings-only",
+        type=int,
+        action="append",
+        default=[],
+        metavar="I",
+        help="endpoint I takes one string prompt a request and has no /health, /tokenize or "
+        "max_model_len, as Ollama or llama-cpp-python (repeatable)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random faults")
     p.add_argument("--chat-batch", action="store_true", help="serve /v1/chat/completions/batch")

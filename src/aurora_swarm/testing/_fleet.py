@@ -7,6 +7,7 @@ import enum
 import errno
 import os
 import re
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -72,6 +73,15 @@ class FakeFleet:
         Serve ``GET /metrics``; when off, it answers 404 like a server without metrics.
 
         .. versionadded:: 0.1.0
+    api_key : str or None
+        When set, ``/v1/...`` requests without ``Authorization: Bearer <api_key>`` get 401, as
+        from ``vllm serve --api-key``.
+    base_path : str
+        Serve every route under this prefix, as a gateway does (``"/site/llm"``: the API's
+        base URL is ``.../site/llm/v1``); :attr:`endpoints` carry it.
+    tls : ssl.SSLContext or None
+        Serve HTTPS with this server-side context (its certificate must name ``host``);
+        :attr:`endpoints` are then ``https``.
 
     Examples
     --------
@@ -104,6 +114,9 @@ class FakeFleet:
         host: str = "127.0.0.1",
         ports: Sequence[int] | None = None,
         metrics: bool = True,
+        api_key: str | None = None,
+        base_path: str = "",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if n_endpoints < 1:
             raise ValueError(f"n_endpoints must be >= 1, got {n_endpoints}")
@@ -111,8 +124,13 @@ class FakeFleet:
             raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
         if ports is not None and len(ports) != n_endpoints:
             raise ValueError(f"got {len(ports)} ports for {n_endpoints} endpoints")
+        base_path = base_path.rstrip("/")
+        if base_path and not base_path.startswith("/"):
+            raise ValueError(f"base_path must start with '/', got {base_path!r}")
         self._model = model
         self._host = host
+        self._base_path = base_path
+        self._scheme = "https" if tls is not None else "http"
         self._gauge = FleetGauge()
         config = ServerConfig(
             model=model,
@@ -123,6 +141,9 @@ class FakeFleet:
             gauge=self._gauge,
             created=int(time.time()),
             metrics=metrics,
+            api_key=api_key,
+            base_path=base_path,
+            tls=tls,
         )
         chosen = _behaviors(n_endpoints, behaviors)
         self._servers = [
@@ -197,7 +218,8 @@ class FakeFleet:
     @property
     def endpoints(self) -> list[Endpoint]:
         """The endpoints, in index order (dead ones included)."""
-        return [Endpoint(self._host, server.port) for server in self._servers]
+        return [Endpoint(self._host, server.port, scheme=self._scheme,
+                         path=self._base_path + "/v1") for server in self._servers]
 
     @property
     def model(self) -> str:
@@ -289,6 +311,9 @@ class FakeFleet:
     ) -> Path:
         """Write a hostfile naming every endpoint, one ``host<TAB>port<TAB>model=M`` line each.
 
+        An HTTPS fleet, or one with a ``base_path``, writes each endpoint's base URL instead of
+        ``host<TAB>port``.
+
         The file is written whole and then renamed into place, so a reader never sees half of it.
 
         Parameters
@@ -305,8 +330,10 @@ class FakeFleet:
         """
         per_line = _tags_per_endpoint(len(self._servers), tags)
         lines = []
-        for server, extra in zip(self._servers, per_line, strict=True):
-            columns = [self._host, str(server.port), f"model={self._model}"]
+        for endpoint, extra in zip(self.endpoints, per_line, strict=True):
+            plain = endpoint.scheme == "http" and endpoint.path == "/v1"
+            address = [self._host, str(endpoint.port)] if plain else [endpoint.base_url]
+            columns = [*address, f"model={self._model}"]
             columns += [f"{key}={value}" for key, value in extra.items()]
             lines.append("\t".join(columns) + "\n")
         target = Path(path)

@@ -60,11 +60,12 @@ class Reply:
 class Peer:
     """The client end of a connection, as a handler sees it while it works on a request."""
 
-    __slots__ = ("_reader", "early")
+    __slots__ = ("_reader", "authorization", "early")
 
     def __init__(self, reader: asyncio.StreamReader) -> None:
         self._reader = reader
         self.early: list[bytes] = []  # bytes of the next request, sent before this answer
+        self.authorization: bytes | None = None  # the request's Authorization header
 
     async def sleep(self, delay: float) -> bool:
         """Sleep ``delay`` seconds; return ``False`` at once if the client closes the connection.
@@ -112,7 +113,8 @@ async def serve_connection(
             request = await _receive(conn, reader)
             if request is None:
                 return
-            reply = await handler(*request, peer)
+            method, path, body, peer.authorization = request
+            reply = await handler(method, path, body, peer)
             if reply.kind is not ReplyKind.ANSWER:
                 if reply.kind is ReplyKind.HANG:
                     await _until_eof(reader)
@@ -135,8 +137,9 @@ async def serve_connection(
 
 async def _receive(
     conn: h11.Connection, reader: asyncio.StreamReader
-) -> tuple[str, str, bytes] | None:
+) -> tuple[str, str, bytes, bytes | None] | None:
     method = path = ""
+    authorization: bytes | None = None
     chunks: list[bytes] = []
     while True:
         event = conn.next_event()
@@ -145,10 +148,12 @@ async def _receive(
         elif isinstance(event, h11.Request):
             method = event.method.decode("ascii")
             path = event.target.decode("ascii", "replace").split("?", 1)[0]
+            authorization = next(
+                (value for name, value in event.headers if name == b"authorization"), None)
         elif isinstance(event, h11.Data):
             chunks.append(bytes(event.data))
         elif isinstance(event, h11.EndOfMessage):
-            return method, path, b"".join(chunks)
+            return method, path, b"".join(chunks), authorization
         else:  # ConnectionClosed (or PAUSED, which a server that answers in turn never sees)
             return None
 

@@ -227,8 +227,13 @@ def chat_body(model: str, answers: Answers, order: Sequence[int]) -> dict[str, A
     }
 
 
-def models_body(model: str, root: str, max_model_len: int, created: int) -> dict[str, Any]:
-    """Return the ``/v1/models`` body of a server that serves one model."""
+def models_body(
+    model: str, root: str, max_model_len: int | None, created: int
+) -> dict[str, Any]:
+    """Return the ``/v1/models`` body of a server that serves one model.
+
+    Without ``max_model_len`` the card has no such field, as on servers that are not vLLM.
+    """
     permission = {
         "id": f"modelperm-{uuid.uuid4().hex}",
         "object": "model_permission",
@@ -243,7 +248,7 @@ def models_body(model: str, root: str, max_model_len: int, created: int) -> dict
         "group": None,
         "is_blocking": False,
     }
-    card = {
+    card: dict[str, Any] = {
         "id": model,
         "object": "model",
         "created": created,
@@ -253,6 +258,8 @@ def models_body(model: str, root: str, max_model_len: int, created: int) -> dict
         "max_model_len": max_model_len,
         "permission": [permission],
     }
+    if max_model_len is None:
+        del card["max_model_len"]
     return {"object": "list", "data": [card]}
 
 

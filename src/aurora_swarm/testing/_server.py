@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ssl
 import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -45,7 +46,9 @@ EMBEDDINGS = "/v1/embeddings"
 GENERATE = "/generate"
 _GET_ROUTES = frozenset({"/health", "/v1/models", "/version", METRICS})
 _POST_ROUTES = frozenset({COMPLETIONS, CHAT, CHAT_BATCH, EMBEDDINGS, GENERATE, "/tokenize"})
+_VLLM_ONLY_ROUTES = frozenset({"/health", "/version", "/tokenize", METRICS})
 _NOT_FOUND = Reply.json({"detail": "Not Found"}, status=404)
+_UNAUTHORIZED = Reply.json({"error": "Unauthorized"}, status=401)  # vLLM's --api-key answer
 _NOT_ALLOWED = Reply.json({"detail": "Method Not Allowed"}, status=405)
 _HEALTHY = Reply(200, b"", content_type=b"text/plain")
 _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
@@ -58,6 +61,8 @@ class ServerConfig:
     """What every endpoint of a fleet shares."""
 
     __slots__ = (
+        "api_key",
+        "base_path",
         "chat_batch",
         "created",
         "gauge",
@@ -66,6 +71,7 @@ class ServerConfig:
         "metrics",
         "model",
         "root",
+        "tls",
     )
 
     def __init__(
@@ -79,7 +85,13 @@ class ServerConfig:
         gauge: FleetGauge,
         created: int,
         metrics: bool = True,
+        api_key: str | None = None,
+        base_path: str = "",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self.api_key = api_key
+        self.base_path = base_path
+        self.tls = tls
         self.model = model
         self.root = root
         self.max_model_len = max_model_len
@@ -110,6 +122,9 @@ class FakeServer:
         self._models = Reply.json(
             models_body(config.model, config.root, config.max_model_len, config.created)
         )
+        self._plain_models = Reply.json(
+            models_body(config.model, config.root, None, config.created)
+        )
         self._routes: dict[str, _Route] = {
             COMPLETIONS: self._completions,
             CHAT: self._chat,
@@ -133,7 +148,7 @@ class FakeServer:
         self._picker = ActionPicker(self._behavior, self.index)
         self._slots = SlotSchedule(self.config.latency.max_concurrent_seqs)
         server = await asyncio.start_server(
-            self._on_connect, self.host, self.port, backlog=_BACKLOG
+            self._on_connect, self.host, self.port, backlog=_BACKLOG, ssl=self.config.tls
         )
         if not server.sockets:  # asyncio skips sockets it cannot create, e.g. out of files
             server.close()
@@ -149,9 +164,11 @@ class FakeServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-        # A connection accepted just before the listener closed starts its task only now (and
-        # aborts itself at once): let it, or its socket outlives the event loop unclosed.
-        await asyncio.sleep(0)
+        # A connection accepted just before the listener closed gets its transport and task
+        # only a few loop turns later (and then aborts itself): let it, or its socket outlives
+        # the event loop unclosed.
+        for _ in range(5):
+            await asyncio.sleep(0)
         self._halt()
         await self._end_connections()
 
@@ -189,7 +206,20 @@ class FakeServer:
     async def handle(self, method: str, path: str, body: bytes, peer: Peer) -> Reply:
         """Answer one request."""
         routes = self.counters.routes
-        if path == METRICS and not self.config.metrics:
+        config = self.config
+        if config.base_path:
+            if not path.startswith(config.base_path + "/"):
+                routes["other"] += 1
+                return _NOT_FOUND
+            path = path[len(config.base_path):]
+        if config.api_key is not None and path.startswith("/v1/") and (
+            peer.authorization != b"Bearer " + config.api_key.encode()
+        ):
+            routes["unauthorized"] += 1
+            return _UNAUTHORIZED
+        if (path == METRICS and not config.metrics) or (
+            not self._behavior.vllm_extras and path in _VLLM_ONLY_ROUTES
+        ):
             routes["other"] += 1
             return _NOT_FOUND
         if method == "GET" and path in _GET_ROUTES:
@@ -197,7 +227,7 @@ class FakeServer:
             if path == METRICS:
                 return self._metrics()
             if path == "/v1/models":
-                return self._models
+                return self._models if self._behavior.vllm_extras else self._plain_models
             if path == "/version":
                 return Reply.json({"version": "0.0.0+aurora-swarm-fake"})
             return _HEALTHY
@@ -217,6 +247,10 @@ class FakeServer:
 
     async def _completions(self, body: bytes, peer: Peer) -> Reply:
         self.counters.completion_requests += 1
+        if not self._behavior.list_prompts:
+            refusal = self._refuse_list(body)
+            if refusal is not None:
+                return refusal
         return await self._infer(body, peer, prompts_of, answer_prompts, completion_body)
 
     async def _chat(self, body: bytes, peer: Peer) -> Reply:
@@ -281,6 +315,19 @@ class FakeServer:
             return Reply.json(render(self.config.model, answers, order))
         finally:
             counters.leave()
+
+    def _refuse_list(self, body: bytes) -> Reply | None:
+        """The refusal of a list prompt by a server that takes one string prompt a request."""
+        try:
+            prompt = parse_body(body).get("prompt")
+        except RequestError:
+            return None  # the usual path answers a bad body
+        if not isinstance(prompt, list):
+            return None
+        self.counters.rejected += 1
+        status = self._behavior.list_prompt_status
+        message = "invalid prompt: a completion request takes one string prompt"
+        return Reply.json(error_body(message, status, "prompt"), status)
 
     def _fault(self, action: str) -> Reply | None:
         """The reply of a fault that ignores the request, or ``None`` for one that answers it."""
