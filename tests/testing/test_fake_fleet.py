@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -770,6 +772,25 @@ async def test_kill_drops_requests_in_flight_and_refuses_new_ones() -> None:
             await c.get(ep.url + "/health")
         assert fleet.is_alive(1)
         await fleet.kill(0)  # killing a dead endpoint does nothing
+
+
+async def test_connections_accepted_as_the_endpoint_stops_are_closed_not_leaked() -> None:
+    """asyncio makes an accepted connection's transport a loop step after accept(): a stop in
+    between must not leave that socket open (unclosed-socket ResourceWarning at collection)."""
+    async with FakeFleet(4) as fleet:
+        for index, ep in enumerate(fleet.endpoints):
+            socks = [socket.create_connection((ep.host, ep.port), timeout=2) for _ in range(3)]
+            try:
+                for _ in range(index):  # stop at each step of the accept: before, in between, after
+                    await asyncio.sleep(0)
+                await fleet.kill(index)
+                for sock in socks:  # every connection is closed by the time kill() returns
+                    with contextlib.suppress(ConnectionResetError):  # never accepted: reset
+                        assert sock.recv(1) == b""
+            finally:
+                for sock in socks:
+                    sock.close()
+            assert not fleet.is_alive(index)
 
 
 async def test_restart_with_a_new_behavior(client: httpx2.AsyncClient) -> None:

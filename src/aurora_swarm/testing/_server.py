@@ -118,6 +118,7 @@ class FakeServer:
         self._picker = ActionPicker(behavior, index)
         self._slots = SlotSchedule(config.latency.max_concurrent_seqs)
         self._server: asyncio.Server | None = None
+        self._server_closed: asyncio.Task[None] | None = None  # set once the server is halted
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._models = Reply.json(
             models_body(config.model, config.root, config.max_model_len, config.created)
@@ -145,6 +146,7 @@ class FakeServer:
             raise RuntimeError(f"endpoint {self.index} is running already")
         if behavior is not None:
             self._behavior = behavior
+        await self._release_server()  # a "die" action halted it; its port frees only now
         self._picker = ActionPicker(self._behavior, self.index)
         self._slots = SlotSchedule(self.config.latency.max_concurrent_seqs)
         server = await asyncio.start_server(
@@ -161,16 +163,14 @@ class FakeServer:
         """Stop at once, like SIGKILL: stop listening and drop every connection."""
         self._halt()
         await self._end_connections()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
-        # A connection accepted just before the listener closed gets its transport and task
-        # only a few loop turns later (and then aborts itself): let it, or its socket outlives
-        # the event loop unclosed.
-        for _ in range(5):
-            await asyncio.sleep(0)
-        self._halt()
-        await self._end_connections()
+        await self._release_server()
+
+    async def _release_server(self) -> None:
+        """Wait until the halted server's listener is closed and every connection it accepted."""
+        closed = self._server_closed
+        if closed is not None:
+            await asyncio.shield(closed)
+            self._server = self._server_closed = None
 
     async def _end_connections(self) -> None:
         current = asyncio.current_task()
@@ -180,8 +180,8 @@ class FakeServer:
 
     def _halt(self) -> None:
         self.alive = False
-        if self._server is not None:
-            self._server.close()
+        if self._server is not None and self._server_closed is None:
+            self._server_closed = _close_server(self._server)
         current = asyncio.current_task()
         for task, writer in list(self._connections.items()):
             writer.transport.abort()
@@ -424,6 +424,27 @@ class FakeServer:
         return Reply.json(
             {"count": len(tokens), "max_model_len": max_len, "tokens": tokens, "token_strs": None}
         )
+
+
+def _close_server(server: asyncio.Server) -> asyncio.Task[None]:
+    """Stop accepting connections now and close ``server`` soon; a task that ends once it is closed
+    and every connection it accepted is gone.
+
+    asyncio accepts a connection in one loop step and makes its transport in a task that runs a
+    step later; the transport registers with its server, and if the server was closed meanwhile
+    that fails (an assertion in ``asyncio.Server._attach``, swallowed) and leaves the accepted
+    socket to the garbage collector, never closed. So the listening sockets leave the selector at
+    once, and ``close()`` waits behind the transport-making steps already queued (the loop runs
+    callbacks first in, first out); the connections made meanwhile find the endpoint stopped and
+    abort themselves. ``wait_closed()`` starts before ``close()`` runs: only then does it wait for
+    the server's connections as well (before Python 3.12 it returns at once on a closed server).
+    """
+    loop = asyncio.get_running_loop()
+    for sock in server.sockets:
+        loop.remove_reader(sock.fileno())
+    closed = loop.create_task(server.wait_closed())
+    loop.call_soon(server.close)
+    return closed
 
 
 async def _wait(schedule: SlotSchedule, booking: Booking, delay: float, peer: Peer) -> bool:
