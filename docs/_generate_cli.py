@@ -86,10 +86,12 @@ def main() -> None:
         try:
             runs(work)
             openai_batch(work)
+            changes(work)
             errors(work)
             waits(work)
         finally:
             stop(fleet)
+        fleet_down(work)
 
 
 def helps(work: Path) -> None:
@@ -146,6 +148,58 @@ def openai_batch(work: Path) -> None:
     save("run-openai-record.txt", json.dumps(first, indent=2))
 
 
+def changes(work: Path) -> None:
+    """A rerun after one prompt was edited: refused, then rerun with --on-change rerun."""
+    lines = (work / "prompts.jsonl").read_text().splitlines(keepends=True)
+    lines[7] = json.dumps({"id": "q00007", "prompt": "Question 7: what is 7 cubed?"}) + "\n"
+    (work / "prompts.jsonl").write_text("".join(lines))
+    args = ["run", "prompts.jsonl", "--hostfile", "fleet.hostfile", "--model", "fake-model",
+            "--max-tokens", "64", "-o", "results.jsonl", "--progress", "none"]
+    save("run-changed.txt", transcript(args, work)
+         + transcript([*args, "--on-change", "rerun"], work))
+
+
+def fleet_down(work: Path) -> None:
+    """The whole fleet killed mid-run: back after 3 s (a pause), then gone for good."""
+    items = [{"id": i, "prompt": f"Summarise abstract {i}."} for i in range(12_000)]
+    (work / "abstracts.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    for attempt in range(5):  # another process may take a port between the check and the bind
+        port = free_base_port(8)
+        options = ("--port-base", str(port), "--prompt-time", "0.05",
+                   "--max-concurrent-seqs", "64")
+        try:
+            fleet = start_fleet(work, "down.hostfile", *options)
+            break
+        except RuntimeError:
+            if attempt == 4:
+                raise
+    texts = []
+    try:
+        for out, wait in (("paused.jsonl", None), ("stopped.jsonl", "2")):
+            args = ["run", "abstracts.jsonl", "--hostfile", "down.hostfile", "--model",
+                    "fake-model", "-o", out, "--progress-interval", "1"]
+            args += ["--fleet-wait", wait] if wait else []
+            proc = subprocess.Popen([*CLI, *args], cwd=work, env=ENV, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            while _lines(work / out) < 4_000:
+                time.sleep(0.01)
+            fleet.kill()  # every server gone at once, as when their batch job ends
+            fleet.communicate()
+            (work / "down.hostfile").unlink()  # start_fleet waits for the new one
+            if wait is None:
+                time.sleep(3)
+                fleet = start_fleet(work, "down.hostfile", *options)
+            stdout, stderr = proc.communicate(timeout=300)
+            texts.append(shown(args) + "\n" + stderr + stdout
+                         + f"$ echo $?\n{proc.returncode}\n")
+        fleet = start_fleet(work, "down.hostfile", *options)
+        texts.append(transcript(args, work))
+    finally:
+        stop(fleet)
+    save("run-paused.txt", texts[0])
+    save("run-fleet-down.txt", texts[1] + texts[2])
+
+
 def errors(work: Path) -> None:
     (work / "bad.jsonl").write_text('{"id": 1, "prompt": "fine"}\n'
                                     '{"id": 2, "prompt": "a trailing comma",}\n')
@@ -172,6 +226,19 @@ def waits(work: Path) -> None:
     text = transcript(args, work) + "$ cat ready.hostfile\n" + (
         work / "ready.hostfile").read_text()
     save("wait.txt", text)
+
+
+def free_base_port(count: int) -> int:
+    """A port p such that p .. p + count - 1 are all free now."""
+    while True:
+        base = free_port()
+        try:
+            for offset in range(1, count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
 
 
 def _lines(path: Path) -> int:

@@ -39,6 +39,7 @@ EXAMPLES = ROOT / "examples"
 GENERATED = ROOT / "docs" / "_generated"
 CLI_GENERATOR = ROOT / "docs" / "_generate_cli.py"
 TIMEOUT = 120.0
+CLI_TIMEOUT = 300.0  # the command-line page runs a dozen timed scenarios, one after another
 HELPERS = {"run_notebooks.py"}  # scripts that are tools, not examples
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,12 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], name: str) -> str:
+def _run(args: list[str], name: str, timeout: float = TIMEOUT) -> str:
     try:
         done = subprocess.run([sys.executable, *args], capture_output=True, text=True,
-                              timeout=TIMEOUT, cwd=ROOT, env=_env(), check=False)
+                              timeout=timeout, cwd=ROOT, env=_env(), check=False)
     except subprocess.TimeoutExpired as exc:
-        raise ExtensionError(f"example {name} took longer than {TIMEOUT:.0f} s") from exc
+        raise ExtensionError(f"example {name} took longer than {timeout:.0f} s") from exc
     if done.returncode != 0:
         raise ExtensionError(f"example {name} failed (exit {done.returncode}):\n{done.stderr}")
     return done.stdout
@@ -131,7 +132,7 @@ def _generate(app: Sphinx) -> None:
         demo = pool.submit(_run, ["-m", "aurora_swarm.cli", "demo"], "aurora-swarm demo")
         cli = None
         if CLI_GENERATOR.exists():
-            cli = pool.submit(_run, [str(CLI_GENERATOR)], CLI_GENERATOR.name)
+            cli = pool.submit(_run, [str(CLI_GENERATOR)], CLI_GENERATOR.name, CLI_TIMEOUT)
         outputs = list(pool.map(run_example, scripts))
     (examples_out / "aurora-swarm-demo.txt").write_text(demo.result(), encoding="utf-8")
     if cli is not None:

@@ -10,13 +10,16 @@ import re
 import signal
 import sys
 import time
+from collections import Counter
 from typing import Any, TextIO
 
 import anyio
 
 from ._exceptions import ConfigurationError, EndpointUnavailable, SwarmError
 from ._hostfile import parse_hostfile
+from ._job_fleet import FleetDownError
 from ._job_input import JSONL_KEYS, PromptFile
+from ._job_resume import ON_CHANGE, ChangedItemsError
 from ._jobs import JobProgress, JobSummary, run_job
 from ._openai_batch import looks_like_openai_batch, run_batch_file
 from ._pool import VLLMPool
@@ -28,12 +31,19 @@ __all__ = ["add_parser", "main"]
 EXIT_FAILED_ITEMS = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_UNSENT = 4
+EXIT_CHANGED = 5
 
 _DESCRIPTION = """\
 Send every prompt of PROMPTS to the fleet listed in a hostfile and append one JSON line per
 prompt to the results file. Rerun the same command after a crash (even kill -9) or an
 interruption: prompts already in the results file are skipped, the rest are sent, and no id is
 written twice. Prompts that failed are sent again by a rerun (--no-retry-failed keeps them).
+When every endpoint is down (the servers' job ended, a node rebooted) the run pauses, probes
+them and resumes when any is back; after --fleet-wait seconds it stops, leaving the rest unsent.
+Each result line carries a fingerprint of its prompt and settings (model, max tokens, sampling,
+template, system prompt): a rerun whose prompts or settings changed stops before sending, says
+how many items changed, and --on-change rerun sends them again (or keep keeps the old answers).
 
 PROMPTS is a text file (one prompt a line; blank lines are skipped; the id is the line number)
 or a JSONL file (*.jsonl, *.ndjson, *.json, or --format jsonl), one object a line with keys:
@@ -46,12 +56,15 @@ or messages share batched requests."""
 
 _EPILOG = """\
 Each results line holds: id, index (0-based input position), success, text, finish_reason,
-usage, endpoint, attempts, latency, error, cause (and meta when given). Lines appear in the
-order prompts settle; sort by index for input order.
+usage, endpoint, attempts, latency, error, cause, fp (and meta when given). Lines appear in
+the order prompts settle; sort by index for input order. An id written twice (--on-change
+rerun appends the new answer) is read from its last line.
 
 exit status: 0 every prompt answered; 1 some prompts failed (they are in the results file with
 their error; rerun to retry them); 2 bad arguments or input; 3 the fleet is unreachable;
-128+N stopped by signal N (rerun to continue).
+4 the whole fleet stayed down for --fleet-wait seconds: prompts left unsent (not written;
+rerun the same command to continue); 5 results of changed prompts or settings, nothing sent
+(see --on-change); 128+N stopped by signal N (rerun to continue).
 
 example:
   aurora-swarm run prompts.jsonl --hostfile ready.hostfile --model meta-llama/Llama-3.1-8B \\
@@ -104,6 +117,14 @@ def add_parser(commands: Any) -> None:
     job = p.add_argument_group("job")
     job.add_argument("--retry-failed", action=argparse.BooleanOptionalAction, default=True,
                      help="send prompts that failed in an earlier run again (default: yes)")
+    job.add_argument("--on-change", choices=ON_CHANGE, default="stop",
+                     help="prompts or settings changed since their result was written: stop "
+                          "before sending (default), rerun them (the new answer wins), or keep "
+                          "the old answers")
+    job.add_argument("--fleet-wait", type=_seconds, default=300.0, metavar="S",
+                     help="seconds to wait, probing, while every endpoint is down before "
+                          "stopping with the rest unsent (default 300; 0: write what the "
+                          "down fleet could not answer as failed)")
     job.add_argument("--window", type=_positive_int, default=20_000, metavar="N",
                      help="prompts per batched call; two run at once (default 20000)")
     job.add_argument("--fsync-interval", type=_fsync_interval, default=1.0, metavar="S",
@@ -191,7 +212,8 @@ async def _run(pool: VLLMPool, prompts: PromptFile | None, args: argparse.Namesp
                 summary = await run_job(
                     pool, prompts, args.output, retry_failed=args.retry_failed,
                     window=args.window, sync_interval=args.fsync_interval, progress=display,
-                    progress_interval=interval)
+                    progress_interval=interval, on_change=args.on_change,
+                    fleet_wait=args.fleet_wait)
         except SwarmError as exc:
             error = exc
         finally:
@@ -203,8 +225,12 @@ async def _run(pool: VLLMPool, prompts: PromptFile | None, args: argparse.Namesp
         print(f"aurora-swarm run: stopped by {name}; every result settled so far is in "
               f"{args.output}; rerun the same command to continue", file=sys.stderr)
         return 128 + stopped
+    if isinstance(error, FleetDownError):
+        print(format_summary(error.summary, args.prompts))
+        return _error(str(error), EXIT_UNSENT)
     if error is not None:
-        code = EXIT_UNREACHABLE if isinstance(error, EndpointUnavailable) else EXIT_USAGE
+        code = (EXIT_UNREACHABLE if isinstance(error, EndpointUnavailable)
+                else EXIT_CHANGED if isinstance(error, ChangedItemsError) else EXIT_USAGE)
         return _error(str(error), code)
     assert summary is not None
     print(format_summary(summary, args.prompts))
@@ -231,30 +257,52 @@ def cli_words(message: str) -> str:
 def format_summary(summary: JobSummary, source: str) -> str:
     """The summary ``aurora-swarm run`` prints at the end."""
     stats = summary.stats
+    unsent = f", {summary.unsent} left unsent" if summary.unsent else ""
     rows = [
         ("items", f"{summary.total} in {source}: {summary.skipped} done before, "
-                  f"{summary.sent} sent now"),
+                  f"{summary.sent} sent now{unsent}"),
         ("answered", f"{summary.answered} in {summary.elapsed:.1f} s "
-                     f"({summary.rate:.0f} prompts/s)"),
-        ("failed", f"{summary.failed}{_causes(summary.failures)}"),
+                     f"({summary.rate:.0f} answered prompts/s)"),
+        ("failed", f"{summary.failed}{_causes(summary.failures)}"
+                   + (f"; by endpoint:{_causes(summary.failures_by_endpoint, '')}"
+                      if summary.failed else "")),
         ("requests", f"{stats.requests} HTTP requests"
                      + (f"; failed and retried or moved:{_causes(stats.failures, '')}"
                         if stats.failures else "")),
-        ("tokens", f"{stats.tokens} (prompt {stats.prompt_tokens}, "
-                   f"completion {stats.completion_tokens})"),
     ]
     troubled = [e for e in stats.endpoints if e.failures]
     if troubled:
         named = ", ".join(f"{e.endpoint}{_causes(e.failures)}" for e in troubled[:5])
         more = f" and {len(troubled) - 5} more" if len(troubled) > 5 else ""
         rows.append(("endpoints", f"failed requests on {named}{more}"))
+    rows += _endpoint_rows(summary)
+    if summary.pauses:
+        rows.append(("paused", f"{summary.paused:.0f} s ({summary.pauses} times): every "
+                               "endpoint was down; waited for one to come back"))
+    rows.append(("tokens", f"{stats.tokens} (prompt {stats.prompt_tokens}, "
+                           f"completion {stats.completion_tokens})"))
     if summary.torn_bytes:
         rows.append(("repaired", f"cut a torn last line ({summary.torn_bytes} bytes) left by "
                                  "an interrupted run"))
     if summary.retried_failures:
         rows.append(("retried", f"{summary.retried_failures} prompts that failed before"))
+    if summary.changed:
+        what = ("sent again (the new answers win when read)" if summary.on_change == "rerun"
+                else "kept as they were (--on-change keep)")
+        rows.append(("changed", f"{summary.changed} prompts changed since their result was "
+                                f"written: {what}"))
+    if summary.gone:
+        rows.append(("gone", f"{summary.gone} ids in the results file are no longer in "
+                             f"{source} (their lines are left as they are)"))
+    if summary.unchecked:
+        rows.append(("unchecked", f"{summary.unchecked} results written by an older version "
+                                  "carry no fingerprint: counted as done without checking "
+                                  "their prompt and settings"))
     if summary.complete:
         outcome = f"{summary.output}: every prompt answered"
+    elif summary.unsent:
+        outcome = (f"{summary.output}: {summary.sent} sent, {summary.unsent} left unsent (the "
+                   "whole fleet is down); rerun the same command to continue")
     else:
         left = summary.failed + summary.kept_failures
         outcome = (f"{summary.output}: {left} prompts failed (their lines hold the error); "
@@ -262,8 +310,26 @@ def format_summary(summary: JobSummary, source: str) -> str:
                       else "rerun with --retry-failed to retry them"))
     rows.append(("results", outcome))
     width = max(len(name) for name, _ in rows)
-    return "aurora-swarm run: done\n" + "\n".join(
+    head = ("stopped, the fleet is down" if summary.unsent
+            else "done" if summary.complete else "done, with failures")
+    return f"aurora-swarm run: {head}\n" + "\n".join(
         f"  {name:<{width}}  {value}" for name, value in rows)
+
+
+def _endpoint_rows(summary: JobSummary) -> list[tuple[str, str]]:
+    """A row naming the endpoints benched during the run."""
+    if not summary.benched:
+        return []
+    return [("benched", f"{_names(list(summary.benched))}"
+                        f"{_causes(Counter(summary.benched.values()))}")]
+
+
+def _names(names: list[str], most: int = 4) -> str:
+    """``"a, b, c"``, or ``"5 endpoints: a, b, c, d and 1 more"``."""
+    shown = ", ".join(names[:most])
+    if len(names) <= most:
+        return shown
+    return f"{len(names)} endpoints: {shown} and {len(names) - most} more"
 
 
 def _causes(counts: Any, lead: str = " ") -> str:
@@ -308,6 +374,8 @@ class Progress:
         share = settled / p.total if p.total else 1.0
         eta = "--" if p.eta is None else _clock(p.eta)
         rate = "--" if p.rate is None else f"{p.rate:,.0f}/s"
+        if p.paused is not None:  # the ETA means nothing while the fleet is down
+            eta = f"-- (PAUSED {p.paused:.0f} s: every endpoint is down; probing)"
         self.stream.write(f"progress: {settled}/{p.total} done ({share:.1%}), "
                           f"{p.failed} failed, {rate}, ETA {eta}, "
                           f"{p.elapsed:.0f} s elapsed\n")
@@ -344,6 +412,16 @@ def _fsync_interval(text: str) -> float | None:
         value = -1.0
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected seconds >= 0 or 'never', got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
     return value
 
 

@@ -158,6 +158,14 @@ class Health:
             _log.debug("%s answers /health; back to work in %.1f s", self.name,
                        self.benched_until - now)
 
+    def revived(self, health: HealthPolicy) -> None:
+        """Record a ``/health`` probe made outside a call (a paused job) that found it healthy:
+        back to work at once, half-open (one more failure benches it again)."""
+        self.benched = False
+        self.down = False
+        self.resting_until = 0.0
+        self.consecutive_failures = min(self.consecutive_failures, health.failure_threshold - 1)
+
     def wait_time(self, now: float) -> float:
         """Seconds until this endpoint may take work or must be probed (0 = now)."""
         until = max(self.resting_until, self.probe_at) if self.benched else self.resting_until

@@ -64,6 +64,13 @@ class JobResult:
         ``"RequestTimeout"``, ...), or ``None``.
     meta:
         The item's ``meta``, copied as it was.
+    fingerprint:
+        A hash of what determined the answer (prompt, model, max tokens, sampling, chat
+        template, system prompt), written as ``"fp"``; a rerun compares it with the item's
+        to tell whether the result still answers it. ``None`` in files written before
+        fingerprints existed.
+
+        .. versionadded:: 0.2
     """
 
     id: str | int
@@ -78,15 +85,17 @@ class JobResult:
     error: str | None = None
     cause: str | None = None
     meta: Any = None
+    fingerprint: str | None = None
 
     @classmethod
-    def from_response(cls, item: JobItem, response: Response) -> JobResult:
+    def from_response(cls, item: JobItem, response: Response,
+                      fingerprint: str | None = None) -> JobResult:
         """The record of ``item`` answered (or failed) by ``response``."""
         return cls(
             item.id, item.index, response.success, response.text, response.finish_reason,
             response.usage, None if response.endpoint is None else str(response.endpoint),
             response.attempts, round(response.latency, 6), response.error,
-            failure_cause(response.exception), item.meta,
+            failure_cause(response.exception), item.meta, fingerprint,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -102,6 +111,8 @@ class JobResult:
         }
         if self.meta is not None:
             data["meta"] = self.meta
+        if self.fingerprint is not None:
+            data["fp"] = self.fingerprint
         return data
 
     def line(self) -> bytes:
@@ -119,7 +130,7 @@ class JobResult:
                 int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
             data.get("endpoint"), int(data.get("attempts", 1)),
             float(data.get("latency", 0.0)), data.get("error"), data.get("cause"),
-            data.get("meta"),
+            data.get("meta"), data.get("fp"),
         )
 
 
@@ -149,9 +160,10 @@ def _records(path: str) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
 
 
 def read_results(path: str | os.PathLike[str], *, ordered: bool = True) -> list[JobResult]:
-    """The records of a results file, by input index (or in file order).
+    """The records of a results file, one per id, by input index (or in file order).
 
-    A torn last line (left by a killed run) is skipped.
+    An id written more than once (a rerun with ``on_change="rerun"`` appends the new answer)
+    is read from its last line. A torn last line (left by a killed run) is skipped.
 
     .. versionadded:: 0.1.0
 
@@ -170,7 +182,11 @@ def read_results(path: str | os.PathLike[str], *, ordered: bool = True) -> list[
     name = os.fspath(path)
     if not os.path.isfile(name):
         raise JobFileError(name, None, "no such file")
-    results = [JobResult.from_json(record) for _, _, record in _records(name)]
+    latest: dict[ItemId, JobResult] = {}
+    for _, _, record in _records(name):
+        latest.pop(record["id"], None)  # re-inserted: file order is the order of last lines
+        latest[record["id"]] = JobResult.from_json(record)
+    results = list(latest.values())
     if ordered:
         results.sort(key=lambda r: r.index)
     return results
@@ -180,41 +196,40 @@ def read_results(path: str | os.PathLike[str], *, ordered: bool = True) -> list[
 class ResultsFile:
     """A job's results file, open for appending, locked against a second run, repaired.
 
-    Use :meth:`open`; ``done`` then holds the ids that need no more work.
+    Use :meth:`open`; ``records`` then maps each id whose last line counts (an answer, or a
+    failure kept with ``retry_failed=False``) to that line's fingerprint and success.
     """
 
     path: str
     fd: int
-    done: set[ItemId]
-    kept_failures: int = 0
+    records: dict[ItemId, tuple[str | None, bool]]
     dropped_failures: int = 0
     torn_bytes: int = 0
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, retry_failed: bool) -> ResultsFile:
-        """Open (or create) ``path``: lock it, cut a torn last line, read which ids are done.
+        """Open (or create) ``path``: lock it, cut a torn last line, read each id's last line.
 
-        With ``retry_failed``, failed records are removed (the file is rewritten without them,
-        atomically) so that their items run again and each id stays in the file once.
+        With ``retry_failed``, ids whose last line is a failure are removed (the file is
+        rewritten atomically, keeping the last line of every other id) so that their items run
+        again and each id stays in the file once.
         """
         name = os.fspath(path)
         fd = _open_locked(name)
         try:
             torn = _cut_torn_tail(fd)
-            done: set[ItemId] = set()
-            failed = 0
-            for _, _, record in _records(name):
-                if record["success"] or not retry_failed:
-                    done.add(record["id"])
-                    failed += not record["success"]
-                else:
-                    failed += 1
-            results = cls(name, fd, done, torn_bytes=torn)
+            last: dict[ItemId, tuple[int, str | None, bool]] = {}
+            for number, _, record in _records(name):
+                last[record["id"]] = (number, _fingerprint(record), bool(record["success"]))
+            failed = sum(1 for _, _, ok in last.values() if not ok)
+            results = cls(name, fd, {
+                key: (fp, ok) for key, (_, fp, ok) in last.items() if ok or not retry_failed},
+                torn_bytes=torn)
             if retry_failed and failed:
-                results.fd = _rewrite_without_failures(name, fd)
+                keep = {number for number, _, ok in last.values() if ok}
+                del last
+                results.fd = _rewrite_keeping(name, fd, keep)
                 results.dropped_failures = failed
-            else:
-                results.kept_failures = failed
             return results
         except BaseException:
             os.close(fd)
@@ -282,13 +297,19 @@ def _cut_torn_tail(fd: int) -> int:
     return size - keep
 
 
-def _rewrite_without_failures(name: str, fd: int) -> int:
-    """Replace the file, atomically, by its successful records; return the new locked fd."""
+def _fingerprint(record: dict[str, Any]) -> str | None:
+    value = record.get("fp")
+    return value if isinstance(value, str) else None
+
+
+def _rewrite_keeping(name: str, fd: int, keep: set[int]) -> int:
+    """Replace the file, atomically, by the lines numbered in ``keep``; return the new locked
+    fd."""
     target = Path(name)
     partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     with open(partial, "wb") as out:
-        for _, raw, record in _records(name):
-            if record["success"]:
+        for number, raw, _ in _records(name):
+            if number in keep:
                 out.write(raw)
         out.flush()
         os.fsync(out.fileno())

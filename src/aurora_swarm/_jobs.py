@@ -8,12 +8,17 @@ prompts. Each settled item becomes one line, appended at once (see :mod:`._job_o
 
 The rule for failures: a failed item is written with its error. A rerun retries it (its failed
 line is removed first, so each id stays in the file once) unless ``retry_failed=False``.
+
+The rule for changes: every line carries the fingerprint of what determined its answer (see
+:mod:`._job_resume`). An item whose fingerprint differs from its result's is not done: by
+default the run stops before sending anything (``on_change``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections import Counter, deque
@@ -33,8 +38,10 @@ from ._exceptions import (
     RequestError,
 )
 from ._formats import ChatTemplateSetting
+from ._job_fleet import BenchWatch, FleetDownError, FleetGate, is_fleet_failure
 from ._job_input import ItemId, JobFileError, JobItem, PromptFile, as_items
 from ._job_output import JobResult, ResultsFile, ResultWriter, failure_cause
+from ._job_resume import ON_CHANGE, ChangedItemsError, Fingerprinter, OnChange, plan_resume
 from ._pool import UNSET, VLLMPool, _Unset
 from ._progress import ProgressBar, check_progress, open_bar
 from ._prompts import Prompt
@@ -48,6 +55,8 @@ __all__ = ["JobProgress", "JobSummary", "run_job", "run_job_sync"]
 _log = logging.getLogger("aurora_swarm.jobs")
 
 _RATE_WINDOW = 30.0  # seconds of history behind the rate (and so the ETA)
+_BENCH_LOOK = 0.25  # seconds between looks for benched endpoints
+_STUCK = 5.0  # seconds every endpoint may be down while a call still waits, before it is called off
 
 
 @attrs.frozen
@@ -72,6 +81,11 @@ class JobProgress:
         Items settled per second, over the last half minute (``None`` before the first).
     stats:
         The pool's counters for this run so far.
+    paused:
+        Seconds the run has been paused because every endpoint is down (``None`` while it
+        sends).
+
+        .. versionadded:: 0.2
     """
 
     total: int
@@ -81,6 +95,7 @@ class JobProgress:
     elapsed: float
     rate: float | None
     stats: PoolStats
+    paused: float | None = None
 
     @property
     def remaining(self) -> int:
@@ -115,6 +130,17 @@ class JobSummary:
         Items that failed in this run (written with their error).
     failures:
         This run's failed items, counted by cause (``"HTTP 503"``, ``"RequestTimeout"``, ...).
+    failures_by_endpoint:
+        This run's failed items, counted by the endpoint that last tried them (``host:port``;
+        ``"none"`` when no endpoint was left to try).
+    benched:
+        Endpoints benched during this run (``host:port`` to the cause of their last failure).
+    pauses:
+        Times this run paused because every endpoint was down.
+    paused:
+        Seconds this run spent paused.
+    unsent:
+        Items this run left unsent (the fleet stayed down; see :class:`FleetDownError`).
     stats:
         The pool's counters for this run: requests, failed requests by cause (each retried
         or moved, so most do not fail an item), tokens, latency.
@@ -126,6 +152,16 @@ class JobSummary:
         Failed records of earlier runs kept (``retry_failed=False``).
     torn_bytes:
         Bytes of a torn last line (left by a killed run) cut off the results file.
+    changed:
+        Items whose result was written for another prompt or settings (sent again with
+        ``on_change="rerun"``, kept with ``"keep"``).
+    gone:
+        Ids in the results file that the input no longer holds (left as they are).
+    unchecked:
+        Items counted as done from result lines without a fingerprint (written by an older
+        version), so not checked against the item's prompt and settings.
+    on_change:
+        What this run did with changed items.
     """
 
     output: str
@@ -139,6 +175,15 @@ class JobSummary:
     retried_failures: int = 0
     kept_failures: int = 0
     torn_bytes: int = 0
+    changed: int = 0
+    gone: int = 0
+    unchecked: int = 0
+    on_change: OnChange = "stop"
+    failures_by_endpoint: Mapping[str, int] = attrs.field(factory=dict)
+    benched: Mapping[str, str] = attrs.field(factory=dict)
+    pauses: int = 0
+    paused: float = 0.0
+    unsent: int = 0
 
     @property
     def sent(self) -> int:
@@ -147,13 +192,13 @@ class JobSummary:
 
     @property
     def rate(self) -> float:
-        """Items settled per second in this run."""
-        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+        """Items answered per second in this run (failures do not count)."""
+        return self.answered / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
     def complete(self) -> bool:
         """Whether the results file now holds an answer for every item (no failure left)."""
-        return self.failed == 0 and self.kept_failures == 0
+        return self.failed == 0 and self.kept_failures == 0 and self.unsent == 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready): every field, ``sent``, ``rate``, ``complete``, and the
@@ -178,8 +223,15 @@ class JobSummary:
             named = ", ".join(f"{e.endpoint} ({causes(e.failures)})" for e in troubled[:5])
             more = f" and {len(troubled) - 5} more" if len(troubled) > 5 else ""
             rows.append(("failing endpoints", named + more))
+        if self.benched:
+            rows.append(("benched", ", ".join(list(self.benched)[:5])
+                         + (f" and {len(self.benched) - 5} more" if len(self.benched) > 5
+                            else "")))
+        left = f"{self.unsent:,} left unsent (the fleet is down)" if self.unsent else ""
+        failed = (f"{self.failed + self.kept_failures:,} items failed"
+                  if self.failed + self.kept_failures else "")
         rows.append(("results", f"{self.output}: " + ("complete" if self.complete else
-                     f"{self.failed + self.kept_failures:,} items failed")))
+                     "; ".join(x for x in (failed, left) if x))))
         return rows
 
     def __str__(self) -> str:
@@ -203,6 +255,8 @@ async def run_job(
     progress: Callable[[JobProgress], object] | bool | Mapping[str, Any] | None = None,
     progress_interval: float = 1.0,
     check_model: bool = True,
+    on_change: OnChange = "stop",
+    fleet_wait: float = 300.0,
 ) -> JobSummary:
     """Send every item the results file ``output`` does not hold yet; append each result.
 
@@ -251,6 +305,24 @@ async def run_job(
     check_model:
         Ask ``/v1/models`` first and fail at once when the fleet is unreachable or does not
         serve the pool's model.
+    on_change:
+        What to do with items whose result in ``output`` was written for another prompt or
+        other settings (model, max tokens, sampling, chat template, system prompt; compared
+        by the fingerprint each line carries): ``"stop"`` raises
+        :class:`ChangedItemsError` before anything is sent; ``"rerun"`` sends them again
+        (the new line is appended and wins when read, see :func:`read_results`); ``"keep"``
+        keeps the old results.
+
+        .. versionadded:: 0.2
+    fleet_wait:
+        Seconds to wait when every endpoint is down. The job then stops sending, probes
+        ``/health`` every second and resumes when any endpoint answers; prompts the down
+        fleet could not answer are sent again, not written as failures. Once a pause has
+        lasted ``fleet_wait`` seconds the job ends with :class:`FleetDownError` and what is
+        left is not written (a rerun sends it). ``0``: no pause; what the down fleet could not
+        answer is written as failed.
+
+        .. versionadded:: 0.2
 
     Returns
     -------
@@ -262,6 +334,13 @@ async def run_job(
     JobFileError
         An item is malformed or repeats an id (naming its line), or the results file is not
         one (naming the line) or is locked by another run.
+    ChangedItemsError
+        With ``on_change="stop"``: some results answer changed prompts or settings (a
+        :class:`JobFileError`; the message says how many and how to proceed).
+    FleetDownError
+        Every endpoint stayed down for ``fleet_wait`` seconds (an
+        :class:`~aurora_swarm.EndpointUnavailable` carrying the counts and the summary so
+        far; every settled result is written).
     ConfigurationError
         The fleet does not serve the model (the message lists what it serves).
     EndpointUnavailable
@@ -273,23 +352,40 @@ async def run_job(
         raise ConfigurationError(f"sync_interval must be >= 0 or None, got {sync_interval!r}")
     if not callable(progress):
         check_progress(progress)
+    if on_change not in ON_CHANGE:
+        raise ConfigurationError(f"on_change must be one of {ON_CHANGE}, got {on_change!r}")
+    if isinstance(fleet_wait, bool) or not isinstance(fleet_wait, int | float) or not (
+            fleet_wait >= 0):
+        raise ConfigurationError(f"fleet_wait must be seconds >= 0, got {fleet_wait!r}")
     runner = _Runner(pool, table_items(items) or as_items(items), os.fspath(output), window,
-                     max_tokens, chat_template, system_prompt)
-    ids, total = await anyio.to_thread.run_sync(runner.check_items)
+                     max_tokens, chat_template, system_prompt, fleet_wait)
+    fingerprints, total = await anyio.to_thread.run_sync(runner.check_items)
     if check_model:
         await check_fleet(pool)
     results = await anyio.to_thread.run_sync(
         lambda: ResultsFile.open(runner.output, retry_failed=retry_failed))
     try:
-        skipped = sum(1 for i in results.done if i in ids)
-        del ids
+        plan = await anyio.to_thread.run_sync(plan_resume, results.records, fingerprints,
+                                              on_change)
+        del fingerprints
+        results.records.clear()
+        if plan.changed and on_change == "stop":
+            raise ChangedItemsError(runner.output, plan.changed, plan.changed_examples,
+                                    plan.gone)
+        skipped = len(plan.done)
         log_start(runner.output, total, skipped, pool.size)
         if not callable(progress):
             runner.bar = open_bar(progress, total, "job", initial=skipped,
                                   retries=lambda: pool.stats().retries)
             progress = None
-        return await runner.run(results, total, skipped, sync_interval, progress,
-                                progress_interval)
+        summary = await runner.run(results, total, plan.done, sync_interval, progress,
+                                   progress_interval)
+        summary = attrs.evolve(summary, kept_failures=plan.kept_failures,
+                               changed=plan.changed, gone=plan.gone, unchecked=plan.unchecked,
+                               on_change=on_change)
+        if summary.unsent:
+            raise FleetDownError(summary.sent, summary.unsent, runner.gate.waited, summary)
+        return summary
     finally:
         results.close()
         if runner.bar is not None:
@@ -417,7 +513,7 @@ class _Runner:
     def __init__(
         self, pool: VLLMPool, items: Iterable[JobItem], output: str, window: int,
         max_tokens: int | None, chat_template: ChatTemplateSetting | _Unset,
-        system_prompt: str | _Unset | None,
+        system_prompt: str | _Unset | None, fleet_wait: float,
     ) -> None:
         self.pool = pool
         self.items = items
@@ -426,37 +522,45 @@ class _Runner:
         self.max_tokens = max_tokens
         self.chat_template = chat_template
         self.system_prompt = system_prompt
+        self.fingerprint = Fingerprinter(pool, max_tokens, chat_template, system_prompt)
         self.done = 0
         self.failed = 0
         self.failures: Counter[str] = Counter()
+        self.failed_at: Counter[str] = Counter()
+        self.gate = FleetGate(pool, fleet_wait)
+        self.benches = BenchWatch(pool)
+        self.calls: set[anyio.CancelScope] = set()
+        self._down_since: float | None = None
         self.error: BaseException | None = None
         self.writer: ResultWriter | None = None
         self.scope: anyio.CancelScope | None = None
         self.bar: ProgressBar | None = None
 
-    def check_items(self) -> tuple[Mapping[ItemId, int], int]:
-        """Read every item once: lines well formed, ids unique. Returns (ids, count)."""
-        first: dict[ItemId, int] = {}
+    def check_items(self) -> tuple[dict[ItemId, str], int]:
+        """Read every item once: lines well formed, ids unique. Returns (fingerprints by id,
+        count)."""
+        fingerprints: dict[ItemId, str] = {}
         for item in self.items:
-            where = item.line if item.line is not None else item.index
-            if item.id in first:
-                raise self._duplicate(item, first[item.id])
-            first[item.id] = where
-        if not first and isinstance(self.items, PromptFile):
+            if item.id in fingerprints:
+                raise self._duplicate(item)
+            fingerprints[item.id] = self.fingerprint(item)
+        if not fingerprints and isinstance(self.items, PromptFile):
             raise JobFileError(self.items.path, None, "holds no prompts (only blank lines)")
-        return first, len(first)
+        return fingerprints, len(fingerprints)
 
-    def _duplicate(self, item: JobItem, first: int) -> JobFileError:
+    def _duplicate(self, item: JobItem) -> JobFileError:
+        first = next(i for i in self.items if i.id == item.id)  # the error path reads again
         if isinstance(self.items, PromptFile):
             return JobFileError(self.items.path, item.line,
-                                f"id {item.id!r} is used already on line {first}")
+                                f"id {item.id!r} is used already on line {first.line}")
         return JobFileError(f"items[{item.index}]", None,
-                            f"id {item.id!r} is used already by items[{first}]")
+                            f"id {item.id!r} is used already by items[{first.index}]")
 
     async def run(
-        self, results: ResultsFile, total: int, skipped: int, sync_interval: float | None,
+        self, results: ResultsFile, total: int, done: set[ItemId], sync_interval: float | None,
         progress: Callable[[JobProgress], object] | None, progress_interval: float,
     ) -> JobSummary:
+        skipped = len(done)
         writer = self.writer = ResultWriter(results, sync_interval)
         before = self.pool.stats()
         start = time.monotonic()
@@ -464,12 +568,12 @@ class _Runner:
         async with anyio.create_task_group() as group:
             self.scope = group.cancel_scope
             group.start_soon(self._guard, writer.run)
-            if progress is not None:
-                group.start_soon(ticker.run, progress_interval)
-            await self._guard(self._send_windows, results.done)
+            group.start_soon(ticker.run, progress_interval if progress is not None else None)
+            await self._guard(self._send_windows, done)
             writer.close()
             ticker.stop()
         ticker.tick()
+        self.benches.look()
         if self.error is not None:
             if isinstance(self.error, OSError):
                 raise JobFileError(self.output, None,
@@ -478,7 +582,11 @@ class _Runner:
         summary = JobSummary(
             self.output, total, skipped, self.done - self.failed, self.failed,
             dict(self.failures), self.pool.stats() - before, time.monotonic() - start,
-            results.dropped_failures, results.kept_failures, results.torn_bytes,
+            results.dropped_failures, 0, results.torn_bytes,
+            failures_by_endpoint=dict(self.failed_at),
+            benched={str(e): cause for e, cause in self.benches.benched.items()},
+            pauses=self.gate.pauses, paused=self.gate.paused_seconds,
+            unsent=total - skipped - self.done if self.gate.gave_up else 0,
         )
         _log.info("done %s: %d answered, %d failed%s in %.1f s; %d requests, "
                   "%d prompts retried", self.output, summary.answered, summary.failed,
@@ -502,6 +610,8 @@ class _Runner:
         async with anyio.create_task_group() as windows:
             while True:
                 await slots.acquire()
+                if self.gate.gave_up:
+                    break  # the fleet stayed down: what is left stays unsent
                 batch = await anyio.to_thread.run_sync(_take, todo, self.window)
                 if not batch:
                     break
@@ -519,13 +629,63 @@ class _Runner:
             slots.release()
 
     async def _send(self, items: list[JobItem]) -> None:
+        """Send items of one group; while the whole fleet is down, hold and send again."""
+        while items and not self.gate.gave_up:
+            pauses = self.gate.pauses
+            held = await self._call(items)
+            if not held or not await self.gate.fleet_is_back():
+                return  # all settled, or the fleet stayed down: the held stay unsent
+            paused = self.gate.pauses > pauses
+            items = []
+            for item, response in held:
+                # Retryable failures are the prompt's own unless the fleet was found down.
+                if paused or response is None or isinstance(response.exception,
+                                                            EndpointUnavailable):
+                    items.append(item)
+                else:
+                    self._settle(item, response, self.fingerprint(item))
+
+    def watch_fleet(self, all_down: bool) -> None:
+        """Call off this job's calls when every endpoint has been down for a while and they
+        still wait (on requests a vanished server never answers): their unsettled items are
+        held for the pause like those the pool fails at once."""
+        now = time.monotonic()
+        if not (all_down and self.calls and self.gate.enabled):
+            self._down_since = None
+        elif self._down_since is None:
+            self._down_since = now
+        elif now - self._down_since >= _STUCK:
+            for scope in self.calls:
+                scope.cancel()
+            self._down_since = None
+
+    async def _call(self, items: list[JobItem]) -> list[tuple[JobItem, Response | None]]:
+        """One batched call; returns the failures a down fleet may explain (held back when
+        the job pauses for a down fleet, written otherwise), and the items of a call the
+        fleet watch called off (with no response)."""
         first = items[0]
         max_tokens = first.max_tokens if first.max_tokens is not None else self.max_tokens
         system = first.system_prompt if first.system_prompt is not None else self.system_prompt
+        fingerprints = [self.fingerprint(item) for item in items]
+        held: list[tuple[JobItem, Response | None]] = []
+        settled = [False] * len(items)
+
+        def on_result(k: int, response: Response) -> None:
+            settled[k] = True
+            if self.gate.enabled and not response.success and is_fleet_failure(
+                    response.exception):
+                held.append((items[k], response))
+            else:
+                self._settle(items[k], response, fingerprints[k])
+
+        scope = anyio.CancelScope()
+        self.calls.add(scope)
         try:
-            await self.pool.send_all_batched(
-                [item.prompt for item in items], max_tokens, chat_template=self.chat_template,
-                system_prompt=system, on_result=lambda k, r: self._settle(items[k], r))
+            with scope:
+                await self.pool.send_all_batched(
+                    [item.prompt for item in items], max_tokens,
+                    chat_template=self.chat_template, system_prompt=system,
+                    on_result=on_result)
         except BatchError:
             pass  # a strict pool: every failure has been recorded through on_result
         except PromptError as exc:
@@ -536,16 +696,22 @@ class _Runner:
                      if isinstance(self.items, PromptFile)
                      else JobFileError(f"items[{item.index}]", None, exc.problem))
             raise where from exc
+        finally:
+            self.calls.discard(scope)
+        if scope.cancelled_caught:
+            held += [(items[k], None) for k, done in enumerate(settled) if not done]
+        return held
 
-    def _settle(self, item: JobItem, response: Response) -> None:
+    def _settle(self, item: JobItem, response: Response, fingerprint: str) -> None:
         assert self.writer is not None
-        self.writer.add(JobResult.from_response(item, response).line())
+        self.writer.add(JobResult.from_response(item, response, fingerprint).line())
         if self.bar is not None:
             self.bar(item.index, response)
         self.done += 1
         if not response.success:
             self.failed += 1
             self.failures[failure_cause(response.exception) or "unknown"] += 1
+            self.failed_at[str(response.endpoint) if response.endpoint else "none"] += 1
 
 
 def _take(items: Iterator[JobItem], count: int) -> list[JobItem]:
@@ -571,11 +737,17 @@ class _Ticker:
         self._history: deque[tuple[float, int]] = deque([(start, 0)])
         self._scope = anyio.CancelScope()
 
-    async def run(self, interval: float) -> None:
+    async def run(self, interval: float | None) -> None:
+        """Tick every ``interval`` seconds (never with ``None``); note benched endpoints."""
+        next_tick = time.monotonic() + (interval if interval is not None else math.inf)
         with self._scope:
             while True:
-                await anyio.sleep(interval)
-                self.tick()
+                await anyio.sleep(min(_BENCH_LOOK, max(0.0, next_tick - time.monotonic())))
+                self._runner.watch_fleet(self._runner.benches.look())
+                if time.monotonic() >= next_tick:
+                    assert interval is not None
+                    next_tick += interval
+                    self.tick()
 
     def stop(self) -> None:
         self._scope.cancel()
@@ -591,6 +763,8 @@ class _Ticker:
             history.popleft()
         then, done_then = history[0]
         rate = (done - done_then) / (now - then) if now > then and done > done_then else None
+        since = self._runner.gate.paused_since
         self._callback(JobProgress(
             self._total, self._skipped, done, self._runner.failed, now - self._start, rate,
-            self._runner.pool.stats() - self._before))
+            self._runner.pool.stats() - self._before,
+            None if since is None else now - since))

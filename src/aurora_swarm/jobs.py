@@ -24,13 +24,17 @@ crash, say), it sends only what the file does not hold yet. On
 The ``aurora-swarm run`` command is :func:`run_job` with a progress display.
 """
 
+from ._job_fleet import FleetDownError
 from ._job_input import JSONL_KEYS, JobFileError, JobItem, PromptFile
 from ._job_output import JobResult, read_results
+from ._job_resume import ChangedItemsError
 from ._job_stream import ResultStream, stream_batched
 from ._jobs import JobProgress, JobSummary, check_fleet, run_job, run_job_sync
 
 __all__ = [
     "JSONL_KEYS",
+    "ChangedItemsError",
+    "FleetDownError",
     "JobFileError",
     "JobItem",
     "JobProgress",
