@@ -36,7 +36,7 @@ class FleetDownError(EndpointUnavailable):
     file; the prompts left unsent are not written at all, so running the same job again (when
     the fleet is back) sends exactly them.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Attributes
     ----------

@@ -70,7 +70,7 @@ class JobResult:
         to tell whether the result still answers it. ``None`` in files written before
         fingerprints existed.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1.0
     """
 
     id: str | int

@@ -47,7 +47,7 @@ class ChangedItemsError(JobFileError):
     Raised by :func:`~aurora_swarm.jobs.run_job` with ``on_change="stop"`` (the default) when
     the fingerprint of some results differs from what their items would be sent with now.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Attributes
     ----------

@@ -85,7 +85,7 @@ class JobProgress:
         Seconds the run has been paused because every endpoint is down (``None`` while it
         sends).
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1.0
     """
 
     total: int
@@ -313,7 +313,7 @@ async def run_job(
         (the new line is appended and wins when read, see :func:`read_results`); ``"keep"``
         keeps the old results.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1.0
     fleet_wait:
         Seconds to wait when every endpoint is down. The job then stops sending, probes
         ``/health`` every second and resumes when any endpoint answers; prompts the down
@@ -322,7 +322,7 @@ async def run_job(
         left is not written (a rerun sends it). ``0``: no pause; what the down fleet could not
         answer is written as failed.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1.0
 
     Returns
     -------
