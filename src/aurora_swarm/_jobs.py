@@ -743,7 +743,7 @@ class _Ticker:
         with self._scope:
             while True:
                 await anyio.sleep(min(_BENCH_LOOK, max(0.0, next_tick - time.monotonic())))
-                self._runner.watch_fleet(self._runner.benches.look())
+                self._look()
                 if time.monotonic() >= next_tick:
                     assert interval is not None
                     next_tick += interval
@@ -751,6 +751,18 @@ class _Ticker:
 
     def stop(self) -> None:
         self._scope.cancel()
+
+    def _look(self) -> None:
+        """Note benched endpoints; call off calls stuck on a fleet that is all down (a runner
+        without a fleet watch, such as an OpenAI batch file's, has nothing to do here)."""
+        runner = self._runner
+        if isinstance(runner, _Runner):
+            runner.watch_fleet(runner.benches.look())
+
+    def _paused(self, now: float) -> float | None:
+        gate = getattr(self._runner, "gate", None)
+        since = gate.paused_since if isinstance(gate, FleetGate) else None
+        return None if since is None else now - since
 
     def tick(self) -> None:
         if self._callback is None:
@@ -763,8 +775,6 @@ class _Ticker:
             history.popleft()
         then, done_then = history[0]
         rate = (done - done_then) / (now - then) if now > then and done > done_then else None
-        since = self._runner.gate.paused_since
         self._callback(JobProgress(
             self._total, self._skipped, done, self._runner.failed, now - self._start, rate,
-            self._runner.pool.stats() - self._before,
-            None if since is None else now - since))
+            self._runner.pool.stats() - self._before, self._paused(now)))
