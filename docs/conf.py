@@ -34,7 +34,7 @@ nitpick_ignore_regex = [
     (r"py:class", r"(P|T|_K|ResponseT)"),
     (r"py:class", r"(ExceptionGroup|BaseExceptionGroup)"),
     (r"py:class", r"Tags"),
-    (r"py:class", r"(EndpointLike|ChatTemplateSetting|_Unset|ResultHook|Prompt|Conversation|Message)"),
+    (r"py:class", r"(EndpointLike|ChatTemplateSetting|_Unset|ResultHook|Prompt|Conversation|Message|Format)"),
     (r"py:class", r"TLSVerify"),
     # EndpointBehavior's fields are documented as parameters, not attributes.
     # The standard library: its inventory is not fetched (builds run offline).

@@ -37,7 +37,7 @@ async def submit_all(
 
     async def one(index: int) -> None:
         tokens = None if max_tokens is None else max_tokens[index]
-        out[index] = await batcher.submit(prompts[index], tokens)
+        out[index] = await batcher.submit(prompts[index], max_tokens=tokens)
 
     async with anyio.create_task_group() as group:
         for index in range(len(prompts)):

@@ -340,3 +340,19 @@ def test_sampling_fields_outside_the_schema_pass() -> None:
     VLLMPool(["127.0.0.1:9"], model=MODEL,
              sampling={"temperature": 0, "top_p": 1, "stop": "\n", "seed": 3,
                        "guided_json": {"type": "object"}, "min_tokens": 2})
+
+
+async def test_call_options_are_keyword_only_except_the_earlier_max_tokens(
+    pool: VLLMPool, fleet: FakeFleet
+) -> None:
+    """``max_tokens`` stays positional where the earlier system took it so; elsewhere every
+    per-call option is keyword-only."""
+    short = expected_answer("a b c", 2)[0]
+    assert (await pool.post(0, "a b c", 2)).text == short
+    assert [r.text for r in await pool.post_batch(0, ["a b c"], 2)] == [short]
+    assert [r.text for r in await pool.send_all_batched(["a b c"], 2)] == [short]
+    with pytest.raises(TypeError):
+        await pool.send_all(["a"], 2)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        await pool.broadcast_prompt("a", 2)  # type: ignore[misc]
+    assert [r.text for r in await pool.send_all(["a b c"], max_tokens=2)] == [short]

@@ -17,6 +17,7 @@ from ._exceptions import (
     HostfileError,
     HTTPStatusError,
     InputFileError,
+    JobFileError,
     OverloadError,
     PoolClosedError,
     PromptError,
@@ -60,6 +61,7 @@ __all__ = [
     "HealthPolicy",
     "HostfileError",
     "InputFileError",
+    "JobFileError",
     "Message",
     "MicroBatcher",
     "ModelInfo",
@@ -80,3 +82,8 @@ __all__ = [
     "__version__",
     "parse_hostfile",
 ]
+
+from ._exports import own_exports
+
+own_exports(__name__, globals(), __all__)
+del own_exports

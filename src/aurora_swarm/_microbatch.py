@@ -347,7 +347,7 @@ class MicroBatcher:
 
     # -- submitting -----------------------------------------------------------------------------
 
-    async def submit(self, prompt: str, max_tokens: int | None = None) -> Response:
+    async def submit(self, prompt: str, *, max_tokens: int | None = None) -> Response:
         """Queue one prompt and wait for its answer.
 
         Parameters
@@ -540,7 +540,8 @@ class MicroBatcher:
         self._sizes[len(batch)] += 1
         try:
             outcomes = await _outcomes(
-                lambda prompts: pool.post_batch(agent, prompts, key), [w.prompt for w in batch])
+                lambda prompts: pool.post_batch(agent, prompts, max_tokens=key),
+                [w.prompt for w in batch])
             again = []
             for waiter, outcome in zip(batch, outcomes, strict=True):
                 if _resend(outcome, len(batch)):
@@ -568,7 +569,8 @@ class MicroBatcher:
         pool = self._pool
         while waiters:
             outcomes = await _outcomes(
-                lambda prompts: pool.send_all_batched(prompts, key), [w.prompt for w in waiters])
+                lambda prompts: pool.send_all_batched(prompts, max_tokens=key),
+                [w.prompt for w in waiters])
             for waiter, outcome in zip(waiters, outcomes, strict=True):
                 if outcome is not None:
                     self._deliver(waiter, outcome, 1)

@@ -681,8 +681,8 @@ class VLLMPool:
     # -- many prompts ---------------------------------------------------------------------------
 
     async def send_all(
-        self, prompts: Sequence[Prompt], max_tokens: int | None = None,
-        *, system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
+        self, prompts: Sequence[Prompt], *, max_tokens: int | None = None,
+        system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
         on_result: ResultHook | None = None, progress: ProgressSetting = False,
         deadline: float | _Unset | None = UNSET,
     ) -> list[Response]:
@@ -784,9 +784,9 @@ class VLLMPool:
             Overrides the pool's ``deadline`` (seconds for the whole call) for this call.
         """
         if not self._core.use_batch:
-            return await self.send_all(prompts, max_tokens, system_prompt=system_prompt,
-                                       sampling=sampling, on_result=on_result,
-                                       progress=progress, deadline=deadline)
+            return await self.send_all(prompts, max_tokens=max_tokens,
+                                       system_prompt=system_prompt, sampling=sampling,
+                                       on_result=on_result, progress=progress, deadline=deadline)
         self._check_open()
         self._check_agents(len(prompts))
         check_progress(progress)
@@ -1010,8 +1010,8 @@ class VLLMPool:
         return responses
 
     async def broadcast_prompt(
-        self, prompt: Prompt, max_tokens: int | None = None,
-        *, system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
+        self, prompt: Prompt, *, max_tokens: int | None = None,
+        system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
     ) -> list[Response]:
         """Send the same prompt to every agent (one chat request each); ``out[k]`` is agent k's."""
         self._check_open()

@@ -53,3 +53,8 @@ __all__ = [
     "prompt_tokens",
     "serve_fleet",
 ]
+
+from .._exports import own_exports
+
+own_exports(__name__, globals(), __all__)
+del own_exports
