@@ -83,7 +83,7 @@ __all__ = [
     "parse_hostfile",
 ]
 
-from ._exports import own_exports
+from ._exports import own_exports  # noqa: E402
 
 own_exports(__name__, globals(), __all__)
 del own_exports

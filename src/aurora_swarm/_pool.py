@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import attrs
+import httpx2
 import openai
 
 from . import _env
@@ -215,6 +216,13 @@ class VLLMPool:
         names the proxy. See :doc:`/servers`.
 
         .. versionadded:: 0.1.0
+    transport:
+        The HTTP transport every request of the pool goes through (an
+        ``httpx2.AsyncBaseTransport``); by default the network. Tests give the
+        :attr:`~aurora_swarm.testing.FakeFleet.transport` of a ``FakeFleet(..., in_process=True)``,
+        a :class:`~aurora_swarm.testing.MockTransport` that answers in-process, without sockets.
+
+        .. versionadded:: 0.1.0
 
     Examples
     --------
@@ -264,6 +272,7 @@ class VLLMPool:
         deadline: float | None = None,
         verify: TLSVerify = True,
         env_proxies: bool = True,
+        transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         if isinstance(endpoints, str | Endpoint):
             raise ConfigurationError("endpoints must be a list of endpoints, not a single one")
@@ -291,12 +300,14 @@ class VLLMPool:
             _check_sampling(sampling)
         if not isinstance(env_proxies, bool):
             raise ConfigurationError(f"env_proxies must be True or False, got {env_proxies!r}")
-        transport = Transport(api_key=_api_key(api_key), connect_timeout=timeouts.connect,
-                              max_connections=min(max_concurrency,
-                                                  connector_limit or max_concurrency),
-                              api_keys=_endpoint_keys(resolved), verify=check_verify(verify),
-                              env_proxies=env_proxies)
-        sizer = ContextSizer(transport, model, context=limits.model_max_context,
+        if transport is not None and not isinstance(transport, httpx2.AsyncBaseTransport):
+            raise ConfigurationError(
+                f"transport must be an httpx2.AsyncBaseTransport, got {type(transport).__name__}")
+        wire = Transport(api_key=_api_key(api_key), connect_timeout=timeouts.connect,
+                         max_connections=min(max_concurrency, connector_limit or max_concurrency),
+                         api_keys=_endpoint_keys(resolved), verify=check_verify(verify),
+                         env_proxies=env_proxies, http_transport=transport)
+        sizer = ContextSizer(wire, model, context=limits.model_max_context,
                              buffer=limits.buffer)
         FormatResolver.check(chat_template)  # a bad path or template fails here, not later
         affinity = _affinity_chars(prefix_affinity)
@@ -326,7 +337,7 @@ class VLLMPool:
                     record.server.learn_slots(slots, "option")
                 detected[endpoint] = Detected(anyio.CapacityLimiter(fallback_concurrency))
         self._core = _Core(
-            transport=transport,
+            transport=wire,
             model=model,
             max_tokens=limits.max_tokens,
             use_batch=use_batch,
@@ -337,7 +348,7 @@ class VLLMPool:
             strict=strict,
             records=records,
             sizer=sizer,
-            formats=FormatResolver(transport, sizer),
+            formats=FormatResolver(wire, sizer),
             chat_template=chat_template,
             system_prompt=system_prompt,
             prefix_chars=affinity,

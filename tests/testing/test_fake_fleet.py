@@ -61,10 +61,14 @@ def user(text: str) -> list[dict[str, str]]:
 def test_exports_are_exactly_the_public_names() -> None:
     assert sorted(testing.__all__) == [
         "ACTIONS",
+        "Clock",
         "EndpointBehavior",
         "EndpointCounters",
+        "FakeClock",
         "FakeFleet",
         "LatencyModel",
+        "MockTransport",
+        "RealClock",
         "TRANSIENT_FAULTS",
         "chat_prompt_tokens",
         "expected_answer",

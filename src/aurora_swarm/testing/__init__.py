@@ -35,17 +35,23 @@ from ._answers import (
 )
 from ._behavior import ACTIONS, TRANSIENT_FAULTS, EndpointBehavior
 from ._cli import serve_fleet
+from ._clock import Clock, FakeClock, RealClock
 from ._counters import EndpointCounters
 from ._fleet import FakeFleet
 from ._latency import LatencyModel
+from ._mock import MockTransport
 
 __all__ = [
     "ACTIONS",
     "TRANSIENT_FAULTS",
+    "Clock",
     "EndpointBehavior",
     "EndpointCounters",
+    "FakeClock",
     "FakeFleet",
     "LatencyModel",
+    "MockTransport",
+    "RealClock",
     "chat_prompt_tokens",
     "expected_answer",
     "expected_chat_answer",
