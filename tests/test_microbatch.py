@@ -114,16 +114,22 @@ async def test_only_prompts_with_the_same_max_tokens_share_a_batch(pool: VLLMPoo
 
 
 async def test_batches_go_out_concurrently_up_to_max_in_flight() -> None:
-    latency = LatencyModel(request_overhead=0.05)
-    async with fleet_of(2, latency=latency, clock=FakeClock()) as fleet:
-        async with VLLMPool(fleet.endpoints, transport=fleet.transport,
-                            model=MODEL, max_tokens=64) as pool:
-            for limit, expected in ((None, 4), (1, 1)):
+    clock = FakeClock(autojump=False)  # requests stay in flight until the test moves time on
+    async with fleet_of(2, latency=LatencyModel(request_overhead=0.05), clock=clock) as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport, model=MODEL,
+                            max_tokens=64) as pool:
+            for limit, together in ((None, 4), (1, 1)):
                 fleet.reset_counters()
                 async with MicroBatcher(pool, max_batch=4, max_wait_ms=0,
                                         max_in_flight=limit) as batcher:
-                    await submit_all(batcher, [f"p{i}" for i in range(16)])
-                assert fleet.totals().max_in_flight == expected
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(submit_all, batcher, [f"p{i}" for i in range(16)])
+                        for _ in range(4 // together):
+                            await until(lambda n=together: clock.sleepers == n)
+                            await anyio.wait_all_tasks_blocked()
+                            assert clock.sleepers == together  # no more may go out
+                            clock.advance(0.05)
+                assert fleet.totals().max_in_flight == together
                 assert batcher.stats().batch_sizes == {4: 4}
 
 
