@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from aurora_swarm import (
-    Chunking,
     ConfigurationError,
     EndpointUnavailable,
     PromptError,
@@ -27,6 +27,7 @@ from aurora_swarm.jobs import (
     stream_batched,
 )
 from aurora_swarm.testing import (
+    EndpointBehavior,
     FakeClock,
     FakeFleet,
     LatencyModel,
@@ -34,7 +35,7 @@ from aurora_swarm.testing import (
     expected_chat_answer,
 )
 
-from .conftest import BOTH_BACKENDS, MODEL, fleet_of
+from .conftest import BOTH_BACKENDS, MODEL, fleet_of, until
 
 anyio_backend = BOTH_BACKENDS
 
@@ -91,20 +92,26 @@ async def test_stream_arrives_as_settled_and_ordered_returns_input_order() -> No
 
 
 async def test_breaking_out_of_the_stream_cancels_the_call() -> None:
+    clock = FakeClock(autojump=False)  # the test says when time passes
     latency = LatencyModel(prompt_time=0.2, max_concurrent_seqs=4)
-    clock = FakeClock()
-    async with fleet_of(2, latency=latency, clock=clock) as fleet:
-        # Small chunks for these 4-sequence servers, so the first answer comes soon.
-        async with VLLMPool(fleet.endpoints, transport=fleet.transport, model=MODEL, max_tokens=8,
-                            chunking=Chunking(min_chunk=4, whole_share=4)) as pool:
-            async with stream_batched(pool, [f"p{i}" for i in range(400)]) as results:
-                async for _ in results:
-                    break
-            # 400 prompts on 8 slots of 0.2 s take 10 s; leaving stops the call long before.
-            assert clock.now() < 10
+    slow = {1: EndpointBehavior(slowness=10.0)}
+    async with fleet_of(2, latency=latency, behaviors=slow, clock=clock) as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport, model=MODEL,
+                            max_tokens=8) as pool:
+
+            async def first_answers() -> None:
+                await until(lambda: clock.sleepers >= 2)  # both endpoints at work
+                clock.advance(10.0)  # endpoint 0 is done with 200 prompts; endpoint 1 is not
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(first_answers)
+                async with stream_batched(pool, [f"p{i}" for i in range(400)]) as results:
+                    async for _ in results:
+                        break
+            # Leaving stopped the call: nothing runs on, and endpoint 1's work was given up.
             totals = fleet.totals()
-            assert totals.in_flight == 0 and totals.choices_returned < 400
-            assert pool.stats().requests < 20
+            assert totals.in_flight == 0 and clock.sleepers == 0
+            assert totals.abandoned >= 1 and totals.choices_returned < 400
 
 
 async def consume(pool: VLLMPool, prompts: list[str], fail: bool = False) -> None:
