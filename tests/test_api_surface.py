@@ -20,6 +20,7 @@ import aurora_swarm
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 EXPECTED_ALL = [
+    "POOL_DEFAULT",
     "AgentEndpoint",
     "AgentPool",
     "BadResponseError",
@@ -46,6 +47,7 @@ EXPECTED_ALL = [
     "ModelInfo",
     "OverloadError",
     "PoolClosedError",
+    "PoolDefault",
     "PoolStats",
     "Prompt",
     "PromptError",

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
 from aurora_swarm import (
+    POOL_DEFAULT,
     BadResponseError,
+    Chunking,
     ConfigurationError,
     ConnectError,
     HealthPolicy,
     HTTPStatusError,
+    PoolDefault,
     PromptError,
     RequestTimeout,
     RetryPolicy,
+    Timeouts,
 )
 from aurora_swarm._health import Health
 
@@ -56,7 +61,7 @@ def test_backoff_has_jitter() -> None:
 
 @pytest.mark.parametrize("field", ["max_attempts"])
 def test_retry_policy_validation(field: str) -> None:
-    with pytest.raises(ConfigurationError, match=f"RetryPolicy.{field} must be >= 1"):
+    with pytest.raises(ConfigurationError, match=f"RetryPolicy.{field} must be an int >= 1"):
         RetryPolicy(**{field: 0})
 
 
@@ -131,3 +136,37 @@ def test_prefix_homes_group_alike_prompts_and_balance_load() -> None:
     loads = [homes.count(e) for e in range(4)]
     assert max(loads) - min(loads) <= 20, loads  # balanced to within two groups
     assert prefix_homes(texts, 4, 256) == (homes, groups)  # stable
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Timeouts(connect=0), "Timeouts.connect must be > 0"),
+        (lambda: Timeouts(request=-1), "Timeouts.request must be a finite number"),
+        (lambda: Timeouts(per_prompt=float("nan")), "Timeouts.per_prompt must be a finite"),
+        (lambda: Timeouts(request="10"), "Timeouts.request must be a finite number"),
+        (lambda: HealthPolicy(failure_threshold=True), "HealthPolicy.failure_threshold"),
+        (lambda: HealthPolicy(cooldown=float("inf")), "HealthPolicy.cooldown"),
+        (lambda: Chunking(chunk_size=0), "Chunking.chunk_size must be an int >= 1"),
+        (lambda: Chunking(adapt_to_speed="yes"), "Chunking.adapt_to_speed must be True or"),
+        (lambda: RetryPolicy(max_backoff=-0.5), "RetryPolicy.max_backoff"),
+    ],
+)
+def test_policies_refuse_bad_values_naming_the_field(make: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("policy", [RetryPolicy, HealthPolicy, Timeouts, Chunking])
+def test_policies_take_keyword_arguments_only(policy: Any) -> None:
+    with pytest.raises(TypeError):
+        policy(1)
+    assert Timeouts(request=None).for_chunk(10) is None
+
+
+def test_the_pool_default_marker_is_one_value_that_pickles() -> None:
+    import pickle
+
+    assert PoolDefault() is POOL_DEFAULT
+    assert pickle.loads(pickle.dumps(POOL_DEFAULT)) is POOL_DEFAULT
+    assert repr(POOL_DEFAULT) == "POOL_DEFAULT"

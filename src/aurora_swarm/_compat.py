@@ -10,7 +10,7 @@ from __future__ import annotations
 import attrs
 
 from . import _env
-from ._dispatch import Timeouts
+from ._config import Timeouts
 from ._env import env_fallback
 from ._exceptions import ConfigurationError
 

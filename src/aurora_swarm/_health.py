@@ -31,63 +31,13 @@ import time
 
 import attrs
 
-from ._exceptions import ConfigurationError, RequestError
-from ._retry import RetryPolicy
+from ._config import PROBES, HealthPolicy, RetryPolicy
+from ._exceptions import RequestError
 
 __all__ = ["PROBES", "HealthPolicy"]
 
-PROBES = ("auto", "models", "completion")
-"""The ways :class:`HealthPolicy` can probe a benched endpoint."""
 
 _log = logging.getLogger("aurora_swarm.health")
-
-
-def _non_negative(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
-    if value < 0:
-        raise ConfigurationError(f"HealthPolicy.{attr.name} must be >= 0, got {value}")
-
-
-@attrs.frozen
-class HealthPolicy:
-    """When an endpoint is benched and how it comes back.
-
-    Attributes
-    ----------
-    failure_threshold:
-        Consecutive failed requests that bench an endpoint.
-    cooldown:
-        Seconds a benched endpoint waits before its next probe; doubles each time it is benched
-        again without a success in between, up to ``max_cooldown``.
-    max_cooldown:
-        Cap on the cooldown, in seconds.
-    probe_timeout:
-        Seconds a ``/health`` probe may take.
-    probe:
-        How a benched endpoint is probed: ``"auto"`` (default) asks ``GET /health``, or
-        ``GET /v1/models`` on a server without ``/health``; ``"models"`` always asks
-        ``/v1/models``; ``"completion"`` asks for one generated token (``/v1/completions``,
-        ``max_tokens=1``), the only probe that also sees a server whose routes answer while its
-        generation is stuck (seen on vLLM), at the price of a little work on the server.
-
-        .. versionadded:: 0.1.0
-    """
-
-    failure_threshold: int = attrs.field(default=3)
-    cooldown: float = attrs.field(default=2.0, validator=_non_negative)
-    max_cooldown: float = attrs.field(default=60.0, validator=_non_negative)
-    probe_timeout: float = attrs.field(default=5.0, validator=_non_negative)
-    probe: str = attrs.field(default="auto")
-
-    @probe.validator
-    def _check_probe(self, _attr: attrs.Attribute[str], value: str) -> None:
-        if value not in PROBES:
-            raise ConfigurationError(
-                f"HealthPolicy.probe must be one of {', '.join(map(repr, PROBES))}, got {value!r}")
-
-    @failure_threshold.validator
-    def _check_threshold(self, _attr: attrs.Attribute[int], value: int) -> None:
-        if value < 1:
-            raise ConfigurationError(f"HealthPolicy.failure_threshold must be >= 1, got {value}")
 
 
 @attrs.define

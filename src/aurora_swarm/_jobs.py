@@ -24,6 +24,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from ._config import POOL_DEFAULT, PoolDefault
 from ._display import causes, html_table, text_table
 from ._exceptions import (
     BatchError,
@@ -35,7 +36,7 @@ from ._exceptions import (
 from ._formats import ChatTemplateSetting
 from ._job_input import ItemId, JobFileError, JobItem, PromptFile, as_items
 from ._job_output import JobResult, ResultsFile, ResultWriter, failure_cause
-from ._pool import UNSET, VLLMPool, _Unset
+from ._pool import VLLMPool
 from ._progress import ProgressBar, check_progress, open_bar
 from ._prompts import Prompt
 from ._response import Response
@@ -195,8 +196,8 @@ async def run_job(
     output: str | os.PathLike[str],
     *,
     max_tokens: int | None = None,
-    chat_template: ChatTemplateSetting | _Unset = UNSET,
-    system_prompt: str | _Unset | None = UNSET,
+    chat_template: ChatTemplateSetting | PoolDefault = POOL_DEFAULT,
+    system_prompt: str | PoolDefault | None = POOL_DEFAULT,
     retry_failed: bool = True,
     window: int = 20_000,
     sync_interval: float | None = 1.0,
@@ -416,8 +417,8 @@ class _Runner:
 
     def __init__(
         self, pool: VLLMPool, items: Iterable[JobItem], output: str, window: int,
-        max_tokens: int | None, chat_template: ChatTemplateSetting | _Unset,
-        system_prompt: str | _Unset | None,
+        max_tokens: int | None, chat_template: ChatTemplateSetting | PoolDefault,
+        system_prompt: str | PoolDefault | None,
     ) -> None:
         self.pool = pool
         self.items = items

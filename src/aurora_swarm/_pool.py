@@ -18,7 +18,15 @@ from . import _env
 from ._calllog import CallLog
 from ._capabilities import NOT_SUPPORTED_STATUSES, Capabilities, Detected
 from ._compat import DEFAULT_MODEL, PoolLimits, batch_timeouts, one_of
-from ._dispatch import BatchJob, DispatchSettings, EndpointRecord, Timeouts
+from ._config import (
+    POOL_DEFAULT,
+    Chunking,
+    HealthPolicy,
+    PoolDefault,
+    RetryPolicy,
+    Timeouts,
+)
+from ._dispatch import BatchJob, DispatchSettings, EndpointRecord
 from ._endpoint import Endpoint, EndpointLike, as_endpoint
 from ._env import env_fallback
 from ._exceptions import (
@@ -32,7 +40,6 @@ from ._exceptions import (
 )
 from ._fallback import one_by_one
 from ._formats import ChatTemplateSetting, FormatResolver, Prepared
-from ._health import HealthPolicy
 from ._progress import ProgressBar, ProgressSetting, check_progress, open_bar
 from ._prompts import (
     Conversation,
@@ -43,9 +50,8 @@ from ._prompts import (
     sizing_text,
 )
 from ._response import Response, Usage
-from ._retry import RetryPolicy
 from ._sampling import check_sampling_values
-from ._schedule import Chunking, prefix_homes
+from ._schedule import prefix_homes
 from ._sizing import ContextSizer
 from ._stats import PoolStats
 from ._transport import BatchReply, Choice, ModelInfo, TLSVerify, Transport, check_verify
@@ -53,16 +59,6 @@ from ._transport import BatchReply, Choice, ModelInfo, TLSVerify, Transport, che
 __all__ = ["VLLMPool"]
 
 ResultHook = Callable[[int, Response], None]
-
-
-class _Unset:
-    """Marks an argument left out (where ``None`` is a meaningful value)."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET = _Unset()
 
 
 @attrs.define(eq=False)
@@ -571,7 +567,8 @@ class VLLMPool:
 
     async def post(
         self, agent_index: int, prompt: Prompt, max_tokens: int | None = None,
-        *, system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
+        *, system_prompt: str | PoolDefault | None = POOL_DEFAULT,
+        sampling: Mapping[str, Any] | None = None,
     ) -> Response:
         """One ``/v1/chat/completions`` request to agent ``agent_index``.
 
@@ -652,8 +649,9 @@ class VLLMPool:
 
     async def post_batch(
         self, agent_index: int, prompts: Sequence[Prompt], max_tokens: int | None = None,
-        *, chat_template: ChatTemplateSetting | _Unset = UNSET,
-        system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
+        *, chat_template: ChatTemplateSetting | PoolDefault = POOL_DEFAULT,
+        system_prompt: str | PoolDefault | None = POOL_DEFAULT,
+        sampling: Mapping[str, Any] | None = None,
     ) -> list[Response]:
         """Exactly ONE batched request carrying every prompt, to one agent.
 
@@ -693,9 +691,10 @@ class VLLMPool:
 
     async def send_all(
         self, prompts: Sequence[Prompt], *, max_tokens: int | None = None,
-        system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
+        system_prompt: str | PoolDefault | None = POOL_DEFAULT,
+        sampling: Mapping[str, Any] | None = None,
         on_result: ResultHook | None = None, progress: ProgressSetting = False,
-        deadline: float | _Unset | None = UNSET,
+        deadline: float | PoolDefault | None = POOL_DEFAULT,
     ) -> list[Response]:
         """One chat request per prompt, round-robin over the agents (the non-batched baseline).
 
@@ -719,7 +718,7 @@ class VLLMPool:
 
     async def _send_all(
         self, prompts: Sequence[Prompt], max_tokens: int | None,
-        system_prompt: str | _Unset | None, sampling: Mapping[str, Any] | None,
+        system_prompt: str | PoolDefault | None, sampling: Mapping[str, Any] | None,
         on_result: ResultHook | None, limit: float | None = None,
     ) -> list[Response]:
         call = self._call_log("send_all")
@@ -759,10 +758,11 @@ class VLLMPool:
 
     async def send_all_batched(
         self, prompts: Sequence[Prompt], max_tokens: int | None = None,
-        *, chat_template: ChatTemplateSetting | _Unset = UNSET,
-        system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
+        *, chat_template: ChatTemplateSetting | PoolDefault = POOL_DEFAULT,
+        system_prompt: str | PoolDefault | None = POOL_DEFAULT,
+        sampling: Mapping[str, Any] | None = None,
         on_result: ResultHook | None = None, progress: ProgressSetting = False,
-        deadline: float | _Unset | None = UNSET,
+        deadline: float | PoolDefault | None = POOL_DEFAULT,
     ) -> list[Response]:
         """Every prompt over every agent, batched; ``out[i]`` answers ``prompts[i]``.
 
@@ -845,8 +845,8 @@ class VLLMPool:
             results[k] = response
         return self._finish_many([r for r in results if r is not None], call)
 
-    def _deadline(self, value: float | _Unset | None) -> float | None:
-        if isinstance(value, _Unset):
+    def _deadline(self, value: float | PoolDefault | None) -> float | None:
+        if isinstance(value, PoolDefault):
             return self._core.deadline
         _check_deadline(value)
         return value
@@ -867,12 +867,12 @@ class VLLMPool:
 
     async def _plan(
         self, prompts: Sequence[Prompt], max_tokens: int | None,
-        chat_template: ChatTemplateSetting | _Unset, system_prompt: str | _Unset | None,
+        chat_template: ChatTemplateSetting | PoolDefault, system_prompt: str | PoolDefault | None,
         sampling: Mapping[str, Any] | None,
     ) -> _Plan:
         """Validate, format and size a batched call's prompts."""
         core = self._core
-        setting = core.chat_template if isinstance(chat_template, _Unset) else chat_template
+        setting = core.chat_template if isinstance(chat_template, PoolDefault) else chat_template
         known = FormatResolver.check(setting)
         prompts = check_prompts(prompts, conversations=known is None or known.conversations)
         _check_optional_max_tokens(max_tokens)
@@ -988,8 +988,8 @@ class VLLMPool:
             return False
         return True
 
-    def _system_prompt(self, value: str | _Unset | None) -> str | None:
-        system = self._core.system_prompt if isinstance(value, _Unset) else value
+    def _system_prompt(self, value: str | PoolDefault | None) -> str | None:
+        system = self._core.system_prompt if isinstance(value, PoolDefault) else value
         if system is not None and not isinstance(system, str):
             raise ConfigurationError(f"system_prompt must be a str, got {type(system).__name__}")
         return system
@@ -1022,7 +1022,8 @@ class VLLMPool:
 
     async def broadcast_prompt(
         self, prompt: Prompt, *, max_tokens: int | None = None,
-        system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
+        system_prompt: str | PoolDefault | None = POOL_DEFAULT,
+        sampling: Mapping[str, Any] | None = None,
     ) -> list[Response]:
         """Send the same prompt to every agent (one chat request each); ``out[k]`` is agent k's."""
         self._check_open()
