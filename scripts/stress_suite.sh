@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run the unit suite (without the real-vLLM suite) several times while two busy processes
-# compete for the CPU, and report each run's time and result.
+# Run the unit suite (no loopback-fleet integration tests, no real-vLLM suite) several times
+# while two busy processes compete for the CPU, and report each run's time and result.
 #
 #   scripts/stress_suite.sh [RUNS] [-- extra pytest arguments]
 #
@@ -21,7 +21,7 @@ passed=0
 times=()
 for (( k = 1; k <= runs; k++ )); do
   began=$(date +%s.%N)
-  if python -m pytest -q -p no:cacheprovider --ignore=tests/vllm "$@" > "/tmp/stress-suite-$$-$k.log" 2>&1; then
+  if python -m pytest -q -p no:cacheprovider -m "not integration" --ignore=tests/vllm "$@" > "/tmp/stress-suite-$$-$k.log" 2>&1; then
     result=passed; passed=$(( passed + 1 ))
   else
     result="FAILED (log: /tmp/stress-suite-$$-$k.log)"

@@ -193,7 +193,7 @@ async def test_an_endpoint_dying_mid_run_loses_and_mislabels_nothing() -> None:
     latency = LatencyModel(request_overhead=0.002, prompt_time=0.001, max_concurrent_seqs=64)
     behaviors = {1: EndpointBehavior(die_after=2), 2: EndpointBehavior(script=("503", "drop"))}
     prompts = [f"question {i} of the run" for i in range(400)]
-    async with fleet_of(4, latency=latency, behaviors=behaviors) as fleet:
+    async with fleet_of(4, latency=latency, behaviors=behaviors, clock=FakeClock()) as fleet:
         async with VLLMPool(fleet.endpoints, transport=fleet.transport,
                             model=MODEL, max_tokens=64, retry=FAST_RETRY,
                             health=FAST_HEALTH) as pool:

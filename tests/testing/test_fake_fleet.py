@@ -35,6 +35,10 @@ from aurora_swarm.testing import (
 )
 from aurora_swarm.testing._latency import Booking, SlotSchedule
 
+# Loopback servers and subprocesses: integration tests, left out of the unit suite by
+# `-m "not integration"`.
+pytestmark = pytest.mark.integration
+
 MODEL = "fake-model"
 
 
