@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -253,18 +254,18 @@ async def test_a_strict_pool_raises_in_the_failed_submitter_only() -> None:
                 assert (await batcher.submit("fine")).text == "ECHO: fine"
 
 
-async def test_a_strict_pool_keeps_the_answers_its_batch_call_discarded() -> None:
-    # "partial" drops the batch's last choice: the strict pool raises for that prompt and
-    # discards the others' answers; all of them are sent again and answered.
+async def test_a_strict_pool_keeps_the_good_answers_of_a_batch_with_a_failure() -> None:
+    # "partial" drops the batch's last choice: only that prompt is sent again; the batcher
+    # reads the pool's failures as data, so a strict pool discards no answer.
     async with fleet_of(2, behaviors={0: EndpointBehavior(script=("partial",))}) as fleet:
         async with VLLMPool(fleet.endpoints, transport=fleet.transport,
                             model=MODEL, max_tokens=64, strict=True,
                             retry=FAST_RETRY, health=FAST_HEALTH) as pool:
-            async with MicroBatcher(pool, max_batch=5, max_wait_ms=50) as batcher:
+            async with MicroBatcher(pool, max_batch=5, max_wait_ms=60_000) as batcher:
                 prompts = [f"s{i}" for i in range(5)]
                 out = await submit_all(batcher, prompts)
     check_answers(prompts, out)
-    assert batcher.stats().resent == 5
+    assert batcher.stats().resent == 1 and batcher.stats().batch_sizes == {5: 1}
 
 
 # -- cancellation and closing -------------------------------------------------------------------
@@ -477,3 +478,18 @@ async def _cancel_when(scope: anyio.CancelScope, condition: Callable[[], bool]) 
 async def _advance_when(clock: FakeClock, seconds: float, condition: Callable[[], bool]) -> None:
     await until(condition)
     clock.advance(seconds)
+
+
+async def test_batches_skip_an_agent_the_pool_has_resting() -> None:
+    """The batcher reads the pool's own endpoint health: an agent asked to wait (Retry-After)
+    gets no batch until the wait is over, and other calls of the pool see the same rest."""
+    behaviors = {0: EndpointBehavior(script=("429",), retry_after=50)}
+    async with fleet_of(2, behaviors=behaviors) as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport, model=MODEL,
+                            max_tokens=64, retry=FAST_RETRY) as pool:
+            async with MicroBatcher(pool, max_batch=1) as batcher:
+                for k in range(6):
+                    assert (await batcher.submit(f"p{k}")).text == f"ECHO: p{k}"
+            assert pool._health(0).wait_time(time.monotonic()) > 40  # still resting
+    assert fleet.counters(0).completion_requests == 1  # the 429, then no more
+    assert fleet.counters(1).completion_requests == 6  # p0 again, then the rest

@@ -56,12 +56,19 @@ class Health:
     benched_at: float = 0.0
 
     def record_success(self) -> None:
+        """Record an answered request: the failure streak and the bench count start over."""
         self.consecutive_failures = 0
         self.benches = 0
         self.down = False
 
-    def record_failure(self, exc: RequestError, health: HealthPolicy, retry: RetryPolicy) -> None:
-        now = time.monotonic()
+    def record_failure(
+        self, exc: RequestError, health: HealthPolicy, retry: RetryPolicy,
+        now: float | None = None,
+    ) -> None:
+        """Record a failed request: rest for the retry policy's backoff (or the server's
+        ``Retry-After``), and bench after ``failure_threshold`` failures in a row.
+        ``now`` is the ``time.monotonic()`` reading to use (default: the current one)."""
+        now = time.monotonic() if now is None else now
         self.last_error = exc
         if not exc.retryable:
             return  # the server is up and answering: the request was at fault, not the server
@@ -85,9 +92,10 @@ class Health:
         # A fresh bench is probed at once, so a dead endpoint is known to be down quickly.
         self.probe_at = now if probe_now else self.benched_until
 
-    def probe_result(self, ok: bool, health: HealthPolicy) -> None:
-        """Record a ``/health`` probe of a benched endpoint."""
-        now = time.monotonic()
+    def probe_result(self, ok: bool, health: HealthPolicy, now: float | None = None) -> None:
+        """Record a ``/health`` probe of a benched endpoint (``now`` as in
+        :meth:`record_failure`)."""
+        now = time.monotonic() if now is None else now
         if not ok:
             first = not self.down
             self.down = True
@@ -107,6 +115,10 @@ class Health:
             self.probe_at = self.benched_until
             _log.debug("%s answers /health; back to work in %.1f s", self.name,
                        self.benched_until - now)
+
+    def available(self, now: float) -> bool:
+        """Whether the endpoint may take work at ``now`` (neither resting nor benched)."""
+        return not self.benched and self.wait_time(now) == 0
 
     def wait_time(self, now: float) -> float:
         """Seconds until this endpoint may take work or must be probed (0 = now)."""

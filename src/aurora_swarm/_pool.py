@@ -40,6 +40,7 @@ from ._exceptions import (
 )
 from ._fallback import one_by_one
 from ._formats import ChatTemplateSetting, FormatResolver, Prepared
+from ._health import Health
 from ._progress import ProgressBar, ProgressSetting, check_progress, open_bar
 from ._prompts import (
     Conversation,
@@ -354,14 +355,27 @@ class VLLMPool:
         )
         self._endpoints: tuple[Endpoint, ...] = tuple(resolved)
         self._owner = True
+        self._raising = True
 
     @classmethod
-    def _view(cls, parent: VLLMPool, endpoints: Sequence[Endpoint]) -> VLLMPool:
+    def _view(
+        cls, parent: VLLMPool, endpoints: Sequence[Endpoint], *, raising: bool | None = None
+    ) -> VLLMPool:
         pool = cls.__new__(cls)
         pool._core = parent._core
         pool._endpoints = tuple(endpoints)
         pool._owner = False
+        pool._raising = parent._raising if raising is None else raising
         return pool
+
+    def _failures_as_data(self) -> VLLMPool:
+        """This pool's view whose calls return failed responses even when the pool is strict
+        (for callers inside the package that sort failures out themselves)."""
+        return VLLMPool._view(self, self._endpoints, raising=False)
+
+    def _health(self, agent_index: int) -> Health:
+        """The live health the pool keeps for agent ``agent_index``'s endpoint."""
+        return self._core.records[self._endpoints[agent_index]].health
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -434,6 +448,12 @@ class VLLMPool:
     def chat_template(self) -> ChatTemplateSetting:
         """How batched prompts are formatted (the ``chat_template`` the pool was made with)."""
         return self._core.chat_template
+
+    @property
+    def strict(self) -> bool:
+        """Whether failed prompts are raised (:class:`~aurora_swarm.BatchError`) instead of
+        returned as failed responses."""
+        return self._core.strict
 
     @property
     def system_prompt(self) -> str | None:
@@ -598,7 +618,7 @@ class VLLMPool:
                                            params)
 
     def _finish_one(self, response: Response) -> Response:
-        if self._core.strict and response.exception is not None:
+        if self._core.strict and self._raising and response.exception is not None:
             raise response.exception
         return response
 
@@ -617,24 +637,17 @@ class VLLMPool:
             nonlocal attempts
             attempts = number
             counters = record.counters
-            counters.requests += 1
-            counters.prompts += 1
-            if number > 1:
-                counters.retries += 1
+            counters.sent(1, retry=number > 1)
             try:
                 async with core.limiter:
                     choice, usage, latency = await core.transport.chat(
                         endpoint, messages, body, timeout)
             except RequestError as exc:
-                counters.failures[exc.cause] += 1
+                counters.failed(exc.cause)
                 record.health.record_failure(exc, settings.health, settings.retry)
                 raise
             record.health.record_success()
-            counters.answered += 1
-            counters.latencies.append(latency)
-            if usage is not None:
-                counters.prompt_tokens += usage.prompt_tokens
-                counters.completion_tokens += usage.completion_tokens
+            counters.answered_request(1, latency, usage)
             return Response(
                 success=True, text=choice.text, agent_index=agent_index,
                 finish_reason=choice.finish_reason, usage=usage, latency=latency,
@@ -1009,7 +1022,7 @@ class VLLMPool:
     ) -> list[Response]:
         if call is not None:
             call.done(responses)
-        if self._core.strict:
+        if self._core.strict and self._raising:
             failures = []
             for index, response in enumerate(responses):
                 if response.exception is not None:
