@@ -242,3 +242,10 @@ async def test_a_cancelled_sleeper_hands_the_jumping_on() -> None:
             await clock.sleep(0)
             first.cancel()  # cancels only this task's own wait; the nap goes on
     assert woke == [50.0]
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_fleet_on_ports_says_it_needs_asyncio(anyio_backend: str) -> None:
+    with pytest.raises(RuntimeError, match="in_process=True"):
+        async with FakeFleet(1):
+            pass

@@ -64,6 +64,29 @@ class MockTransport(httpx2.AsyncBaseTransport):
     <aurora_swarm.testing.FakeFleet.transport>`.
 
     .. versionadded:: 0.2
+
+    Examples
+    --------
+    A test of a pool on two in-process endpoints, on asyncio and trio alike; the second
+    endpoint answers its first request with a 503 and takes ten modelled seconds per request,
+    which a :class:`~aurora_swarm.testing.FakeClock` passes at once:
+
+    >>> import anyio
+    >>> from aurora_swarm import VLLMPool
+    >>> from aurora_swarm.testing import EndpointBehavior, FakeClock, FakeFleet, LatencyModel
+    >>> async def test_my_client():
+    ...     clock = FakeClock()
+    ...     async with FakeFleet(2, in_process=True, clock=clock,
+    ...                          latency=LatencyModel(request_overhead=10.0),
+    ...                          behaviors={1: EndpointBehavior(script=("503",))}) as fleet:
+    ...         async with VLLMPool(fleet.endpoints, model=fleet.model,
+    ...                             transport=fleet.transport) as pool:
+    ...             answers = await pool.send_all_batched(["a", "b", "c"])
+    ...     return [a.text for a in answers], fleet.counters(1).faults, clock.now() >= 10
+    >>> for backend in ("asyncio", "trio"):
+    ...     print(anyio.run(test_my_client, backend=backend))
+    (['ECHO: a', 'ECHO: b', 'ECHO: c'], {'503': 1}, True)
+    (['ECHO: a', 'ECHO: b', 'ECHO: c'], {'503': 1}, True)
     """
 
     def __init__(self, servers: Mapping[tuple[str, int], FakeServer], clock: Clock) -> None:
