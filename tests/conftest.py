@@ -51,7 +51,7 @@ async def pool(fleet: FakeFleet) -> AsyncIterator[VLLMPool]:
         yield opened
 
 
-QUICK_EXAMPLES = 100
+QUICK_EXAMPLES = 50
 
 
 def property_examples(ci: int) -> int:
