@@ -12,7 +12,7 @@ runs=${1:-10}
 shift $(( $# > 0 ? 1 : 0 ))
 [[ ${1:-} == "--" ]] && shift
 
-busy() { python3 -c 'while True: pass' & echo $!; }
+busy() { python3 -c 'while True: pass' > /dev/null 2>&1 & echo $!; }
 hogs=("$(busy)" "$(busy)")
 stop_hogs() { kill "${hogs[@]}" 2>/dev/null; wait "${hogs[@]}" 2>/dev/null; }
 trap stop_hogs EXIT
