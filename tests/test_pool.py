@@ -107,7 +107,10 @@ async def test_send_all_batched_uses_few_requests_and_keeps_order(
     assert all(r.success for r in out)
     assert fleet.total_requests() <= 4 * 8
     assert fleet.totals().chat_requests == 0
-    assert pool.stats().requests == fleet.total_requests()
+    # Every request counted reached the fleet, except one called off first (taken back, or a
+    # backup that lost the race before it was sent).
+    stats = pool.stats()
+    assert 0 <= stats.requests - fleet.total_requests() <= stats.taken_back + stats.backups
 
 
 async def test_use_batch_false_behaves_as_send_all(fleet: FakeFleet) -> None:
