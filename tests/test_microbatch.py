@@ -215,7 +215,8 @@ async def test_an_endpoint_dying_mid_run_loses_and_mislabels_nothing() -> None:
     assert stats.resent >= 1 and stats.answered == 400 and stats.failed == 0
     assert any(r is not None and r.attempts >= 2 for r in out)
     # The dead agent rests: it is not sent batch after batch (round-robin would send ~12).
-    assert dead.requests <= 8 and stats.batches == 50  # the pool's own retries may add some
+    assert dead.requests <= 8  # the pool's own retries may add some
+    assert sum(size * n for size, n in stats.batch_sizes.items()) == 400  # each once
 
 
 async def test_one_bad_prompt_does_not_fail_its_batch_neighbours() -> None:
