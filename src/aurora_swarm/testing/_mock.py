@@ -63,7 +63,7 @@ class MockTransport(httpx2.AsyncBaseTransport):
     Make it with ``FakeFleet(..., in_process=True)`` and use :attr:`FakeFleet.transport
     <aurora_swarm.testing.FakeFleet.transport>`.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1.0
 
     Examples
     --------

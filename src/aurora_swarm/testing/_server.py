@@ -410,7 +410,8 @@ class FakeServer:
         booking = schedule.book(ready, services)
         try:
             while (delay := booking.due - clock.now()) > 0:
-                if not await _wait(schedule, booking, delay, peer, clock.now()):
+                if not await (_wait_local if self.local else _wait)(
+                        schedule, booking, delay, peer, clock.now()):
                     return False
             return True
         finally:
@@ -477,6 +478,32 @@ async def _wait(
     schedule: SlotSchedule, booking: Booking, delay: float, peer: PeerLike, now: float
 ) -> bool:
     """Sleep ``delay`` seconds or until the booking's due time moves; ``False`` if the client left.
+
+    A booking that can no longer move (all its prompts started, or no slot limit) sleeps on the
+    peer alone, without a second task.
+    """
+    loop = asyncio.get_running_loop()
+    if not schedule.may_move(booking, now):
+        return await peer.sleep(delay)
+    wake = anyio.Event()
+    booking.wake = wake
+    sleeper = loop.create_task(peer.sleep(delay))
+    waker = loop.create_task(wake.wait())
+    try:
+        await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        booking.wake = None
+        for task in (sleeper, waker):
+            if not task.done():
+                task.cancel()
+        await asyncio.wait((sleeper, waker))
+    return sleeper.cancelled() or sleeper.result()
+
+
+async def _wait_local(
+    schedule: SlotSchedule, booking: Booking, delay: float, peer: PeerLike, now: float
+) -> bool:
+    """:func:`_wait` for an in-process endpoint, on any event loop (anyio).
 
     A booking that can no longer move (all its prompts started, or no slot limit) sleeps on the
     peer alone, without a second task.
