@@ -162,4 +162,4 @@ async def _call(pool: VLLMPool, prompts: Sequence[str], mode: Mode, max_tokens: 
     if mode == "batch":
         await pool.send_all_batched(prompts, max_tokens, on_result=on_result)
     else:
-        await pool.send_all(prompts, max_tokens, on_result=on_result)
+        await pool.send_all(prompts, max_tokens=max_tokens, on_result=on_result)

@@ -35,7 +35,7 @@ nitpick_ignore_regex = [
     (r"py:class", r"(ExceptionGroup|BaseExceptionGroup)"),
     (r"py:class", r"Tags"),
     (r"py:class", r"OnChange"),  # a Literal alias; run_job documents its values
-    (r"py:class", r"(EndpointLike|ChatTemplateSetting|_Unset|ResultHook|Prompt|Conversation|Message)"),
+    (r"py:class", r"(EndpointLike|ChatTemplateSetting|_Unset|ResultHook|Prompt|Conversation|Message|Format)"),
     (r"py:class", r"TLSVerify"),
     # EndpointBehavior's fields are documented as parameters, not attributes.
     # The standard library: its inventory is not fetched (builds run offline).

@@ -20,6 +20,7 @@ import aurora_swarm
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 EXPECTED_ALL = [
+    "POOL_DEFAULT",
     "AgentEndpoint",
     "AgentPool",
     "BadResponseError",
@@ -40,11 +41,13 @@ EXPECTED_ALL = [
     "HealthPolicy",
     "HostfileError",
     "InputFileError",
+    "JobFileError",
     "Message",
     "MicroBatcher",
     "ModelInfo",
     "OverloadError",
     "PoolClosedError",
+    "PoolDefault",
     "PoolStats",
     "Prompt",
     "PromptError",
@@ -164,6 +167,26 @@ def modules_with_examples() -> list[str]:
             if EXAMPLE.search(inspect.getsource(importlib.import_module(n)))]
 
 
+def examples_of(mod: ModuleType) -> list[doctest.DocTest]:
+    """The doctests of a module's docstring and of what its source defines.
+
+    Exported classes and functions report the public package as their ``__module__``, so
+    :class:`doctest.DocTestFinder` no longer ties them to the private module that defines
+    them: they are looked up by the names the module's source defines instead.
+    """
+    finder = doctest.DocTestFinder()
+    own = {node.name for node in ast.parse(inspect.getsource(mod)).body
+           if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)}
+    prefix = mod.__name__ + "."
+    tests = [t for t in finder.find(mod) if t.name == mod.__name__
+             or t.name.removeprefix(prefix).split(".")[0] in own]
+    for name in sorted(own):
+        obj = getattr(mod, name, None)
+        if (inspect.isclass(obj) or inspect.isfunction(obj)) and obj.__module__ != mod.__name__:
+            tests += finder.find(obj, prefix + name, module=False, globs=dict(vars(mod)))
+    return tests
+
+
 @pytest.mark.parametrize("module", modules_with_examples())
 def test_docstring_examples_run(module: str) -> None:
     """The ``>>>`` examples the API reference shows are run, and print what they show.
@@ -174,7 +197,7 @@ def test_docstring_examples_run(module: str) -> None:
     docstring, a nested function) would otherwise be shown in the docs and never run.
     """
     mod = importlib.import_module(module)
-    tests = doctest.DocTestFinder().find(mod)
+    tests = examples_of(mod)
     written = len(EXAMPLE.findall(inspect.getsource(mod)))
     collected = sum(len(test.examples) for test in tests)
     assert collected == written, (
@@ -237,3 +260,35 @@ def test_versionadded_is_never_later_than_the_package(module: str) -> None:
     for marked in VERSION_ADDED.findall(source):
         parts = tuple(int(p) for p in marked.split("."))
         assert parts <= version, f"{module}: versionadded {marked} > {aurora_swarm.__version__}"
+
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES)
+def test_exports_name_their_public_module(module: str) -> None:
+    """Reprs and tracebacks show ``aurora_swarm.VLLMPool``, not the private module."""
+    mod = importlib.import_module(module)
+    private = [name for name in mod.__all__
+               if (inspect.isclass(getattr(mod, name)) or inspect.isfunction(getattr(mod, name)))
+               and "._" in "." + getattr(mod, name).__module__.removeprefix("aurora_swarm")]
+    assert private == []
+    assert repr(aurora_swarm.VLLMPool) == "<class 'aurora_swarm.VLLMPool'>"
+
+
+def test_a_public_error_pickles_by_its_public_name() -> None:
+    import pickle
+
+    error = aurora_swarm.RequestTimeout("no answer")
+    assert b"aurora_swarm._" not in pickle.dumps(error)
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is aurora_swarm.RequestTimeout and str(again) == "no answer"
+
+
+def test_batch_error_is_a_swarm_error_and_an_exception_group() -> None:
+    members = [aurora_swarm.RequestTimeout("slow"), aurora_swarm.ConnectError("gone")]
+    error = aurora_swarm.BatchError("2 of 2 prompts failed", members)
+    assert isinstance(error, aurora_swarm.SwarmError)
+    assert "ExceptionGroup" in [cls.__name__ for cls in type(error).__mro__]
+    timeouts = error.subgroup(aurora_swarm.RequestTimeout)
+    assert type(timeouts) is aurora_swarm.BatchError and list(timeouts.exceptions) == members[:1]
+    with pytest.raises(aurora_swarm.SwarmError) as caught:
+        raise error
+    assert caught.value is error

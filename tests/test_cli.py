@@ -19,6 +19,10 @@ from aurora_swarm import parse_hostfile
 from aurora_swarm.jobs import PromptFile, read_results, run_job_sync
 from aurora_swarm.testing import expected_answer
 
+# Loopback servers and subprocesses: integration tests, left out of the unit suite by
+# `-m "not integration"`.
+pytestmark = pytest.mark.integration
+
 ENV = {**os.environ, "PYTHONWARNINGS": "error", "COLUMNS": "100"}
 CLI = [sys.executable, "-m", "aurora_swarm.cli"]
 

@@ -23,7 +23,9 @@ async def test_every_text_gets_its_own_vector_in_few_requests() -> None:
     assert all(r.success and r.endpoint is not None for r in out)
     assert max(requests) <= 8, requests
     assert shuffled == requests  # every answer came back shuffled
-    assert stats.requests == sum(requests)
+    # Every request counted reached the fleet, except one called off first (taken back, or a
+    # backup that lost the race before it was sent).
+    assert 0 <= stats.requests - sum(requests) <= stats.taken_back + stats.backups
 
 
 async def test_failed_requests_move_to_other_endpoints() -> None:

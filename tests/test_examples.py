@@ -20,6 +20,10 @@ from pathlib import Path
 
 import pytest
 
+# Loopback servers and subprocesses: integration tests, left out of the unit suite by
+# `-m "not integration"`.
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 DOCS = ROOT / "docs"

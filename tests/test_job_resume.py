@@ -24,7 +24,7 @@ from aurora_swarm.jobs import (
 )
 from aurora_swarm.testing import FakeFleet, expected_answer
 
-from .conftest import FAST_RETRY, MODEL
+from .conftest import FAST_RETRY, MODEL, fleet_of
 
 
 def lines_of(path: Path) -> list[dict[str, Any]]:
@@ -93,7 +93,8 @@ async def test_what_counts_as_a_change(fleet: FakeFleet, tmp_path: Path, change:
     out = tmp_path / "results.jsonl"
     items: list[dict[str, Any]] = [{"id": f"q{i}", "prompt": f"p {i}"} for i in range(20)]
     async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=16, retry=FAST_RETRY,
-                        chat_template="{{ messages[-1]['content'] }}") as pool:
+                        chat_template="{{ messages[-1]['content'] }}",
+                        transport=fleet.transport) as pool:
         await run_job(pool, items, out)
         if change == "per-item max_tokens":
             items[3]["max_tokens"] = 5
@@ -105,7 +106,7 @@ async def test_what_counts_as_a_change(fleet: FakeFleet, tmp_path: Path, change:
     if change == "model sampling":
         async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=16, retry=FAST_RETRY,
                             chat_template="{{ messages[-1]['content'] }}",
-                            sampling={"temperature": 0.5}) as pool:
+                            sampling={"temperature": 0.5}, transport=fleet.transport) as pool:
             with pytest.raises(ChangedItemsError, match="holds results for 20 items"):
                 await run_job(pool, items, out)
 
@@ -142,16 +143,18 @@ async def test_results_without_fingerprints_still_resume_unchecked(
 async def test_a_rerun_that_retries_failures_keeps_one_line_per_id(tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
     prompts = [f"short {i}" for i in range(10)]
-    async with FakeFleet(2, model=MODEL, max_model_len=64) as small:
-        async with VLLMPool(small.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(2, model=MODEL, max_model_len=64) as small:
+        async with VLLMPool(small.endpoints, model=MODEL, max_tokens=8,
+                            transport=small.transport) as pool:
             await run_job(pool, prompts, out)
             prompts[4] = "long " * 80  # changed, and cannot fit: its new line is a failure
             summary = await run_job(pool, prompts, out, on_change="rerun")
             assert (summary.sent, summary.failed) == (1, 1)
             assert len(lines_of(out)) == 11
             assert not read_results(out)[4].success
-    async with FakeFleet(2, model=MODEL) as large:
-        async with VLLMPool(large.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(2, model=MODEL) as large:
+        async with VLLMPool(large.endpoints, model=MODEL, max_tokens=8,
+                            transport=large.transport) as pool:
             summary = await run_job(pool, prompts, out)
     # The failed last line of id 4 went, and so did its superseded answer: one line per id.
     assert (summary.sent, summary.retried_failures) == (1, 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +10,7 @@ import anyio
 import pytest
 
 from aurora_swarm import (
-    Chunking,
     ConfigurationError,
-    Endpoint,
     EndpointUnavailable,
     PromptError,
     RetryPolicy,
@@ -30,13 +27,17 @@ from aurora_swarm.jobs import (
     stream_batched,
 )
 from aurora_swarm.testing import (
+    EndpointBehavior,
+    FakeClock,
     FakeFleet,
     LatencyModel,
     expected_answer,
     expected_chat_answer,
 )
 
-from .conftest import MODEL
+from .conftest import BOTH_BACKENDS, MODEL, fleet_of, until
+
+anyio_backend = BOTH_BACKENDS
 
 PROMPTS = [f"prompt {i} " + "word " * (i % 7) for i in range(300)]
 
@@ -78,8 +79,8 @@ async def test_stream_arrives_as_settled_and_ordered_returns_input_order() -> No
     from aurora_swarm.testing import EndpointBehavior
 
     latency = LatencyModel(prompt_time=0.01, max_concurrent_seqs=8)
-    async with FakeFleet(2, latency=latency, behaviors={0: EndpointBehavior(slowness=5.0)}) as f:
-        async with VLLMPool(f.endpoints, model=MODEL, max_tokens=64) as pool:
+    async with fleet_of(2, latency=latency, behaviors={0: EndpointBehavior(slowness=5.0)}) as f:
+        async with VLLMPool(f.endpoints, transport=f.transport, model=MODEL, max_tokens=64) as pool:
             async with stream_batched(pool, PROMPTS[:120]) as results:
                 arrival = [index async for index, _ in results]
             async with stream_batched(pool, PROMPTS[:120]) as results:
@@ -91,19 +92,26 @@ async def test_stream_arrives_as_settled_and_ordered_returns_input_order() -> No
 
 
 async def test_breaking_out_of_the_stream_cancels_the_call() -> None:
+    clock = FakeClock(autojump=False)  # the test says when time passes
     latency = LatencyModel(prompt_time=0.2, max_concurrent_seqs=4)
-    async with FakeFleet(2, latency=latency) as fleet:
-        # Requests of 4 for these 4-sequence servers, so the first answer comes soon.
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
-                            chunking=Chunking(chunk_size=4)) as pool:
-            start = time.monotonic()
-            async with stream_batched(pool, [f"p{i}" for i in range(400)]) as results:
-                async for _ in results:
-                    break
-            # 400 prompts on 8 slots of 0.2 s would take 10 s; leaving stops the call.
-            assert time.monotonic() - start < 3
-            await anyio.sleep(0.1)
-            assert pool.stats().requests < 20
+    slow = {1: EndpointBehavior(slowness=10.0)}
+    async with fleet_of(2, latency=latency, behaviors=slow, clock=clock) as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport, model=MODEL,
+                            max_tokens=8) as pool:
+
+            async def first_answers() -> None:
+                await until(lambda: clock.sleepers >= 2)  # both endpoints at work
+                clock.advance(10.0)  # endpoint 0 is done with 200 prompts; endpoint 1 is not
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(first_answers)
+                async with stream_batched(pool, [f"p{i}" for i in range(400)]) as results:
+                    async for _ in results:
+                        break
+            # Leaving stopped the call: nothing runs on, and endpoint 1's work was given up.
+            totals = fleet.totals()
+            assert totals.in_flight == 0 and clock.sleepers == 0
+            assert totals.abandoned >= 1 and totals.choices_returned < 400
 
 
 async def consume(pool: VLLMPool, prompts: list[str], fail: bool = False) -> None:
@@ -114,7 +122,7 @@ async def consume(pool: VLLMPool, prompts: list[str], fail: bool = False) -> Non
 
 
 async def test_stream_raises_call_errors_unwrapped(fleet: FakeFleet) -> None:
-    async with VLLMPool(fleet.endpoints, model="no-such-model") as pool:
+    async with VLLMPool(fleet.endpoints, transport=fleet.transport, model="no-such-model") as pool:
         with pytest.raises(ConfigurationError, match="it serves: 'fake-model'"):
             await consume(pool, ["a"])
 
@@ -180,8 +188,9 @@ async def test_failed_items_are_written_and_retried_by_a_rerun(tmp_path: Path) -
     out = tmp_path / "results.jsonl"
     prompts = [f"short {i}" if i % 5 else "long " * 80 for i in range(50)]
     # A context of 64 tokens cannot hold the long prompts: they fail, the others are answered.
-    async with FakeFleet(2, model=MODEL, max_model_len=64) as small:
-        async with VLLMPool(small.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(2, model=MODEL, max_model_len=64) as small:
+        async with VLLMPool(small.endpoints, transport=small.transport,
+                            model=MODEL, max_tokens=8) as pool:
             summary = await run_job(pool, prompts, out)
             assert (summary.answered, summary.failed) == (40, 10)
             assert summary.failures == {"PromptError": 10} and not summary.complete
@@ -190,8 +199,9 @@ async def test_failed_items_are_written_and_retried_by_a_rerun(tmp_path: Path) -
     failed = [r for r in lines_of(out) if not r["success"]]
     assert len(failed) == 10 and all("context" in r["error"] for r in failed)
     assert {r["cause"] for r in failed} == {"PromptError"} and failed[0]["text"] == ""
-    async with FakeFleet(2, model=MODEL) as large:
-        async with VLLMPool(large.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(2, model=MODEL) as large:
+        async with VLLMPool(large.endpoints, transport=large.transport,
+                            model=MODEL, max_tokens=8) as pool:
             summary = await run_job(pool, prompts, out)
     assert (summary.skipped, summary.sent, summary.retried_failures) == (40, 10, 10)
     assert summary.complete
@@ -200,8 +210,9 @@ async def test_failed_items_are_written_and_retried_by_a_rerun(tmp_path: Path) -
 
 async def test_strict_pool_failures_are_recorded_not_raised(tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
-    async with FakeFleet(1, model=MODEL, max_model_len=32) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=4, strict=True) as pool:
+    async with fleet_of(1, model=MODEL, max_model_len=32) as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport,
+                            model=MODEL, max_tokens=4, strict=True) as pool:
             summary = await run_job(pool, ["fits", "long " * 60, "fits too"], out)
     assert (summary.answered, summary.failed) == (2, 1)
     assert len(lines_of(out)) == 3
@@ -231,8 +242,9 @@ async def test_conversations_with_a_chat_template_and_system_prompts(tmp_path: P
     conversation = [{"role": "user", "content": "hello there"}]
     items = [{"id": 1, "messages": conversation},
              {"id": 2, "prompt": "plain words", "system_prompt": "Be brief."}]
-    async with FakeFleet(2, model=MODEL, chat_batch=True) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=16) as pool:
+    async with fleet_of(2, model=MODEL, chat_batch=True) as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport,
+                            model=MODEL, max_tokens=16) as pool:
             summary = await run_job(pool, items, out, chat_template="server")
     got = {r.id: r.text for r in read_results(out)}
     assert got[1] == expected_chat_answer(conversation, 16)[0]
@@ -380,7 +392,7 @@ async def test_a_model_the_fleet_does_not_serve_lists_what_it_serves(
     fleet: FakeFleet, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.jsonl"
-    async with VLLMPool(fleet.endpoints, model="llama-9000") as pool:
+    async with VLLMPool(fleet.endpoints, transport=fleet.transport, model="llama-9000") as pool:
         with pytest.raises(ConfigurationError,
                            match="does not serve the model 'llama-9000'; it serves: 'fake-model'"):
             await run_job(pool, PROMPTS, out)
@@ -388,12 +400,13 @@ async def test_a_model_the_fleet_does_not_serve_lists_what_it_serves(
 
 
 async def test_an_unreachable_fleet_is_said_plainly(tmp_path: Path) -> None:
-    async with FakeFleet(1) as fleet:
+    async with fleet_of(1) as fleet:
         dead = fleet.endpoints[0]
-    async with VLLMPool([dead], model=MODEL, retry=RetryPolicy(max_attempts=1)) as pool:
+    async with VLLMPool([dead], model=MODEL, retry=RetryPolicy(max_attempts=1),
+                        transport=fleet.transport) as pool:
         with pytest.raises(EndpointUnavailable, match=r"unreachable.*connection failed") as info:
             await run_job(pool, PROMPTS, tmp_path / "out.jsonl")
-    assert str(Endpoint("127.0.0.1", dead.port)) in str(info.value)
+    assert str(dead) in str(info.value)
 
 
 async def test_bad_job_arguments_raise_at_once(pool: VLLMPool, tmp_path: Path) -> None:

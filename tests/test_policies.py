@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
 from aurora_swarm import (
+    POOL_DEFAULT,
     BadResponseError,
+    Chunking,
     ConfigurationError,
     ConnectError,
+    Endpoint,
     HealthPolicy,
     HTTPStatusError,
+    PoolDefault,
     PromptError,
     RequestTimeout,
     RetryPolicy,
+    Timeouts,
+    Usage,
 )
 from aurora_swarm._health import Health
+from aurora_swarm._stats import Counters
 
 
 @pytest.mark.parametrize(
@@ -56,7 +64,7 @@ def test_backoff_has_jitter() -> None:
 
 @pytest.mark.parametrize("field", ["max_attempts"])
 def test_retry_policy_validation(field: str) -> None:
-    with pytest.raises(ConfigurationError, match=f"RetryPolicy.{field} must be >= 1"):
+    with pytest.raises(ConfigurationError, match=f"RetryPolicy.{field} must be an int >= 1"):
         RetryPolicy(**{field: 0})
 
 
@@ -106,16 +114,29 @@ def test_health_benches_after_threshold_and_probe_brings_back() -> None:
 def test_health_cooldown_doubles_and_is_capped() -> None:
     policy = HealthPolicy(failure_threshold=1, cooldown=1.0, max_cooldown=3.0)
     health = Health()
-    now = time.monotonic()
-    health.record_failure(ConnectError("x"), policy, RetryPolicy(initial_backoff=0.0))
-    first = health.benched_until - now
-    health.probe_result(False, policy)
-    second = health.benched_until - time.monotonic()
-    health.probe_result(False, policy)
-    third = health.benched_until - time.monotonic()
-    assert first == pytest.approx(1.0, abs=0.05)
-    assert second == pytest.approx(2.0, abs=0.05)
-    assert third == pytest.approx(3.0, abs=0.05)
+    health.record_failure(ConnectError("x"), policy, RetryPolicy(initial_backoff=0.0), now=100.0)
+    assert health.benched_until == 101.0 and health.wait_time(100.0) == 0  # probed at once
+    health.probe_result(False, policy, now=100.5)
+    assert health.benched_until == 102.5 and health.wait_time(101.5) == 1.0
+    health.probe_result(False, policy, now=103.0)
+    assert health.benched_until == 106.0  # capped at 3 s
+    assert not health.available(105.9)
+    health.probe_result(True, policy, now=106.0)
+    assert health.available(106.0)
+
+
+def test_counters_count_requests_failures_and_answers() -> None:
+    counters = Counters()
+    counters.sent(8, batch=True)
+    counters.sent(2, batch=True, retry=True, backup=True)
+    counters.failed("HTTP 503", 2)
+    counters.answered_request(8, 0.25, Usage(10, 20))
+    counters.took_back()
+    stats = counters.snapshot(Endpoint("h", 1))
+    assert (stats.requests, stats.batch_requests, stats.prompts, stats.retries) == (2, 2, 10, 1)
+    assert (stats.backups, stats.taken_back, stats.answered) == (1, 1, 8)
+    assert stats.failures == {"HTTP 503": 2}
+    assert (stats.prompt_tokens, stats.completion_tokens, stats.latency_p50) == (10, 20, 0.25)
 
 
 def test_prefix_homes_group_alike_prompts_and_balance_load() -> None:
@@ -131,3 +152,37 @@ def test_prefix_homes_group_alike_prompts_and_balance_load() -> None:
     loads = [homes.count(e) for e in range(4)]
     assert max(loads) - min(loads) <= 20, loads  # balanced to within two groups
     assert prefix_homes(texts, 4, 256) == (homes, groups)  # stable
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Timeouts(connect=0), "Timeouts.connect must be > 0"),
+        (lambda: Timeouts(request=-1), "Timeouts.request must be a finite number"),
+        (lambda: Timeouts(per_prompt=float("nan")), "Timeouts.per_prompt must be a finite"),
+        (lambda: Timeouts(request="10"), "Timeouts.request must be a finite number"),
+        (lambda: HealthPolicy(failure_threshold=True), "HealthPolicy.failure_threshold"),
+        (lambda: HealthPolicy(cooldown=float("inf")), "HealthPolicy.cooldown"),
+        (lambda: Chunking(chunk_size=0), "Chunking.chunk_size must be an int >= 1"),
+        (lambda: Chunking(adapt_to_speed="yes"), "Chunking.adapt_to_speed must be True or"),
+        (lambda: RetryPolicy(max_backoff=-0.5), "RetryPolicy.max_backoff"),
+    ],
+)
+def test_policies_refuse_bad_values_naming_the_field(make: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("policy", [RetryPolicy, HealthPolicy, Timeouts, Chunking])
+def test_policies_take_keyword_arguments_only(policy: Any) -> None:
+    with pytest.raises(TypeError):
+        policy(1)
+    assert Timeouts(request=None).for_chunk(10) is None
+
+
+def test_the_pool_default_marker_is_one_value_that_pickles() -> None:
+    import pickle
+
+    assert PoolDefault() is POOL_DEFAULT
+    assert pickle.loads(pickle.dumps(POOL_DEFAULT)) is POOL_DEFAULT
+    assert repr(POOL_DEFAULT) == "POOL_DEFAULT"

@@ -10,7 +10,9 @@ import pytest
 from aurora_swarm import ChatTemplate, ConfigurationError, PromptError, VLLMPool
 from aurora_swarm.testing import FakeFleet
 
-from .conftest import MODEL
+from .conftest import BOTH_BACKENDS, MODEL, fleet_of
+
+anyio_backend = BOTH_BACKENDS
 
 CHATML = (
     "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
@@ -23,8 +25,8 @@ def template() -> ChatTemplate:
 
 
 async def test_client_side_template_is_one_completions_request_per_chunk() -> None:
-    async with FakeFleet(2) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=200,
+    async with fleet_of(2) as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport, model=MODEL, max_tokens=200,
                             chat_template=template(), system_prompt="Be brief.") as pool:
             out = await pool.send_all_batched(
                 ["hi", [{"role": "user", "content": "yo"}]])
@@ -41,8 +43,9 @@ async def test_client_side_template_is_one_completions_request_per_chunk() -> No
 
 
 async def test_server_side_batch_chat() -> None:
-    async with FakeFleet(2, chat_batch=True) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, chat_template="server") as pool:
+    async with fleet_of(2, chat_batch=True) as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport,
+                            model=MODEL, chat_template="server") as pool:
             conversations = [[{"role": "user", "content": f"question {i}"}] for i in range(50)]
             out = await pool.send_all_batched(conversations)
     assert [r.text for r in out] == [f"ECHO: question {i}" for i in range(50)]
@@ -50,16 +53,18 @@ async def test_server_side_batch_chat() -> None:
 
 
 async def test_server_mode_without_the_route_says_what_to_do() -> None:
-    async with FakeFleet(2) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, chat_template="server") as pool:
+    async with fleet_of(2) as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport,
+                            model=MODEL, chat_template="server") as pool:
             with pytest.raises(ConfigurationError, match="do not offer /v1/chat/completions/batch"):
                 await pool.send_all_batched(["x"])
     assert fleet.total_requests() == 0
 
 
 async def test_auto_prefers_server_batch_chat() -> None:
-    async with FakeFleet(2, chat_batch=True) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, chat_template="auto") as pool:
+    async with fleet_of(2, chat_batch=True) as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport,
+                            model=MODEL, chat_template="auto") as pool:
             out = await pool.send_all_batched(["a", "b"])
     assert [r.text for r in out] == ["ECHO: a", "ECHO: b"]
     assert fleet.totals().chat_batch_requests >= 1
@@ -68,16 +73,17 @@ async def test_auto_prefers_server_batch_chat() -> None:
 async def test_auto_falls_back_to_the_model_directory(tmp_path: Path) -> None:
     (tmp_path / "tokenizer_config.json").write_text(
         json.dumps({"chat_template": CHATML, "bos_token": "<s>"}), encoding="utf-8")
-    async with FakeFleet(2, model_root=str(tmp_path)) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=100,
+    async with fleet_of(2, model_root=str(tmp_path)) as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport, model=MODEL, max_tokens=100,
                             chat_template="auto") as pool:
             out = await pool.send_all_batched(["a"])
     assert out[0].text.startswith("ECHO: <s><|im_start|>user\na<|im_end|>")
 
 
 async def test_auto_with_nothing_to_use_says_what_to_pass() -> None:
-    async with FakeFleet(1, model_root="/nonexistent/model") as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, chat_template="auto") as pool:
+    async with fleet_of(1, model_root="/nonexistent/model") as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport,
+                            model=MODEL, chat_template="auto") as pool:
             with pytest.raises(ConfigurationError, match="pass chat_template=<model directory"):
                 await pool.send_all_batched(["a"])
 
@@ -85,8 +91,9 @@ async def test_auto_with_nothing_to_use_says_what_to_pass() -> None:
 async def test_per_call_override_and_template_sources(tmp_path: Path) -> None:
     jinja = tmp_path / "chat_template.jinja"
     jinja.write_text(CHATML, encoding="utf-8")
-    async with FakeFleet(1) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=100) as pool:
+    async with fleet_of(1) as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport,
+                            model=MODEL, max_tokens=100) as pool:
             raw = await pool.send_all_batched(["plain"])
             from_file = await pool.send_all_batched(["plain"], chat_template=str(jinja))
             from_dir = await pool.send_all_batched(["plain"], chat_template=tmp_path)
@@ -106,7 +113,7 @@ def test_bad_chat_template_setting_fails_at_construction(tmp_path: Path) -> None
 
 
 async def test_conversation_without_template_is_refused_with_advice(fleet: FakeFleet) -> None:
-    async with VLLMPool(fleet.endpoints, model=MODEL) as pool:
+    async with VLLMPool(fleet.endpoints, transport=fleet.transport, model=MODEL) as pool:
         with pytest.raises(PromptError, match=r"prompt 1: is a conversation.*chat_template="):
             await pool.send_all_batched(["a", [{"role": "user", "content": "b"}]])
         with pytest.raises(ConfigurationError, match="system_prompt needs a chat template"):
@@ -119,14 +126,16 @@ async def test_conversation_without_template_is_refused_with_advice(fleet: FakeF
 async def test_template_error_names_the_prompt(fleet: FakeFleet) -> None:
     strict = ("{% for m in messages %}{% if m['role'] == 'system' %}"
               "{{ raise_exception('no system role') }}{% endif %}{{ m['content'] }}{% endfor %}")
-    async with VLLMPool(fleet.endpoints, model=MODEL, chat_template=strict) as pool:
+    async with VLLMPool(fleet.endpoints, transport=fleet.transport,
+                        model=MODEL, chat_template=strict) as pool:
         with pytest.raises(PromptError, match=r"prompt 1: chat template .*no system role"):
             await pool.send_all_batched(
                 ["fine", [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]])
 
 
 async def test_post_and_send_all_take_conversations_and_system_prompt(fleet: FakeFleet) -> None:
-    async with VLLMPool(fleet.endpoints, model=MODEL, system_prompt="sys") as pool:
+    async with VLLMPool(fleet.endpoints, transport=fleet.transport,
+                        model=MODEL, system_prompt="sys") as pool:
         one = await pool.post(0, [{"role": "user", "content": "first"},
                                   {"role": "assistant", "content": "ok"},
                                   {"role": "user", "content": "second"}])

@@ -5,7 +5,7 @@ import logging as _logging
 from ._agent_pool import AgentPool
 from ._capabilities import Capabilities
 from ._chat_template import ChatTemplate
-from ._dispatch import Timeouts
+from ._config import POOL_DEFAULT, Chunking, HealthPolicy, PoolDefault, RetryPolicy, Timeouts
 from ._embedding_pool import EmbeddingPool, EmbeddingResponse
 from ._endpoint import AgentEndpoint, Endpoint, Tags
 from ._exceptions import (
@@ -17,6 +17,7 @@ from ._exceptions import (
     HostfileError,
     HTTPStatusError,
     InputFileError,
+    JobFileError,
     OverloadError,
     PoolClosedError,
     PromptError,
@@ -24,14 +25,11 @@ from ._exceptions import (
     RequestTimeout,
     SwarmError,
 )
-from ._health import HealthPolicy
 from ._hostfile import parse_hostfile
 from ._microbatch import BatcherStats, MicroBatcher
 from ._pool import VLLMPool
 from ._prompts import Conversation, Message, Prompt
 from ._response import Response, Usage
-from ._retry import RetryPolicy
-from ._schedule import Chunking
 from ._stats import EndpointStats, PoolStats
 from ._transport import ModelInfo
 from ._version import __version__
@@ -40,6 +38,7 @@ from ._version import __version__
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
+    "POOL_DEFAULT",
     "AgentEndpoint",
     "AgentPool",
     "BadResponseError",
@@ -60,11 +59,13 @@ __all__ = [
     "HealthPolicy",
     "HostfileError",
     "InputFileError",
+    "JobFileError",
     "Message",
     "MicroBatcher",
     "ModelInfo",
     "OverloadError",
     "PoolClosedError",
+    "PoolDefault",
     "PoolStats",
     "Prompt",
     "PromptError",
@@ -80,3 +81,8 @@ __all__ = [
     "__version__",
     "parse_hostfile",
 ]
+
+from ._exports import own_exports  # noqa: E402
+
+own_exports(__name__, globals(), __all__)
+del own_exports

@@ -8,11 +8,11 @@ from collections.abc import Iterable, Sequence
 import anyio
 import attrs
 
+from ._config import RetryPolicy
 from ._endpoint import Endpoint, EndpointLike, as_endpoint
 from ._env import API_KEY, env_fallback
 from ._exceptions import ConfigurationError, PoolClosedError, RequestError
 from ._response import Response
-from ._retry import RetryPolicy
 from ._transport import Transport
 
 __all__ = ["AgentPool"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import attrs
 
 from . import _env
-from ._dispatch import Timeouts
+from ._config import Timeouts
 from ._env import env_fallback
 from ._exceptions import ConfigurationError
 
@@ -97,8 +97,8 @@ def batch_timeouts(
         if batch_timeout_cap <= 0:
             raise ConfigurationError(
                 f"batch_timeout_cap must be > 0 seconds, got {batch_timeout_cap!r}")
-        timeouts = CappedTimeouts(timeouts.connect, timeouts.request, timeouts.per_prompt,
-                                  batch_timeout_cap)
+        timeouts = CappedTimeouts(connect=timeouts.connect, request=timeouts.request,
+                                  per_prompt=timeouts.per_prompt, cap=batch_timeout_cap)
     return timeouts
 
 

@@ -43,6 +43,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from ._config import Timeouts
 from ._endpoint import Endpoint
 from ._exceptions import (
     BadResponseError,
@@ -83,31 +84,6 @@ class EndpointRecord:
     counters: Counters = attrs.field(factory=Counters)
     probing: bool = False
     scraping: bool = False
-
-
-@attrs.frozen
-class Timeouts:
-    """Request time limits, in seconds.
-
-    A batched request of ``n`` prompts may take ``request + n * per_prompt`` seconds.
-
-    Attributes
-    ----------
-    connect:
-        Time to open a connection.
-    request:
-        Time for a request of one prompt (``None``: no limit).
-    per_prompt:
-        Extra time per prompt of a batched request.
-    """
-
-    connect: float = 10.0
-    request: float | None = 600.0
-    per_prompt: float = 0.5
-
-    def for_chunk(self, prompts: int) -> float | None:
-        """The time limit of a request carrying ``prompts`` prompts."""
-        return None if self.request is None else self.request + prompts * self.per_prompt
 
 
 @attrs.frozen

@@ -13,13 +13,11 @@ from collections.abc import Iterable, Sequence
 import anyio
 import attrs
 
-from ._dispatch import BatchJob, DispatchSettings, EndpointRecord, Timeouts
+from ._config import Chunking, HealthPolicy, RetryPolicy, Timeouts
+from ._dispatch import BatchJob, DispatchSettings, EndpointRecord
 from ._endpoint import Endpoint, EndpointLike, as_endpoint
 from ._env import API_KEY, env_fallback
 from ._exceptions import ConfigurationError, PoolClosedError, RequestError, SwarmError
-from ._health import HealthPolicy
-from ._retry import RetryPolicy
-from ._schedule import Chunking
 from ._stats import PoolStats
 from ._transport import BatchReply, Choice, Transport
 

@@ -12,6 +12,7 @@ The tree:
     │   └── PromptError                        a prompt that is malformed or cannot fit
     ├── PoolClosedError (a RuntimeError)      the pool was used after ``aclose()``
     ├── OverloadError                          a bounded queue refused new work
+    ├── BatchError (an ExceptionGroup)         a strict call's per-prompt failures
     └── RequestError                           one request to one endpoint went wrong
         ├── ConnectError                       could not connect / connection dropped
         ├── RequestTimeout                     no answer in time
@@ -20,13 +21,15 @@ The tree:
         └── EndpointUnavailable                no healthy endpoint was left to try
 
 A failed prompt in a batch job is *data*: its :class:`~aurora_swarm.Response` has
-``success=False`` and carries one of the :class:`RequestError` subclasses in ``exception``.
+``success=False`` and carries one of the :class:`~aurora_swarm.RequestError` subclasses in
+``exception``.
 Programming errors (bad arguments, a closed pool, an unknown agent index) are raised at once.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if sys.version_info >= (3, 11):  # pragma: no cover - version switch
@@ -199,10 +202,15 @@ class EndpointUnavailable(RequestError):
     """Every endpoint that could take the prompt is benched or has failed it."""
 
 
-class BatchError(_ExceptionGroup[Exception]):
+class BatchError(_ExceptionGroup[Exception], SwarmError):
     """Raised by ``strict=True`` calls: one exception group of every per-prompt failure.
 
     Each member is a :class:`RequestError` (or :class:`PromptError`) whose ``prompt_index``
     attribute names the prompt it belongs to. Create it as
-    ``BatchError(message, [exc, ...])``.
+    ``BatchError(message, [exc, ...])``. It is a :class:`SwarmError` too, so
+    ``except SwarmError`` catches a strict call's failures, and ``except*`` matches its members.
     """
+
+    def derive(self, excs: Sequence[Exception]) -> BatchError:  # type: ignore[override]
+        """A group of the same type over ``excs`` (used by ``split`` and ``subgroup``)."""
+        return BatchError(self.message, excs)

@@ -31,63 +31,13 @@ import time
 
 import attrs
 
-from ._exceptions import ConfigurationError, RequestError
-from ._retry import RetryPolicy
+from ._config import PROBES, HealthPolicy, RetryPolicy
+from ._exceptions import RequestError
 
 __all__ = ["PROBES", "HealthPolicy"]
 
-PROBES = ("auto", "models", "completion")
-"""The ways :class:`HealthPolicy` can probe a benched endpoint."""
 
 _log = logging.getLogger("aurora_swarm.health")
-
-
-def _non_negative(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
-    if value < 0:
-        raise ConfigurationError(f"HealthPolicy.{attr.name} must be >= 0, got {value}")
-
-
-@attrs.frozen
-class HealthPolicy:
-    """When an endpoint is benched and how it comes back.
-
-    Attributes
-    ----------
-    failure_threshold:
-        Consecutive failed requests that bench an endpoint.
-    cooldown:
-        Seconds a benched endpoint waits before its next probe; doubles each time it is benched
-        again without a success in between, up to ``max_cooldown``.
-    max_cooldown:
-        Cap on the cooldown, in seconds.
-    probe_timeout:
-        Seconds a ``/health`` probe may take.
-    probe:
-        How a benched endpoint is probed: ``"auto"`` (default) asks ``GET /health``, or
-        ``GET /v1/models`` on a server without ``/health``; ``"models"`` always asks
-        ``/v1/models``; ``"completion"`` asks for one generated token (``/v1/completions``,
-        ``max_tokens=1``), the only probe that also sees a server whose routes answer while its
-        generation is stuck (seen on vLLM), at the price of a little work on the server.
-
-        .. versionadded:: 0.1.0
-    """
-
-    failure_threshold: int = attrs.field(default=3)
-    cooldown: float = attrs.field(default=2.0, validator=_non_negative)
-    max_cooldown: float = attrs.field(default=60.0, validator=_non_negative)
-    probe_timeout: float = attrs.field(default=5.0, validator=_non_negative)
-    probe: str = attrs.field(default="auto")
-
-    @probe.validator
-    def _check_probe(self, _attr: attrs.Attribute[str], value: str) -> None:
-        if value not in PROBES:
-            raise ConfigurationError(
-                f"HealthPolicy.probe must be one of {', '.join(map(repr, PROBES))}, got {value!r}")
-
-    @failure_threshold.validator
-    def _check_threshold(self, _attr: attrs.Attribute[int], value: int) -> None:
-        if value < 1:
-            raise ConfigurationError(f"HealthPolicy.failure_threshold must be >= 1, got {value}")
 
 
 @attrs.define
@@ -106,12 +56,19 @@ class Health:
     benched_at: float = 0.0
 
     def record_success(self) -> None:
+        """Record an answered request: the failure streak and the bench count start over."""
         self.consecutive_failures = 0
         self.benches = 0
         self.down = False
 
-    def record_failure(self, exc: RequestError, health: HealthPolicy, retry: RetryPolicy) -> None:
-        now = time.monotonic()
+    def record_failure(
+        self, exc: RequestError, health: HealthPolicy, retry: RetryPolicy,
+        now: float | None = None,
+    ) -> None:
+        """Record a failed request: rest for the retry policy's backoff (or the server's
+        ``Retry-After``), and bench after ``failure_threshold`` failures in a row.
+        ``now`` is the ``time.monotonic()`` reading to use (default: the current one)."""
+        now = time.monotonic() if now is None else now
         self.last_error = exc
         if not exc.retryable:
             return  # the server is up and answering: the request was at fault, not the server
@@ -135,9 +92,10 @@ class Health:
         # A fresh bench is probed at once, so a dead endpoint is known to be down quickly.
         self.probe_at = now if probe_now else self.benched_until
 
-    def probe_result(self, ok: bool, health: HealthPolicy) -> None:
-        """Record a ``/health`` probe of a benched endpoint."""
-        now = time.monotonic()
+    def probe_result(self, ok: bool, health: HealthPolicy, now: float | None = None) -> None:
+        """Record a ``/health`` probe of a benched endpoint (``now`` as in
+        :meth:`record_failure`)."""
+        now = time.monotonic() if now is None else now
         if not ok:
             first = not self.down
             self.down = True
@@ -165,6 +123,10 @@ class Health:
         self.down = False
         self.resting_until = 0.0
         self.consecutive_failures = min(self.consecutive_failures, health.failure_threshold - 1)
+
+    def available(self, now: float) -> bool:
+        """Whether the endpoint may take work at ``now`` (neither resting nor benched)."""
+        return not self.benched and self.wait_time(now) == 0
 
     def wait_time(self, now: float) -> float:
         """Seconds until this endpoint may take work or must be probed (0 = now)."""

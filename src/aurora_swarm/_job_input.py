@@ -24,7 +24,7 @@ import attrs
 
 from ._exceptions import JobFileError
 from ._prompts import Prompt, is_message
-from .patterns._base import fill_template
+from ._templates import fill_template
 
 __all__ = [
     "JSONL_KEYS",

@@ -19,10 +19,11 @@ from typing import Any, Literal, TypeAlias
 import attrs
 
 from ._chat_template import ChatTemplate
+from ._config import PoolDefault
 from ._exceptions import JobFileError
 from ._formats import ChatTemplateSetting, FormatResolver
 from ._job_input import ItemId, JobItem
-from ._pool import VLLMPool, _Unset
+from ._pool import VLLMPool
 
 __all__ = [
     "ON_CHANGE",
@@ -87,11 +88,12 @@ class Fingerprinter:
     """
 
     def __init__(self, pool: VLLMPool, max_tokens: int | None,
-                 chat_template: ChatTemplateSetting | _Unset,
-                 system_prompt: str | _Unset | None) -> None:
-        template = pool.chat_template if isinstance(chat_template, _Unset) else chat_template
+                 chat_template: ChatTemplateSetting | PoolDefault,
+                 system_prompt: str | PoolDefault | None) -> None:
+        template = pool.chat_template if isinstance(chat_template, PoolDefault) else chat_template
         self._max_tokens = max_tokens if max_tokens is not None else pool.max_tokens
-        self._system = pool.system_prompt if isinstance(system_prompt, _Unset) else system_prompt
+        self._system = (pool.system_prompt if isinstance(system_prompt, PoolDefault)
+                        else system_prompt)
         settings = {"params": pool._params(None), "template": _template_key(template)}
         self._base = hashlib.blake2b(_canonical(settings).encode("utf-8"), digest_size=8)
 

@@ -10,9 +10,10 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._config import POOL_DEFAULT, PoolDefault
 from ._exceptions import ConfigurationError
 from ._formats import ChatTemplateSetting
-from ._pool import UNSET, VLLMPool, _Unset
+from ._pool import VLLMPool
 from ._prompts import Prompt
 from ._response import Response
 
@@ -34,7 +35,7 @@ class ResultStream:
 
     def __init__(
         self, pool: VLLMPool, prompts: Sequence[Prompt], max_tokens: int | None,
-        chat_template: ChatTemplateSetting | _Unset, system_prompt: str | _Unset | None,
+        chat_template: ChatTemplateSetting | PoolDefault, system_prompt: str | PoolDefault | None,
     ) -> None:
         self._pool = pool
         self._prompts = prompts
@@ -107,8 +108,8 @@ class ResultStream:
 
 def stream_batched(
     pool: VLLMPool, prompts: Sequence[Prompt], max_tokens: int | None = None,
-    *, chat_template: ChatTemplateSetting | _Unset = UNSET,
-    system_prompt: str | _Unset | None = UNSET,
+    *, chat_template: ChatTemplateSetting | PoolDefault = POOL_DEFAULT,
+    system_prompt: str | PoolDefault | None = POOL_DEFAULT,
 ) -> ResultStream:
     """Run ``pool.send_all_batched(prompts, ...)`` and stream each result as it settles.
 

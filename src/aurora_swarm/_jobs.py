@@ -29,6 +29,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from ._config import POOL_DEFAULT, PoolDefault
 from ._display import causes, html_table, text_table
 from ._exceptions import (
     BatchError,
@@ -42,7 +43,7 @@ from ._job_fleet import BenchWatch, FleetDownError, FleetGate, is_fleet_failure
 from ._job_input import ItemId, JobFileError, JobItem, PromptFile, as_items
 from ._job_output import JobResult, ResultsFile, ResultWriter, failure_cause
 from ._job_resume import ON_CHANGE, ChangedItemsError, Fingerprinter, OnChange, plan_resume
-from ._pool import UNSET, VLLMPool, _Unset
+from ._pool import VLLMPool
 from ._progress import ProgressBar, check_progress, open_bar
 from ._prompts import Prompt
 from ._response import Response
@@ -247,8 +248,8 @@ async def run_job(
     output: str | os.PathLike[str],
     *,
     max_tokens: int | None = None,
-    chat_template: ChatTemplateSetting | _Unset = UNSET,
-    system_prompt: str | _Unset | None = UNSET,
+    chat_template: ChatTemplateSetting | PoolDefault = POOL_DEFAULT,
+    system_prompt: str | PoolDefault | None = POOL_DEFAULT,
     retry_failed: bool = True,
     window: int = 20_000,
     sync_interval: float | None = 1.0,
@@ -512,8 +513,8 @@ class _Runner:
 
     def __init__(
         self, pool: VLLMPool, items: Iterable[JobItem], output: str, window: int,
-        max_tokens: int | None, chat_template: ChatTemplateSetting | _Unset,
-        system_prompt: str | _Unset | None, fleet_wait: float,
+        max_tokens: int | None, chat_template: ChatTemplateSetting | PoolDefault,
+        system_prompt: str | PoolDefault | None, fleet_wait: float,
     ) -> None:
         self.pool = pool
         self.items = items

@@ -16,8 +16,9 @@ How a batch is sent
 -------------------
 Each batch is first sent as ONE :meth:`VLLMPool.post_batch <aurora_swarm.VLLMPool.post_batch>`
 request to one agent: the one with the fewest of this batcher's batches in flight, round-robin
-among equals, skipping agents whose last batch failed as a whole (they rest 0.5 s, doubling to
-60 s, until a batch succeeds there again). ``post_batch`` keeps the batch whole, which is the
+among equals, skipping agents the pool has resting or benched after failures (its
+:class:`~aurora_swarm.RetryPolicy` and :class:`~aurora_swarm.HealthPolicy`, the same state every
+call of the pool sees). ``post_batch`` keeps the batch whole, which is the
 point of batching, but it has no retry. So every prompt that failed for a reason another request
 might not have (a retryable error, a down endpoint, or an HTTP error on a batch of several
 prompts, which may be one bad neighbour's fault) is sent again through
@@ -30,8 +31,8 @@ answer's :attr:`~aurora_swarm.Response.attempts`.
 Every prompt travels with the submitter that asked it, and answers are matched by position in
 the pool's in-order results, so an answer always reaches its own submitter; a prompt is answered
 (or its failure explained) exactly once. With a ``strict`` pool, a failed prompt raises its error
-in its submitter, as :meth:`VLLMPool.post <aurora_swarm.VLLMPool.post>` would; the pool's strict
-calls discard the other answers of a batch with a failure, so those prompts are sent again.
+in its submitter, as :meth:`VLLMPool.post <aurora_swarm.VLLMPool.post>` would; the other answers
+of its batch are kept.
 
 Closing
 -------
@@ -48,7 +49,7 @@ import enum
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping
 from types import TracebackType
 
 import anyio
@@ -56,7 +57,6 @@ import attrs
 from anyio.abc import TaskGroup
 
 from ._exceptions import (
-    BatchError,
     ConfigurationError,
     EndpointUnavailable,
     HTTPStatusError,
@@ -64,20 +64,14 @@ from ._exceptions import (
     PoolClosedError,
     PromptError,
     RequestError,
-    SwarmError,
 )
 from ._pool import VLLMPool
 from ._response import Response
 
 __all__ = ["BatcherStats", "MicroBatcher"]
 
-_REST_FIRST = 0.5  # seconds an agent rests after its first batch that failed as a whole
-_REST_MAX = 60.0
-
 _CLOSED_IN_FLIGHT = "the MicroBatcher was closed before this prompt's answer came"
 
-Outcome = Response | SwarmError | None  # None: a strict pool discarded the answer
-PoolCall = Callable[[list[str]], Awaitable[list[Response]]]
 
 
 @attrs.frozen
@@ -225,6 +219,7 @@ class MicroBatcher:
             max_in_flight = min(32 * pool.size, 2048)
         _check_int(max_in_flight, "max_in_flight")
         self._pool = pool
+        self._calls = pool._failures_as_data()  # failures come back as data, strict pool or not
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000.0
         self._max_queue = max_queue
@@ -241,8 +236,6 @@ class MicroBatcher:
         self._drained = anyio.Event()
         self._inline: set[anyio.CancelScope] = set()
         self._busy = [0] * pool.size
-        self._failures = [0] * pool.size
-        self._rest_until = [0.0] * pool.size
         self._cursor = 0
         self._counts: Counter[str] = Counter()
         self._sizes: Counter[int] = Counter()
@@ -347,7 +340,7 @@ class MicroBatcher:
 
     # -- submitting -----------------------------------------------------------------------------
 
-    async def submit(self, prompt: str, max_tokens: int | None = None) -> Response:
+    async def submit(self, prompt: str, *, max_tokens: int | None = None) -> Response:
         """Queue one prompt and wait for its answer.
 
         Parameters
@@ -521,8 +514,8 @@ class MicroBatcher:
         best, best_rank = start, (math.inf, math.inf)
         for step in range(size):
             agent = (start + step) % size
-            rest = self._rest_until[agent]
-            rank = (rest, 0.0) if rest > now else (0.0, float(self._busy[agent]))
+            rest = self._pool._health(agent).wait_time(now)
+            rank = (rest, 0.0) if rest > 0 else (0.0, float(self._busy[agent]))
             if rank < best_rank:
                 best, best_rank = agent, rank
         return best
@@ -536,19 +529,16 @@ class MicroBatcher:
     async def _send(
         self, batch: list[_Waiter], key: int | None, agent: int, *, inline: bool = False
     ) -> None:
-        pool = self._pool
         self._sizes[len(batch)] += 1
         try:
-            outcomes = await _outcomes(
-                lambda prompts: pool.post_batch(agent, prompts, key), [w.prompt for w in batch])
+            outcomes = await self._calls.post_batch(agent, [w.prompt for w in batch],
+                                                    max_tokens=key)
             again = []
             for waiter, outcome in zip(batch, outcomes, strict=True):
                 if _resend(outcome, len(batch)):
                     again.append(waiter)
                 else:
-                    assert outcome is not None
                     self._deliver(waiter, outcome, 0)
-            self._agent_result(agent, outcomes, len(again))
             if again:
                 self._counts["resent"] += len(again)
                 await self._fallback(again, key)
@@ -565,32 +555,17 @@ class MicroBatcher:
             self._check_drained()
 
     async def _fallback(self, waiters: list[_Waiter], key: int | None) -> None:
-        pool = self._pool
-        while waiters:
-            outcomes = await _outcomes(
-                lambda prompts: pool.send_all_batched(prompts, key), [w.prompt for w in waiters])
-            for waiter, outcome in zip(waiters, outcomes, strict=True):
-                if outcome is not None:
-                    self._deliver(waiter, outcome, 1)
-            waiters = [w for w, o in zip(waiters, outcomes, strict=True) if o is None]
+        outcomes = await self._calls.send_all_batched([w.prompt for w in waiters], max_tokens=key)
+        for waiter, outcome in zip(waiters, outcomes, strict=True):
+            self._deliver(waiter, outcome, 1)
 
-    def _agent_result(self, agent: int, outcomes: Sequence[Outcome], resent: int) -> None:
-        """Rest an agent whose whole batch failed for an endpoint reason; clear it on success."""
-        if any(isinstance(o, Response) and o.success for o in outcomes):
-            self._failures[agent] = 0
-            self._rest_until[agent] = 0.0
-        elif resent and any(_endpoint_fault(o) for o in outcomes):
-            self._failures[agent] += 1
-            rest = min(_REST_MAX, _REST_FIRST * 2 ** (self._failures[agent] - 1))
-            self._rest_until[agent] = time.monotonic() + rest
-
-    def _deliver(self, waiter: _Waiter, outcome: Response | SwarmError, extra: int) -> None:
-        if isinstance(outcome, Response):
-            if extra:
-                outcome = attrs.evolve(outcome, attempts=outcome.attempts + extra)
-            self._settle(waiter, response=outcome)
+    def _deliver(self, waiter: _Waiter, outcome: Response, extra: int) -> None:
+        if extra:
+            outcome = attrs.evolve(outcome, attempts=outcome.attempts + extra)
+        if self._pool.strict and outcome.exception is not None:
+            self._settle(waiter, error=outcome.exception)  # raised in its submitter, as post()
         else:
-            self._settle(waiter, error=outcome)
+            self._settle(waiter, response=outcome)
 
     def _settle(
         self, waiter: _Waiter, *, response: Response | None = None,
@@ -603,37 +578,14 @@ class MicroBatcher:
         waiter.done.set()
 
 
-async def _outcomes(call: PoolCall, prompts: list[str]) -> list[Outcome]:
-    """One outcome per prompt; a strict pool's :class:`BatchError` is taken apart by index."""
-    try:
-        return list(await call(prompts))
-    except BatchError as group:
-        outcomes: list[Outcome] = [None] * len(prompts)
-        for exc in group.exceptions:
-            index = getattr(exc, "prompt_index", None)
-            if isinstance(exc, SwarmError) and isinstance(index, int) and 0 <= index < len(prompts):
-                outcomes[index] = exc
-        if all(o is None for o in outcomes):
-            raise  # nothing to tell the prompts apart by
-        return outcomes
-
-
-def _failure(outcome: Outcome) -> SwarmError | None:
-    if isinstance(outcome, Response):
-        return outcome.exception
-    return outcome
-
-
-def _endpoint_fault(outcome: Outcome) -> bool:
-    exc = _failure(outcome)
+def _endpoint_fault(outcome: Response) -> bool:
+    exc = outcome.exception
     return isinstance(exc, RequestError) and (exc.retryable or isinstance(exc, EndpointUnavailable))
 
 
-def _resend(outcome: Outcome, batch_size: int) -> bool:
+def _resend(outcome: Response, batch_size: int) -> bool:
     """Whether a prompt of a failed ``post_batch`` request might be answered by another try."""
-    if outcome is None:
-        return True
-    exc = _failure(outcome)
+    exc = outcome.exception
     return _endpoint_fault(outcome) or (batch_size > 1 and isinstance(exc, HTTPStatusError))
 
 

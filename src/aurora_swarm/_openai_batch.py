@@ -261,7 +261,8 @@ class _BatchRunner:
                 self._chat_fallback = True
                 _log.info("chat lines: no way to batch conversations (%s); falling back to one "
                           "chat request per line", exc)
-        await self.pool.send_all(prompts, first.max_tokens, sampling=sampling, on_result=hook)
+        await self.pool.send_all(prompts, max_tokens=first.max_tokens, sampling=sampling,
+                                 on_result=hook)
 
     async def write(self, closing: anyio.Event) -> None:
         """Append settled lines every quarter second, and all that is left at the end."""

@@ -11,13 +11,22 @@ from typing import Any
 
 import anyio
 import attrs
+import httpx2
 import openai
 
 from . import _env
 from ._calllog import CallLog
 from ._capabilities import NOT_SUPPORTED_STATUSES, Capabilities, Detected
 from ._compat import DEFAULT_MODEL, PoolLimits, batch_timeouts, one_of
-from ._dispatch import BatchJob, DispatchSettings, EndpointRecord, Timeouts
+from ._config import (
+    POOL_DEFAULT,
+    Chunking,
+    HealthPolicy,
+    PoolDefault,
+    RetryPolicy,
+    Timeouts,
+)
+from ._dispatch import BatchJob, DispatchSettings, EndpointRecord
 from ._endpoint import Endpoint, EndpointLike, as_endpoint
 from ._env import env_fallback
 from ._exceptions import (
@@ -31,7 +40,7 @@ from ._exceptions import (
 )
 from ._fallback import one_by_one
 from ._formats import ChatTemplateSetting, FormatResolver, Prepared
-from ._health import HealthPolicy
+from ._health import Health
 from ._progress import ProgressBar, ProgressSetting, check_progress, open_bar
 from ._prompts import (
     Conversation,
@@ -42,9 +51,8 @@ from ._prompts import (
     sizing_text,
 )
 from ._response import Response, Usage
-from ._retry import RetryPolicy
 from ._sampling import check_sampling_values
-from ._schedule import Chunking, prefix_homes
+from ._schedule import prefix_homes
 from ._sizing import ContextSizer
 from ._stats import PoolStats
 from ._transport import BatchReply, Choice, ModelInfo, TLSVerify, Transport, check_verify
@@ -52,16 +60,6 @@ from ._transport import BatchReply, Choice, ModelInfo, TLSVerify, Transport, che
 __all__ = ["VLLMPool"]
 
 ResultHook = Callable[[int, Response], None]
-
-
-class _Unset:
-    """Marks an argument left out (where ``None`` is a meaningful value)."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET = _Unset()
 
 
 @attrs.define(eq=False)
@@ -215,6 +213,13 @@ class VLLMPool:
         names the proxy. See :doc:`/servers`.
 
         .. versionadded:: 0.1.0
+    transport:
+        The HTTP transport every request of the pool goes through (an
+        ``httpx2.AsyncBaseTransport``); by default the network. Tests give the
+        :attr:`~aurora_swarm.testing.FakeFleet.transport` of a ``FakeFleet(..., in_process=True)``,
+        a :class:`~aurora_swarm.testing.MockTransport` that answers in-process, without sockets.
+
+        .. versionadded:: 0.1.0
 
     Examples
     --------
@@ -264,6 +269,7 @@ class VLLMPool:
         deadline: float | None = None,
         verify: TLSVerify = True,
         env_proxies: bool = True,
+        transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         if isinstance(endpoints, str | Endpoint):
             raise ConfigurationError("endpoints must be a list of endpoints, not a single one")
@@ -291,12 +297,14 @@ class VLLMPool:
             _check_sampling(sampling)
         if not isinstance(env_proxies, bool):
             raise ConfigurationError(f"env_proxies must be True or False, got {env_proxies!r}")
-        transport = Transport(api_key=_api_key(api_key), connect_timeout=timeouts.connect,
-                              max_connections=min(max_concurrency,
-                                                  connector_limit or max_concurrency),
-                              api_keys=_endpoint_keys(resolved), verify=check_verify(verify),
-                              env_proxies=env_proxies)
-        sizer = ContextSizer(transport, model, context=limits.model_max_context,
+        if transport is not None and not isinstance(transport, httpx2.AsyncBaseTransport):
+            raise ConfigurationError(
+                f"transport must be an httpx2.AsyncBaseTransport, got {type(transport).__name__}")
+        wire = Transport(api_key=_api_key(api_key), connect_timeout=timeouts.connect,
+                         max_connections=min(max_concurrency, connector_limit or max_concurrency),
+                         api_keys=_endpoint_keys(resolved), verify=check_verify(verify),
+                         env_proxies=env_proxies, http_transport=transport)
+        sizer = ContextSizer(wire, model, context=limits.model_max_context,
                              buffer=limits.buffer)
         FormatResolver.check(chat_template)  # a bad path or template fails here, not later
         affinity = _affinity_chars(prefix_affinity)
@@ -326,7 +334,7 @@ class VLLMPool:
                     record.server.learn_slots(slots, "option")
                 detected[endpoint] = Detected(anyio.CapacityLimiter(fallback_concurrency))
         self._core = _Core(
-            transport=transport,
+            transport=wire,
             model=model,
             max_tokens=limits.max_tokens,
             use_batch=use_batch,
@@ -337,7 +345,7 @@ class VLLMPool:
             strict=strict,
             records=records,
             sizer=sizer,
-            formats=FormatResolver(transport, sizer),
+            formats=FormatResolver(wire, sizer),
             chat_template=chat_template,
             system_prompt=system_prompt,
             prefix_chars=affinity,
@@ -347,14 +355,27 @@ class VLLMPool:
         )
         self._endpoints: tuple[Endpoint, ...] = tuple(resolved)
         self._owner = True
+        self._raising = True
 
     @classmethod
-    def _view(cls, parent: VLLMPool, endpoints: Sequence[Endpoint]) -> VLLMPool:
+    def _view(
+        cls, parent: VLLMPool, endpoints: Sequence[Endpoint], *, raising: bool | None = None
+    ) -> VLLMPool:
         pool = cls.__new__(cls)
         pool._core = parent._core
         pool._endpoints = tuple(endpoints)
         pool._owner = False
+        pool._raising = parent._raising if raising is None else raising
         return pool
+
+    def _failures_as_data(self) -> VLLMPool:
+        """This pool's view whose calls return failed responses even when the pool is strict
+        (for callers inside the package that sort failures out themselves)."""
+        return VLLMPool._view(self, self._endpoints, raising=False)
+
+    def _health(self, agent_index: int) -> Health:
+        """The live health the pool keeps for agent ``agent_index``'s endpoint."""
+        return self._core.records[self._endpoints[agent_index]].health
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -427,6 +448,12 @@ class VLLMPool:
     def chat_template(self) -> ChatTemplateSetting:
         """How batched prompts are formatted (the ``chat_template`` the pool was made with)."""
         return self._core.chat_template
+
+    @property
+    def strict(self) -> bool:
+        """Whether failed prompts are raised (:class:`~aurora_swarm.BatchError`) instead of
+        returned as failed responses."""
+        return self._core.strict
 
     @property
     def system_prompt(self) -> str | None:
@@ -560,7 +587,8 @@ class VLLMPool:
 
     async def post(
         self, agent_index: int, prompt: Prompt, max_tokens: int | None = None,
-        *, system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
+        *, system_prompt: str | PoolDefault | None = POOL_DEFAULT,
+        sampling: Mapping[str, Any] | None = None,
     ) -> Response:
         """One ``/v1/chat/completions`` request to agent ``agent_index``.
 
@@ -590,7 +618,7 @@ class VLLMPool:
                                            params)
 
     def _finish_one(self, response: Response) -> Response:
-        if self._core.strict and response.exception is not None:
+        if self._core.strict and self._raising and response.exception is not None:
             raise response.exception
         return response
 
@@ -609,24 +637,17 @@ class VLLMPool:
             nonlocal attempts
             attempts = number
             counters = record.counters
-            counters.requests += 1
-            counters.prompts += 1
-            if number > 1:
-                counters.retries += 1
+            counters.sent(1, retry=number > 1)
             try:
                 async with core.limiter:
                     choice, usage, latency = await core.transport.chat(
                         endpoint, messages, body, timeout)
             except RequestError as exc:
-                counters.failures[exc.cause] += 1
+                counters.failed(exc.cause)
                 record.health.record_failure(exc, settings.health, settings.retry)
                 raise
             record.health.record_success()
-            counters.answered += 1
-            counters.latencies.append(latency)
-            if usage is not None:
-                counters.prompt_tokens += usage.prompt_tokens
-                counters.completion_tokens += usage.completion_tokens
+            counters.answered_request(1, latency, usage)
             return Response(
                 success=True, text=choice.text, agent_index=agent_index,
                 finish_reason=choice.finish_reason, usage=usage, latency=latency,
@@ -641,8 +662,9 @@ class VLLMPool:
 
     async def post_batch(
         self, agent_index: int, prompts: Sequence[Prompt], max_tokens: int | None = None,
-        *, chat_template: ChatTemplateSetting | _Unset = UNSET,
-        system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
+        *, chat_template: ChatTemplateSetting | PoolDefault = POOL_DEFAULT,
+        system_prompt: str | PoolDefault | None = POOL_DEFAULT,
+        sampling: Mapping[str, Any] | None = None,
     ) -> list[Response]:
         """Exactly ONE batched request carrying every prompt, to one agent.
 
@@ -681,10 +703,11 @@ class VLLMPool:
     # -- many prompts ---------------------------------------------------------------------------
 
     async def send_all(
-        self, prompts: Sequence[Prompt], max_tokens: int | None = None,
-        *, system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
+        self, prompts: Sequence[Prompt], *, max_tokens: int | None = None,
+        system_prompt: str | PoolDefault | None = POOL_DEFAULT,
+        sampling: Mapping[str, Any] | None = None,
         on_result: ResultHook | None = None, progress: ProgressSetting = False,
-        deadline: float | _Unset | None = UNSET,
+        deadline: float | PoolDefault | None = POOL_DEFAULT,
     ) -> list[Response]:
         """One chat request per prompt, round-robin over the agents (the non-batched baseline).
 
@@ -708,7 +731,7 @@ class VLLMPool:
 
     async def _send_all(
         self, prompts: Sequence[Prompt], max_tokens: int | None,
-        system_prompt: str | _Unset | None, sampling: Mapping[str, Any] | None,
+        system_prompt: str | PoolDefault | None, sampling: Mapping[str, Any] | None,
         on_result: ResultHook | None, limit: float | None = None,
     ) -> list[Response]:
         call = self._call_log("send_all")
@@ -748,10 +771,11 @@ class VLLMPool:
 
     async def send_all_batched(
         self, prompts: Sequence[Prompt], max_tokens: int | None = None,
-        *, chat_template: ChatTemplateSetting | _Unset = UNSET,
-        system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
+        *, chat_template: ChatTemplateSetting | PoolDefault = POOL_DEFAULT,
+        system_prompt: str | PoolDefault | None = POOL_DEFAULT,
+        sampling: Mapping[str, Any] | None = None,
         on_result: ResultHook | None = None, progress: ProgressSetting = False,
-        deadline: float | _Unset | None = UNSET,
+        deadline: float | PoolDefault | None = POOL_DEFAULT,
     ) -> list[Response]:
         """Every prompt over every agent, batched; ``out[i]`` answers ``prompts[i]``.
 
@@ -784,9 +808,9 @@ class VLLMPool:
             Overrides the pool's ``deadline`` (seconds for the whole call) for this call.
         """
         if not self._core.use_batch:
-            return await self.send_all(prompts, max_tokens, system_prompt=system_prompt,
-                                       sampling=sampling, on_result=on_result,
-                                       progress=progress, deadline=deadline)
+            return await self.send_all(prompts, max_tokens=max_tokens,
+                                       system_prompt=system_prompt, sampling=sampling,
+                                       on_result=on_result, progress=progress, deadline=deadline)
         self._check_open()
         self._check_agents(len(prompts))
         check_progress(progress)
@@ -834,8 +858,8 @@ class VLLMPool:
             results[k] = response
         return self._finish_many([r for r in results if r is not None], call)
 
-    def _deadline(self, value: float | _Unset | None) -> float | None:
-        if isinstance(value, _Unset):
+    def _deadline(self, value: float | PoolDefault | None) -> float | None:
+        if isinstance(value, PoolDefault):
             return self._core.deadline
         _check_deadline(value)
         return value
@@ -856,12 +880,12 @@ class VLLMPool:
 
     async def _plan(
         self, prompts: Sequence[Prompt], max_tokens: int | None,
-        chat_template: ChatTemplateSetting | _Unset, system_prompt: str | _Unset | None,
+        chat_template: ChatTemplateSetting | PoolDefault, system_prompt: str | PoolDefault | None,
         sampling: Mapping[str, Any] | None,
     ) -> _Plan:
         """Validate, format and size a batched call's prompts."""
         core = self._core
-        setting = core.chat_template if isinstance(chat_template, _Unset) else chat_template
+        setting = core.chat_template if isinstance(chat_template, PoolDefault) else chat_template
         known = FormatResolver.check(setting)
         prompts = check_prompts(prompts, conversations=known is None or known.conversations)
         _check_optional_max_tokens(max_tokens)
@@ -977,8 +1001,8 @@ class VLLMPool:
             return False
         return True
 
-    def _system_prompt(self, value: str | _Unset | None) -> str | None:
-        system = self._core.system_prompt if isinstance(value, _Unset) else value
+    def _system_prompt(self, value: str | PoolDefault | None) -> str | None:
+        system = self._core.system_prompt if isinstance(value, PoolDefault) else value
         if system is not None and not isinstance(system, str):
             raise ConfigurationError(f"system_prompt must be a str, got {type(system).__name__}")
         return system
@@ -998,7 +1022,7 @@ class VLLMPool:
     ) -> list[Response]:
         if call is not None:
             call.done(responses)
-        if self._core.strict:
+        if self._core.strict and self._raising:
             failures = []
             for index, response in enumerate(responses):
                 if response.exception is not None:
@@ -1010,8 +1034,9 @@ class VLLMPool:
         return responses
 
     async def broadcast_prompt(
-        self, prompt: Prompt, max_tokens: int | None = None,
-        *, system_prompt: str | _Unset | None = UNSET, sampling: Mapping[str, Any] | None = None,
+        self, prompt: Prompt, *, max_tokens: int | None = None,
+        system_prompt: str | PoolDefault | None = POOL_DEFAULT,
+        sampling: Mapping[str, Any] | None = None,
     ) -> list[Response]:
         """Send the same prompt to every agent (one chat request each); ``out[k]`` is agent k's."""
         self._check_open()

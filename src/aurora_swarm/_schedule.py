@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import attrs
 
+from ._config import Chunking
 from ._exceptions import ConfigurationError
 
 __all__ = ["Chunking", "prefix_homes"]
@@ -24,45 +25,6 @@ def _optional_positive(_inst: object, attr: attrs.Attribute[int | None], value: 
 def _positive(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
     if value < 1:
         raise ConfigurationError(f"Chunking.{attr.name} must be >= 1, got {value}")
-
-
-@attrs.frozen
-class Chunking:
-    """How batched work is cut into requests.
-
-    Each endpoint's share of a call (planned in time from its slots and speed) goes out at
-    once, as up to ``max_in_flight`` requests that queue back to back on the server: the server
-    runs them as it would one request, and the ones still waiting there can be taken back for
-    free when the endpoint falls behind (vLLM aborts a request whose client goes away).
-
-    Attributes
-    ----------
-    chunk_size:
-        A fixed number of prompts per request; ``None`` (default) plans shares from the
-        endpoints' slots and speed and cuts each into a few requests.
-    max_chunk:
-        Most prompts in one request.
-    max_in_flight:
-        Requests one endpoint's share is cut into, at most (with ``chunk_size``: requests of
-        the call one endpoint holds at once). More give finer rebalancing, fewer give fewer
-        requests; on a uniform fleet a call uses about this many requests per endpoint.
-    adapt_to_speed:
-        Plan from each endpoint's measured speed, take back waiting work from endpoints that
-        fall behind, and back up stragglers. ``False``: an equal split, nothing moved.
-    min_chunk:
-        Smallest request when a share is cut into several.
-    whole_share:
-        A share of up to this many prompts goes as one request; so does a share that fits in
-        one wave of the server's slots (it all starts at once, so nothing would wait in the
-        queue to be taken back).
-    """
-
-    chunk_size: int | None = attrs.field(default=None, validator=_optional_positive)
-    max_chunk: int = attrs.field(default=1024, validator=_positive)
-    max_in_flight: int = attrs.field(default=4, validator=_positive)
-    adapt_to_speed: bool = True
-    min_chunk: int = attrs.field(default=32, validator=_positive)
-    whole_share: int = attrs.field(default=32, validator=_positive)
 
 
 def prefix_homes(texts: Sequence[str], endpoints: int, chars: int) -> tuple[list[int], list[int]]:

@@ -16,6 +16,7 @@ import attrs
 from ._capabilities import Capabilities
 from ._display import causes, html_table, seconds, text_table
 from ._endpoint import Endpoint
+from ._response import Usage
 from ._server_model import ServerModel
 
 __all__ = ["EndpointStats", "PoolStats"]
@@ -48,6 +49,34 @@ class Counters:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latencies: list[float] = attrs.field(factory=list)
+
+    def sent(self, prompts: int, *, batch: bool = False, retry: bool = False,
+             backup: bool = False) -> None:
+        """Count a request carrying ``prompts`` prompts (a retry or a backup of earlier work)."""
+        self.requests += 1
+        self.prompts += prompts
+        if batch:
+            self.batch_requests += 1
+        if retry:
+            self.retries += 1
+        if backup:
+            self.backups += 1
+
+    def failed(self, cause: str, prompts: int = 1) -> None:
+        """Count ``prompts`` prompts that failed with ``cause`` (see ``RequestError.cause``)."""
+        self.failures[cause] += prompts
+
+    def answered_request(self, prompts: int, latency: float, usage: Usage | None) -> None:
+        """Count a request that answered ``prompts`` prompts in ``latency`` seconds."""
+        self.answered += prompts
+        self.latencies.append(latency)
+        if usage is not None:
+            self.prompt_tokens += usage.prompt_tokens
+            self.completion_tokens += usage.completion_tokens
+
+    def took_back(self) -> None:
+        """Count a waiting request called off to spread its prompts again."""
+        self.taken_back += 1
 
     def snapshot(
         self, endpoint: Endpoint, server: ServerModel | None = None,

@@ -344,9 +344,11 @@ class Transport:
         api_keys: Mapping[Endpoint, str] | None = None,
         verify: TLSVerify = True,
         env_proxies: bool = True,
+        http_transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self._api_key = api_key
         self._api_keys = dict(api_keys or {})
+        self._http_transport = http_transport
         self._connect_timeout = connect_timeout
         self._max_connections = max_connections
         self._verify = verify
@@ -389,7 +391,11 @@ class Transport:
         http = self._https.get(endpoint)
         if http is None:
             key = self._api_keys.get(endpoint, self._api_key)
+            extra: dict[str, Any] = {}
+            if self._http_transport is not None:
+                extra["transport"] = self._http_transport
             http = openai.DefaultAsyncHttpxClient(
+                **extra,
                 verify=self._ssl_context(endpoint),
                 # Our own calls (/v1/models, /tokenize, /health) need the key too; the OpenAI
                 # client sets the same header on its requests.

@@ -48,3 +48,8 @@ __all__ = [
     "run_job_sync",
     "stream_batched",
 ]
+
+from ._exports import own_exports
+
+own_exports(__name__, globals(), __all__)
+del own_exports

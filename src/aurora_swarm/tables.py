@@ -11,3 +11,8 @@ only when these functions are called (``pip install "aurora-swarm[tables]"`` or
 from ._tables import to_dataframe, to_dataset
 
 __all__ = ["to_dataframe", "to_dataset"]
+
+from ._exports import own_exports
+
+own_exports(__name__, globals(), __all__)
+del own_exports

@@ -13,6 +13,11 @@ import pytest
 from aurora_swarm import Endpoint, HealthPolicy, Response, RetryPolicy, VLLMPool
 from aurora_swarm.testing import FakeFleet
 
+from ..conftest import BOTH_BACKENDS, fleet_of
+
+# The patterns run on asyncio and trio alike: every test here runs on both.
+anyio_backend = BOTH_BACKENDS
+
 MODEL = "fake-model"
 LONG_CONTEXT = 1_000_000
 BIG = 100_000  # max_tokens large enough that echoed supervisor prompts are never cut
@@ -33,13 +38,13 @@ def echo(prompt: str) -> str:
 
 @pytest.fixture
 async def fleet() -> AsyncIterator[FakeFleet]:
-    async with FakeFleet(4, model=MODEL, max_model_len=LONG_CONTEXT) as running:
+    async with fleet_of(4, model=MODEL, max_model_len=LONG_CONTEXT) as running:
         yield running
 
 
 @pytest.fixture
 async def pool(fleet: FakeFleet) -> AsyncIterator[VLLMPool]:
-    async with open_pool(fleet.endpoints) as opened:
+    async with open_pool(fleet.endpoints, transport=fleet.transport) as opened:
         yield opened
 
 

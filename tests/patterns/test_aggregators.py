@@ -19,9 +19,9 @@ from aurora_swarm.patterns import (
     structured_merge,
     top_k,
 )
-from aurora_swarm.testing import EndpointBehavior, FakeFleet
+from aurora_swarm.testing import EndpointBehavior
 
-from .conftest import MODEL, open_pool
+from .conftest import MODEL, fleet_of, open_pool
 
 
 def ok(text: str) -> Response:
@@ -174,8 +174,8 @@ def test_failure_report_counts_by_cause_and_endpoint() -> None:
 
 async def test_failure_report_on_a_failing_fleet() -> None:
     behaviors = {0: EndpointBehavior(default_action="400")}
-    async with FakeFleet(1, model=MODEL, behaviors=behaviors) as fleet:
-        async with open_pool(fleet.endpoints) as pool:
+    async with fleet_of(1, model=MODEL, behaviors=behaviors) as fleet:
+        async with open_pool(fleet.endpoints, transport=fleet.transport) as pool:
             answers = await map_gather(pool, ["a", "b"], "{item}")
     report = failure_report(answers)
     assert report.failed == (0, 1) and dict(report.by_cause) == {"HTTP 400": 2}

@@ -10,7 +10,7 @@ from aurora_swarm import ConfigurationError, Endpoint, VLLMPool
 from aurora_swarm.patterns import Blackboard, BoardState, render_board
 from aurora_swarm.testing import EndpointBehavior, FakeFleet
 
-from .conftest import MODEL, ScriptedPool, open_pool
+from .conftest import MODEL, ScriptedPool, fleet_of, open_pool
 
 ROLES = ["ideas", "ideas", "critiques", "judge"]
 
@@ -22,7 +22,7 @@ def tagged(fleet: FakeFleet, roles: list[str]) -> list[Endpoint]:
 
 @pytest.fixture
 async def roles_pool(fleet: FakeFleet) -> AsyncIterator[VLLMPool]:
-    async with open_pool(tagged(fleet, ROLES)) as opened:
+    async with open_pool(tagged(fleet, ROLES), transport=fleet.transport) as opened:
         yield opened
 
 
@@ -86,8 +86,8 @@ async def test_keep_last_bounds_each_section(roles_pool: VLLMPool) -> None:
 
 async def test_failed_answers_are_recorded_not_written() -> None:
     behaviors = {2: EndpointBehavior(script=("400",))}  # the critic's first request is refused
-    async with FakeFleet(4, model=MODEL, behaviors=behaviors) as fleet:
-        async with open_pool(tagged(fleet, ROLES)) as pool:
+    async with fleet_of(4, model=MODEL, behaviors=behaviors) as fleet:
+        async with open_pool(tagged(fleet, ROLES), transport=fleet.transport) as pool:
             board = Blackboard(["ideas", "critiques"], prompts)
             state = await board.run(pool, max_rounds=2)
     assert len(state["critiques"]) == 1  # round 1 failed, round 2 answered
@@ -98,8 +98,8 @@ async def test_failed_answers_are_recorded_not_written() -> None:
 
 
 async def test_dead_role_agent_is_covered_by_its_peer() -> None:
-    async with FakeFleet(4, model=MODEL, behaviors={0: EndpointBehavior(die_after=0)}) as fleet:
-        async with open_pool(tagged(fleet, ROLES)) as pool:
+    async with fleet_of(4, model=MODEL, behaviors={0: EndpointBehavior(die_after=0)}) as fleet:
+        async with open_pool(tagged(fleet, ROLES), transport=fleet.transport) as pool:
             board = Blackboard(["ideas"], prompts)
             state = await board.run(pool, max_rounds=1)
     assert state["ideas"] == ["ECHO: ideas round=0"] * 2

@@ -8,7 +8,7 @@ from aurora_swarm import ConfigurationError, VLLMPool
 from aurora_swarm.patterns import NoAnswerError, broadcast, broadcast_and_reduce
 from aurora_swarm.testing import EndpointBehavior, FakeFleet
 
-from .conftest import MODEL, ScriptedPool, open_pool
+from .conftest import MODEL, ScriptedPool, fleet_of, open_pool
 
 
 async def test_broadcast_once_per_agent_by_default(pool: VLLMPool, fleet: FakeFleet) -> None:
@@ -34,8 +34,8 @@ async def test_broadcast_on_a_sub_pool(pool: VLLMPool, fleet: FakeFleet) -> None
 
 
 async def test_broadcast_survives_a_dead_endpoint() -> None:
-    async with FakeFleet(3, model=MODEL, behaviors={1: EndpointBehavior(die_after=0)}) as fleet:
-        async with open_pool(fleet.endpoints) as pool:
+    async with fleet_of(3, model=MODEL, behaviors={1: EndpointBehavior(die_after=0)}) as fleet:
+        async with open_pool(fleet.endpoints, transport=fleet.transport) as pool:
             out = await broadcast(pool, "hello", copies=12)
     assert all(r.success and r.text == "ECHO: hello" for r in out)
 
@@ -76,17 +76,17 @@ async def test_broadcast_and_reduce_failed_merge_is_the_result() -> None:
 
 
 async def test_broadcast_and_reduce_everything_failing() -> None:
-    async with FakeFleet(2, model=MODEL, behaviors=[EndpointBehavior(die_after=0)] * 2) as fleet:
-        async with open_pool(fleet.endpoints) as pool:
+    async with fleet_of(2, model=MODEL, behaviors=[EndpointBehavior(die_after=0)] * 2) as fleet:
+        async with open_pool(fleet.endpoints, transport=fleet.transport) as pool:
             out = await broadcast_and_reduce(pool, "x", "merge {responses}")
     assert not out.success and isinstance(out.exception, NoAnswerError)
     assert "2 failed" in (out.error or "")
 
 
 async def test_broadcast_and_reduce_with_503s() -> None:
-    async with FakeFleet(2, model=MODEL,
+    async with fleet_of(2, model=MODEL,
                          behaviors=[EndpointBehavior(script=("503",))] * 2) as fleet:
-        async with open_pool(fleet.endpoints) as flaky:
+        async with open_pool(fleet.endpoints, transport=fleet.transport) as flaky:
             out = await broadcast_and_reduce(flaky, "x", "merge {responses}")
     assert out.success and out.text.count("ECHO: x") == 2
 

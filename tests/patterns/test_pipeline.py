@@ -8,7 +8,7 @@ from aurora_swarm import ConfigurationError, Response, VLLMPool
 from aurora_swarm.patterns import NoAnswerError, Stage, StageResult, fan_out_fan_in, run_pipeline
 from aurora_swarm.testing import EndpointBehavior, FakeFleet
 
-from .conftest import MODEL, ScriptedPool, open_pool
+from .conftest import MODEL, ScriptedPool, fleet_of, open_pool
 
 
 async def test_broadcast_stages_chain_their_outputs(pool: VLLMPool) -> None:
@@ -55,7 +55,7 @@ async def test_partitioned_stages_use_their_own_agents(fleet: FakeFleet) -> None
         counts.append([fleet.counters(i).prompts_received for i in range(4)])
 
     stages = [Stage("first", "one {input}", n_agents=1), Stage("rest", "two {input}")]
-    async with open_pool(fleet.endpoints) as pool:
+    async with open_pool(fleet.endpoints, transport=fleet.transport) as pool:
         out = await run_pipeline(pool, stages, "x", reuse_agents=False, on_stage=record)
     assert counts[0] == [1, 0, 0, 0]  # stage 0 owns agent 0
     assert counts[1][0] == 1 and sum(counts[1][1:]) >= 3  # stage 1 owns agents 1..3
@@ -85,8 +85,8 @@ async def test_failures_are_dropped_and_recorded() -> None:
 
 async def test_dead_endpoint_and_503s_in_a_pipeline() -> None:
     behaviors = {0: EndpointBehavior(die_after=0), 2: EndpointBehavior(script=("503",) * 3)}
-    async with FakeFleet(4, model=MODEL, behaviors=behaviors) as fleet:
-        async with open_pool(fleet.endpoints) as pool:
+    async with fleet_of(4, model=MODEL, behaviors=behaviors) as fleet:
+        async with open_pool(fleet.endpoints, transport=fleet.transport) as pool:
             out = await run_pipeline(pool, [Stage("s", "{input}!", scatter=True)],
                                      [str(i) for i in range(50)])
     assert [r.text for r in out] == [f"ECHO: {i}!" for i in range(50)]

@@ -8,7 +8,7 @@ from aurora_swarm import ConfigurationError, Response, VLLMPool
 from aurora_swarm.patterns import map_gather, scatter_gather
 from aurora_swarm.testing import EndpointBehavior, FakeFleet, expected_answer
 
-from .conftest import MODEL, ScriptedPool, open_pool
+from .conftest import MODEL, ScriptedPool, fleet_of, open_pool
 
 
 async def test_scatter_gather_answers_in_input_order_with_few_requests(
@@ -22,7 +22,7 @@ async def test_scatter_gather_answers_in_input_order_with_few_requests(
 
 
 async def test_scatter_gather_without_batching_is_one_request_each(fleet: FakeFleet) -> None:
-    async with open_pool(fleet.endpoints, use_batch=False) as pool:
+    async with open_pool(fleet.endpoints, transport=fleet.transport, use_batch=False) as pool:
         out = await scatter_gather(pool, ["a", "b", "c"], max_tokens=8)
     assert [r.text for r in out] == ["ECHO: a", "ECHO: b", "ECHO: c"]
     assert fleet.total_requests() == 3
@@ -82,16 +82,16 @@ async def test_bad_arguments(call: object, message: str) -> None:
 
 async def test_dead_endpoint_and_503_script_lose_nothing() -> None:
     behaviors = {0: EndpointBehavior(die_after=0), 3: EndpointBehavior(script=("503", "503"))}
-    async with FakeFleet(4, model=MODEL, behaviors=behaviors) as fleet:
-        async with open_pool(fleet.endpoints) as pool:
+    async with fleet_of(4, model=MODEL, behaviors=behaviors) as fleet:
+        async with open_pool(fleet.endpoints, transport=fleet.transport) as pool:
             out = await map_gather(pool, range(100), "item {item}")
     assert [r.text for r in out] == [f"ECHO: item {i}" for i in range(100)]
     assert all(r.endpoint != fleet.endpoints[0] for r in out)
 
 
 async def test_every_endpoint_dead_gives_failed_responses_not_exceptions() -> None:
-    async with FakeFleet(2, model=MODEL, behaviors=[EndpointBehavior(die_after=0)] * 2) as fleet:
-        async with open_pool(fleet.endpoints) as pool:
+    async with fleet_of(2, model=MODEL, behaviors=[EndpointBehavior(die_after=0)] * 2) as fleet:
+        async with open_pool(fleet.endpoints, transport=fleet.transport) as pool:
             out = await scatter_gather(pool, ["a", "b", "c"])
     assert len(out) == 3 and not any(r.success for r in out)
     assert all(r.exception is not None for r in out)

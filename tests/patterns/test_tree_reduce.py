@@ -10,7 +10,7 @@ from aurora_swarm import BatchError, Chunking, ConfigurationError, Response, VLL
 from aurora_swarm.patterns import NoAnswerError, ReduceTree, tree_reduce, tree_reduce_tree
 from aurora_swarm.testing import EndpointBehavior, FakeFleet, LatencyModel
 
-from .conftest import BIG, LONG_CONTEXT, MODEL, ScriptedPool, open_pool
+from .conftest import BIG, LONG_CONTEXT, MODEL, ScriptedPool, fleet_of, open_pool
 
 ITEMS = [f"item-{i:03d}" for i in range(256)]
 LEAF = "Analyze {item}"
@@ -73,8 +73,8 @@ VLLM_LIKE = LatencyModel(request_overhead=0.005, prompt_time=0.002, max_concurre
 async def test_256_items_fanin_8_on_4_endpoints_within_32_requests(
     latency: LatencyModel | None, chunking: Chunking | None
 ) -> None:
-    async with FakeFleet(4, model=MODEL, max_model_len=LONG_CONTEXT, latency=latency) as fleet:
-        async with open_pool(fleet.endpoints, chunking=chunking) as pool:
+    async with fleet_of(4, model=MODEL, max_model_len=LONG_CONTEXT, latency=latency) as fleet:
+        async with open_pool(fleet.endpoints, transport=fleet.transport, chunking=chunking) as pool:
             tree, counting = await run_256(pool, fleet)
             stats = pool.stats()
     assert [len(level) for level in tree.levels] == [256, 32, 4, 1]
@@ -85,7 +85,7 @@ async def test_256_items_fanin_8_on_4_endpoints_within_32_requests(
 
 
 async def test_without_batching_it_is_one_request_per_prompt(fleet: FakeFleet) -> None:
-    async with open_pool(fleet.endpoints, use_batch=False) as pool:
+    async with open_pool(fleet.endpoints, transport=fleet.transport, use_batch=False) as pool:
         tree, _ = await run_256(pool, fleet)
     assert fleet.total_requests() == 256 + 32 + 4 + 1
     check_every_leaf_reaches_the_root(tree, ITEMS)
@@ -142,9 +142,9 @@ async def test_single_leaf_is_the_root(pool: VLLMPool) -> None:
 
 async def test_a_dead_endpoint_and_503s_lose_nothing() -> None:
     behaviors = {1: EndpointBehavior(die_after=0), 2: EndpointBehavior(script=("503", "503"))}
-    async with FakeFleet(4, model=MODEL, max_model_len=LONG_CONTEXT,
+    async with fleet_of(4, model=MODEL, max_model_len=LONG_CONTEXT,
                          behaviors=behaviors) as fleet:
-        async with open_pool(fleet.endpoints) as pool:
+        async with open_pool(fleet.endpoints, transport=fleet.transport) as pool:
             tree = await tree_reduce_tree(pool, LEAF, REDUCE, fanin=8, items=ITEMS[:64])
     assert not tree.dropped
     check_every_leaf_reaches_the_root(tree, ITEMS[:64])
@@ -177,8 +177,8 @@ async def test_a_failed_supervisor_is_dropped_and_the_rest_merge() -> None:
 
 async def test_everything_failing_says_so() -> None:
     behaviors = [EndpointBehavior(die_after=0)] * 2
-    async with FakeFleet(2, model=MODEL, behaviors=behaviors) as fleet:
-        async with open_pool(fleet.endpoints) as pool:
+    async with fleet_of(2, model=MODEL, behaviors=behaviors) as fleet:
+        async with open_pool(fleet.endpoints, transport=fleet.transport) as pool:
             tree = await tree_reduce_tree(pool, LEAF, REDUCE, items=["a", "b", "c"])
     assert not tree.success and not tree.root.success
     assert isinstance(tree.root.exception, NoAnswerError)
@@ -225,7 +225,7 @@ async def test_bad_arguments_raise_at_once(
 
 
 async def test_a_strict_pool_raises_instead() -> None:
-    async with FakeFleet(1, model=MODEL, behaviors=[EndpointBehavior(die_after=0)]) as fleet:
-        async with open_pool(fleet.endpoints, strict=True) as pool:
+    async with fleet_of(1, model=MODEL, behaviors=[EndpointBehavior(die_after=0)]) as fleet:
+        async with open_pool(fleet.endpoints, transport=fleet.transport, strict=True) as pool:
             with pytest.raises(BatchError):
                 await tree_reduce(pool, LEAF, REDUCE, items=["a", "b"])

@@ -35,6 +35,10 @@ from aurora_swarm.testing import (
 )
 from aurora_swarm.testing._latency import Booking, SlotSchedule
 
+# Loopback servers and subprocesses: integration tests, left out of the unit suite by
+# `-m "not integration"`.
+pytestmark = pytest.mark.integration
+
 MODEL = "fake-model"
 
 
@@ -61,10 +65,14 @@ def user(text: str) -> list[dict[str, str]]:
 def test_exports_are_exactly_the_public_names() -> None:
     assert sorted(testing.__all__) == [
         "ACTIONS",
+        "Clock",
         "EndpointBehavior",
         "EndpointCounters",
+        "FakeClock",
         "FakeFleet",
         "LatencyModel",
+        "MockTransport",
+        "RealClock",
         "TRANSIENT_FAULTS",
         "chat_prompt_tokens",
         "expected_answer",

@@ -100,3 +100,8 @@ __all__ = [
     "tree_reduce_tree",
     "usable",
 ]
+
+from .._exports import own_exports
+
+own_exports(__name__, globals(), __all__)
+del own_exports

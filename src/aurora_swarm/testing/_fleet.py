@@ -15,13 +15,19 @@ from types import TracebackType
 
 from .._endpoint import Endpoint
 from ._behavior import EndpointBehavior
+from ._clock import Clock, RealClock
 from ._counters import EndpointCounters, FleetGauge, sum_counters
 from ._latency import LatencyModel
+from ._mock import MockTransport
 from ._server import FakeServer, ServerConfig
 
 __all__ = ["FakeFleet"]
 
 _START_BATCH = 256  # endpoints bound concurrently while starting
+# In-process endpoints are named under a top-level domain that never resolves (RFC 6761), so a
+# client that forgets the mock transport fails to connect instead of reaching a real server.
+_LOCAL_HOST = "fake-fleet.invalid"
+_LOCAL_FIRST_PORT = 8000
 _TAG_KEY = re.compile(r"^[A-Za-z_][\w.-]*$")
 
 
@@ -45,7 +51,8 @@ class FakeFleet:
     :class:`~aurora_swarm.testing.EndpointBehavior`.
 
     Use it as an async context manager; it runs in the caller's event loop, so the test and the
-    fleet share one loop and no thread.
+    fleet share one loop and no thread. On ports it needs asyncio; in-process it runs on asyncio
+    and trio.
 
     Parameters
     ----------
@@ -82,6 +89,15 @@ class FakeFleet:
     tls : ssl.SSLContext or None
         Serve HTTPS with this server-side context (its certificate must name ``host``);
         :attr:`endpoints` are then ``https``.
+    in_process : bool
+        Open no socket: the endpoints answer through :attr:`transport`, a
+        :class:`~aurora_swarm.testing.MockTransport` to give to the client
+        (``VLLMPool(..., transport=fleet.transport)``). Such a fleet runs on asyncio and trio.
+        Its endpoints are named ``fake-fleet.invalid:8000`` and on, which no network reaches.
+    clock : RealClock, FakeClock or None
+        The clock of the latency model and of timeouts, for an in-process fleet (the default
+        is the event loop's, :class:`~aurora_swarm.testing.RealClock`). On a
+        :class:`~aurora_swarm.testing.FakeClock` modelled time passes at once.
 
     Examples
     --------
@@ -117,6 +133,8 @@ class FakeFleet:
         api_key: str | None = None,
         base_path: str = "",
         tls: ssl.SSLContext | None = None,
+        in_process: bool = False,
+        clock: Clock | None = None,
     ) -> None:
         if n_endpoints < 1:
             raise ValueError(f"n_endpoints must be >= 1, got {n_endpoints}")
@@ -127,6 +145,14 @@ class FakeFleet:
         base_path = base_path.rstrip("/")
         if base_path and not base_path.startswith("/"):
             raise ValueError(f"base_path must start with '/', got {base_path!r}")
+        if clock is not None and not in_process:
+            raise ValueError("a clock is for an in-process fleet: pass in_process=True too")
+        if in_process:
+            host = _LOCAL_HOST
+            if ports is None:
+                ports = range(_LOCAL_FIRST_PORT, _LOCAL_FIRST_PORT + n_endpoints)
+        self._in_process = in_process
+        self._clock: Clock = clock if clock is not None else RealClock()
         self._model = model
         self._host = host
         self._base_path = base_path
@@ -140,6 +166,7 @@ class FakeFleet:
             chat_batch=chat_batch,
             gauge=self._gauge,
             created=int(time.time()),
+            clock=self._clock,
             metrics=metrics,
             api_key=api_key,
             base_path=base_path,
@@ -152,6 +179,10 @@ class FakeFleet:
         ]
         self._state = _State.UNOPENED
         self._startup_seconds = 0.0
+        self._transport = (
+            MockTransport({(host, s.port): s for s in self._servers}, self._clock)
+            if in_process else None
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -187,6 +218,17 @@ class FakeFleet:
             raise RuntimeError(f"this FakeFleet is {self._state.value}; a fleet starts once")
         self._state = _State.OPEN
         began = time.perf_counter()
+        if self._in_process:
+            for server in self._servers:
+                server.open_local()
+            return self
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._state = _State.CLOSED
+            raise RuntimeError(
+                "a FakeFleet on ports runs in an asyncio event loop; on another (trio), make "
+                "it with in_process=True and give the client fleet.transport") from None
         try:
             for first in range(0, len(self._servers), _START_BATCH):
                 batch = self._servers[first : first + _START_BATCH]
@@ -208,6 +250,10 @@ class FakeFleet:
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
+        if self._in_process:
+            for server in self._servers:
+                await server.stop()  # in-process: cancels what is in flight, awaits nothing
+            return
         await asyncio.shield(self._stop_all())
 
     async def _stop_all(self) -> None:
@@ -227,6 +273,30 @@ class FakeFleet:
         return self._model
 
     @property
+    def in_process(self) -> bool:
+        """Whether the endpoints answer in-process through :attr:`transport` (no sockets)."""
+        return self._in_process
+
+    @property
+    def transport(self) -> MockTransport:
+        """The in-process transport to the endpoints, for ``VLLMPool(..., transport=...)``.
+
+        Raises
+        ------
+        RuntimeError
+            If the fleet listens on ports (made without ``in_process=True``).
+        """
+        if self._transport is None:
+            raise RuntimeError("this FakeFleet listens on ports; make it with in_process=True "
+                               "for an in-process transport")
+        return self._transport
+
+    @property
+    def clock(self) -> Clock:
+        """The clock of the endpoints' latency model."""
+        return self._clock
+
+    @property
     def startup_seconds(self) -> float:
         """How long :meth:`start` took to bind every endpoint."""
         return self._startup_seconds
@@ -236,7 +306,8 @@ class FakeFleet:
 
     def __repr__(self) -> str:
         n, state = len(self._servers), self._state.value
-        return f"<FakeFleet {n} endpoints, model={self._model!r}, {state}>"
+        where = ", in-process" if self._in_process else ""
+        return f"<FakeFleet {n} endpoints{where}, model={self._model!r}, {state}>"
 
     def behavior(self, index: int) -> EndpointBehavior:
         """Return the behavior of endpoint ``index``."""
@@ -302,7 +373,10 @@ class FakeFleet:
         server = self._server(index)
         if server.alive:
             await server.stop()
-        await server.start(behavior)
+        if self._in_process:
+            server.open_local(behavior)
+        else:
+            await server.start(behavior)
 
     def write_hostfile(
         self,

@@ -9,11 +9,11 @@ import functools
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 import h11
 
-__all__ = ["Handler", "Peer", "Reply", "ReplyKind", "serve_connection"]
+__all__ = ["Handler", "Peer", "PeerLike", "Reply", "ReplyKind", "serve_connection"]
 
 _CHUNK = 256 * 1024
 _JSON = b"application/json"
@@ -55,6 +55,16 @@ class Reply:
         """Return a reply whose body is ``obj`` as compact JSON."""
         body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         return cls(status, body, headers=headers)
+
+
+class PeerLike(Protocol):
+    """The client of a request as a handler sees it: a connection, or an in-process caller."""
+
+    authorization: bytes | None  # the request's Authorization header
+
+    async def sleep(self, delay: float) -> bool:
+        """Sleep ``delay`` seconds; ``False`` at once if the client goes away meanwhile."""
+        ...
 
 
 class Peer:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Sequence
 
+import anyio
 import attrs
 
 __all__ = ["Booking", "LatencyModel", "SlotSchedule"]
@@ -91,7 +91,7 @@ class Booking:
 
     ``starts[i]``, ``ends[i]`` and ``befores[i]`` are when prompt ``i`` takes a slot, leaves it,
     and when that slot was free before it (to undo the booking). ``due`` is when the request is
-    done; ``wake``, while its handler waits, is a future set when ``due`` changes.
+    done; ``wake``, while its handler waits, is an event set when ``due`` changes.
     """
 
     __slots__ = ("_sorted_ends", "befores", "due", "ends", "ready", "services", "starts", "wake")
@@ -103,7 +103,7 @@ class Booking:
         self.ends: list[float] = []
         self.befores: list[float] = []
         self.due = ready
-        self.wake: asyncio.Future[None] | None = None
+        self.wake: anyio.Event | None = None
         self._sorted_ends: list[float] | None = None
 
     def started(self, now: float) -> bool:
@@ -132,7 +132,7 @@ class SlotSchedule:
     are its tail. Cancelling a request (:meth:`leave` before its ``due``) frees its running
     prompts' slots at ``now``, undoes the tail's bookings newest first and books the remaining
     waiting prompts again in queue order: ``O(S + w log S)`` for ``w`` waiting prompts. Handlers
-    whose ``due`` moved are woken through their booking's ``wake`` future. ``slots=0`` means no
+    whose ``due`` moved are woken through their booking's ``wake`` event. ``slots=0`` means no
     limit: every prompt starts when its request is ready.
     """
 
@@ -250,8 +250,8 @@ class SlotSchedule:
             was = booking.due
             booking.due = max(booking.ends, default=booking.ready)
             self._place(booking, max(now, booking.ready), booking.services[first:])
-            if booking.due != was and booking.wake is not None and not booking.wake.done():
-                booking.wake.set_result(None)
+            if booking.due != was and booking.wake is not None:
+                booking.wake.set()
 
 
 def _swap(free: Counter[float], old: float, new: float) -> None:

@@ -9,10 +9,13 @@ import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import anyio
+
 from ._answers import chat_token_ids, prompt_token_ids
 from ._behavior import ActionPicker, EndpointBehavior, is_status_action
+from ._clock import Clock
 from ._counters import FleetGauge, LiveCounters
-from ._http import CLOSED, DROP, HANG, Peer, Reply, serve_connection
+from ._http import CLOSED, DROP, HANG, PeerLike, Reply, serve_connection
 from ._latency import Booking, LatencyModel, SlotSchedule
 from ._protocol import (
     Answers,
@@ -54,7 +57,7 @@ _HEALTHY = Reply(200, b"", content_type=b"text/plain")
 _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 _BAD_JSON = b'{"id":"cmpl-broken","object":"text_completion","choices":[{"index":0,"te'
 _BACKLOG = 1024
-_Route = Callable[[bytes, Peer], Coroutine[Any, Any, Reply]]
+_Route = Callable[[bytes, PeerLike], Coroutine[Any, Any, Reply]]
 
 
 class ServerConfig:
@@ -64,6 +67,7 @@ class ServerConfig:
         "api_key",
         "base_path",
         "chat_batch",
+        "clock",
         "created",
         "gauge",
         "latency",
@@ -84,6 +88,7 @@ class ServerConfig:
         chat_batch: bool,
         gauge: FleetGauge,
         created: int,
+        clock: Clock,
         metrics: bool = True,
         api_key: str | None = None,
         base_path: str = "",
@@ -92,6 +97,7 @@ class ServerConfig:
         self.api_key = api_key
         self.base_path = base_path
         self.tls = tls
+        self.clock = clock
         self.model = model
         self.root = root
         self.max_model_len = max_model_len
@@ -103,7 +109,8 @@ class ServerConfig:
 
 
 class FakeServer:
-    """One endpoint: an asyncio server on one port that speaks vLLM's OpenAI API."""
+    """One endpoint that speaks vLLM's OpenAI API: on a port (an asyncio server), or in-process
+    (:meth:`open_local`; a :class:`~aurora_swarm.testing.MockTransport` calls :meth:`handle`)."""
 
     def __init__(
         self, index: int, host: str, port: int, config: ServerConfig, behavior: EndpointBehavior
@@ -120,6 +127,8 @@ class FakeServer:
         self._server: asyncio.Server | None = None
         self._server_closed: asyncio.Task[None] | None = None  # set once the server is halted
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self.local = False  # in-process: no socket, requests come from a MockTransport
+        self.local_requests: set[Any] = set()  # their cancel scopes
         self._models = Reply.json(
             models_body(config.model, config.root, config.max_model_len, config.created)
         )
@@ -159,9 +168,22 @@ class FakeServer:
         self.port = server.sockets[0].getsockname()[1]
         self.alive = True
 
+    def open_local(self, behavior: EndpointBehavior | None = None) -> None:
+        """Take requests in-process (no socket), as a freshly started server."""
+        if self.alive:
+            raise RuntimeError(f"endpoint {self.index} is running already")
+        if behavior is not None:
+            self._behavior = behavior
+        self._picker = ActionPicker(self._behavior, self.index)
+        self._slots = SlotSchedule(self.config.latency.max_concurrent_seqs)
+        self.local = True
+        self.alive = True
+
     async def stop(self) -> None:
         """Stop at once, like SIGKILL: stop listening and drop every connection."""
         self._halt()
+        if self.local:  # in-process: its requests are cancelled; nothing to wait for
+            return
         await self._end_connections()
         await self._release_server()
 
@@ -180,6 +202,10 @@ class FakeServer:
 
     def _halt(self) -> None:
         self.alive = False
+        for scope in list(self.local_requests):
+            scope.cancel()
+        if self.local:
+            return
         if self._server is not None and self._server_closed is None:
             self._server_closed = _close_server(self._server)
         current = asyncio.current_task()
@@ -203,7 +229,7 @@ class FakeServer:
         finally:
             del self._connections[task]
 
-    async def handle(self, method: str, path: str, body: bytes, peer: Peer) -> Reply:
+    async def handle(self, method: str, path: str, body: bytes, peer: PeerLike) -> Reply:
         """Answer one request."""
         routes = self.counters.routes
         config = self.config
@@ -245,7 +271,7 @@ class FakeServer:
         routes["other"] += 1
         return _NOT_FOUND
 
-    async def _completions(self, body: bytes, peer: Peer) -> Reply:
+    async def _completions(self, body: bytes, peer: PeerLike) -> Reply:
         self.counters.completion_requests += 1
         if not self._behavior.list_prompts:
             refusal = self._refuse_list(body)
@@ -253,7 +279,7 @@ class FakeServer:
                 return refusal
         return await self._infer(body, peer, prompts_of, answer_prompts, completion_body)
 
-    async def _chat(self, body: bytes, peer: Peer) -> Reply:
+    async def _chat(self, body: bytes, peer: PeerLike) -> Reply:
         self.counters.chat_requests += 1
 
         def one(doc: dict[str, Any]) -> list[list[dict[str, Any]]]:
@@ -261,20 +287,20 @@ class FakeServer:
 
         return await self._infer(body, peer, one, answer_chats, chat_body)
 
-    async def _chat_batch(self, body: bytes, peer: Peer) -> Reply:
+    async def _chat_batch(self, body: bytes, peer: PeerLike) -> Reply:
         self.counters.chat_batch_requests += 1
         return await self._infer(body, peer, conversations_of, answer_chats, chat_body)
 
-    async def _embeddings(self, body: bytes, peer: Peer) -> Reply:
+    async def _embeddings(self, body: bytes, peer: PeerLike) -> Reply:
         return await self._infer(body, peer, inputs_of, answer_inputs, embeddings_body)
 
-    async def _generate(self, body: bytes, peer: Peer) -> Reply:
+    async def _generate(self, body: bytes, peer: PeerLike) -> Reply:
         return await self._infer(body, peer, prompt_of, answer_generate, generate_body)
 
     async def _infer(
         self,
         body: bytes,
-        peer: Peer,
+        peer: PeerLike,
         items_of: Callable[[dict[str, Any]], list[Any]],
         answer: Callable[[dict[str, Any], list[Any], int], Answers],
         render: Callable[[str, Answers, list[int]], dict[str, Any]],
@@ -365,13 +391,13 @@ class FakeServer:
                 order.append(order[0])
         return order
 
-    async def _serve_time(self, completion_tokens: list[int], peer: Peer) -> bool:
+    async def _serve_time(self, completion_tokens: list[int], peer: PeerLike) -> bool:
         """Wait as the latency model says; ``False`` if the client left first (work aborted)."""
         latency = self.config.latency
         if latency.is_instant:
             return True
-        loop = asyncio.get_running_loop()
-        ready = loop.time() + latency.request_overhead
+        clock = self.config.clock
+        ready = clock.now() + latency.request_overhead
         slowness = self._behavior.slowness
         services: list[float]
         if latency.token_time:
@@ -383,17 +409,18 @@ class FakeServer:
         schedule = self._slots  # the one booked on, even if a restart replaces it meanwhile
         booking = schedule.book(ready, services)
         try:
-            while (delay := booking.due - loop.time()) > 0:
-                if not await _wait(schedule, booking, delay, peer):
+            while (delay := booking.due - clock.now()) > 0:
+                if not await (_wait_local if self.local else _wait)(
+                        schedule, booking, delay, peer, clock.now()):
                     return False
             return True
         finally:
             # Answered, or aborted (client gone, or the endpoint stopped): free what is left.
-            self.counters.aborted_prompts += schedule.leave(booking, loop.time())
+            self.counters.aborted_prompts += schedule.leave(booking, clock.now())
 
     def _metrics(self) -> Reply:
         """vLLM's queue gauges in Prometheus text, counting prompts (vLLM's sequences)."""
-        running, waiting = self._slots.counts(asyncio.get_running_loop().time())
+        running, waiting = self._slots.counts(self.config.clock.now())
         label = f'{{model_name="{_label_value(self.config.model)}"}}'
         lines = [
             "# HELP vllm:num_requests_running Number of requests in model execution batches.",
@@ -405,7 +432,7 @@ class FakeServer:
         ]
         return Reply(200, ("\n".join(lines) + "\n").encode(), content_type=_PROMETHEUS)
 
-    async def _tokenize(self, body: bytes, _peer: Peer) -> Reply:
+    async def _tokenize(self, body: bytes, _peer: PeerLike) -> Reply:
         try:
             doc = parse_body(body)
             check_model(doc, self.config.model)
@@ -447,26 +474,62 @@ def _close_server(server: asyncio.Server) -> asyncio.Task[None]:
     return closed
 
 
-async def _wait(schedule: SlotSchedule, booking: Booking, delay: float, peer: Peer) -> bool:
+async def _wait(
+    schedule: SlotSchedule, booking: Booking, delay: float, peer: PeerLike, now: float
+) -> bool:
     """Sleep ``delay`` seconds or until the booking's due time moves; ``False`` if the client left.
 
     A booking that can no longer move (all its prompts started, or no slot limit) sleeps on the
     peer alone, without a second task.
     """
     loop = asyncio.get_running_loop()
-    if not schedule.may_move(booking, loop.time()):
+    if not schedule.may_move(booking, now):
         return await peer.sleep(delay)
-    wake: asyncio.Future[None] = loop.create_future()
+    wake = anyio.Event()
     booking.wake = wake
     sleeper = loop.create_task(peer.sleep(delay))
+    waker = loop.create_task(wake.wait())
     try:
-        await asyncio.wait((sleeper, wake), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
     finally:
         booking.wake = None
-        if not sleeper.done():
-            sleeper.cancel()
-            await asyncio.wait((sleeper,))
+        for task in (sleeper, waker):
+            if not task.done():
+                task.cancel()
+        await asyncio.wait((sleeper, waker))
     return sleeper.cancelled() or sleeper.result()
+
+
+async def _wait_local(
+    schedule: SlotSchedule, booking: Booking, delay: float, peer: PeerLike, now: float
+) -> bool:
+    """:func:`_wait` for an in-process endpoint, on any event loop (anyio).
+
+    A booking that can no longer move (all its prompts started, or no slot limit) sleeps on the
+    peer alone, without a second task.
+    """
+    if not schedule.may_move(booking, now):
+        return await peer.sleep(delay)
+    wake = anyio.Event()
+    booking.wake = wake
+    stayed = True
+    try:
+        async with anyio.create_task_group() as group:
+
+            async def sleep() -> None:
+                nonlocal stayed
+                stayed = await peer.sleep(delay)
+                group.cancel_scope.cancel()
+
+            async def moved() -> None:
+                await wake.wait()
+                group.cancel_scope.cancel()
+
+            group.start_soon(sleep)
+            group.start_soon(moved)
+    finally:
+        booking.wake = None
+    return stayed
 
 
 def _label_value(text: str) -> str:
