@@ -271,6 +271,9 @@ class BatchJob(Generic[P, K]):
             if self._all_down():
                 self._fail_everything_left()
                 return 0.0
+            # Nothing else can move this call on: probe whatever is due now, not at the next
+            # look (a bench's first probe is due at once, and no answer is coming to wake us).
+            self._probe_benched(now)
             return self._next_wake(now)
         fallback = self._typical_wave()
         lanes = _Lanes(self, usable, now, fallback)
@@ -289,11 +292,17 @@ class BatchJob(Generic[P, K]):
         return min(tick, self._next_wake(now))
 
     def _next_wake(self, now: float) -> float:
-        """Time until a resting endpoint may work again or a benched one is due a probe."""
+        """Time until a resting endpoint may work again or a benched one is due a probe.
+
+        A probe under way wakes the decider when it ends; with nothing to wait for, the decider
+        sleeps until news comes (an answer, a failure), looking again once a second at most.
+        """
         soonest = math.inf
         for record in self._records:
+            if record.probing:
+                continue
             wait = record.health.wait_time(now)
-            if wait > 0:
+            if wait > 0 or record.health.benched:
                 soonest = min(soonest, wait)
         return max(0.001, min(soonest, 1.0)) if soonest < math.inf else 1.0
 
