@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import statistics
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
@@ -57,9 +56,9 @@ from ._plan import Lane, cut, water_fill, worth_moving
 from ._response import Response
 from ._retry import RetryPolicy
 from ._schedule import Chunking
-from ._server_model import Held, ServerModel
+from ._server_model import FleetGuess, Held, ServerModel
 from ._stats import Counters
-from ._transport import BatchReply
+from ._transport import BatchReply, ServerGauges
 
 __all__ = ["BatchJob", "EndpointRecord", "Timeouts"]
 
@@ -69,7 +68,7 @@ P = TypeVar("P")
 K = TypeVar("K", bound=Hashable)
 Sender = Callable[[Endpoint, list[P], K, float | None], Awaitable[BatchReply]]
 Prober = Callable[[Endpoint], Awaitable[bool]]
-GaugeReader = Callable[[Endpoint], Awaitable["tuple[int, int] | None"]]
+GaugeReader = Callable[[Endpoint], Awaitable["ServerGauges | None"]]
 ResultHook = Callable[[int, Response], None]
 Clock = Callable[[], float]
 
@@ -84,6 +83,7 @@ class EndpointRecord:
     counters: Counters = attrs.field(factory=Counters)
     probing: bool = False
     scraping: bool = False
+    history: anyio.Event | None = None  # set once /metrics was read for the server's past wave
 
 
 @attrs.frozen
@@ -102,6 +102,7 @@ _BACKUP_MARGIN = 0.25  # the same for a backup, which adds work instead of movin
 _TICK = 0.02  # seconds between looks at the whole fleet, at the least
 _TICK_PER_ENDPOINT = 1e-5  # and this much more per endpoint, so large fleets are looked at less
 _SCRAPE_AFTER = 0.05  # seconds a request must have waited before its server's gauges are read
+_HISTORY_WAIT = 0.05  # seconds a fresh pool's first plan waits for the servers' past waves
 _SCRAPE_EVERY = 0.1  # seconds between gauge reads of one server, at the least
 _STAGGER = 0.003  # seconds between the requests of one share, so the server queues them in order
 _BUSY_LAG = 0.02  # seconds late the decider wakes up, on average, when the client is saturated
@@ -112,12 +113,12 @@ class _Lanes:
     first asked for: a look over a large fleet often needs only a few of them."""
 
     def __init__(self, job: BatchJob[Any, Any], usable: list[int], now: float,
-                 fallback: float | None) -> None:
+                 guess: FleetGuess) -> None:
         self._job = job
         self._usable = usable
         self._set = set(usable)
         self._now = now
-        self._fallback = fallback
+        self._guess = guess
         self._made: dict[int, Lane] = {}
 
     def __iter__(self) -> Iterator[int]:
@@ -132,7 +133,7 @@ class _Lanes:
     def __getitem__(self, position: int) -> Lane:
         lane = self._made.get(position)
         if lane is None:
-            lane = self._made[position] = self._job._lane(position, self._now, self._fallback)
+            lane = self._made[position] = self._job._lane(position, self._now, self._guess)
         return lane
 
     def __setitem__(self, position: int, lane: Lane) -> None:
@@ -225,6 +226,8 @@ class BatchJob(Generic[P, K]):
         if self._remaining:
             async with anyio.create_task_group() as group:
                 self._group = group
+                if self._gauges is not None and self._adaptive and len(self._records) > 1:
+                    await self._read_history(group)
                 await self._decide()
                 group.cancel_scope.cancel()  # what is left is only called-off work
         return [r for r in self.results if r is not None]
@@ -275,18 +278,18 @@ class BatchJob(Generic[P, K]):
             # look (a bench's first probe is due at once, and no answer is coming to wake us).
             self._probe_benched(now)
             return self._next_wake(now)
-        fallback = self._typical_wave()
-        lanes = _Lanes(self, usable, now, fallback)
+        guess = FleetGuess.of(r.server for r in records)
+        lanes = _Lanes(self, usable, now, guess)
         if self._forced:
             self._place_forced(lanes, now)
         if self._pending_count:
             self._place_pending(lanes, now)
         if look:
-            if self._rebalance and self._take_back(lanes, now, fallback):
-                lanes = _Lanes(self, usable, now, fallback)
+            if self._rebalance and self._take_back(lanes, now, guess):
+                lanes = _Lanes(self, usable, now, guess)
                 self._place_pending(lanes, now)
             if self._backups and not self._pending_count and self._lag < _BUSY_LAG:
-                self._back_up(lanes, now, fallback)
+                self._back_up(lanes, now, guess)
             if self._gauges is not None:
                 self._read_gauges(now)
         return min(tick, self._next_wake(now))
@@ -306,14 +309,10 @@ class BatchJob(Generic[P, K]):
                 soonest = min(soonest, wait)
         return max(0.001, min(soonest, 1.0)) if soonest < math.inf else 1.0
 
-    def _typical_wave(self) -> float | None:
-        """The median measured wave of the call's endpoints: the guess for an unmeasured one."""
-        waves = [r.server.wave for r in self._records if r.server.wave is not None]
-        return statistics.median(waves) if waves else None
-
-    def _lane(self, position: int, now: float, fallback: float | None) -> Lane:
+    def _lane(self, position: int, now: float, guess: FleetGuess) -> Lane:
         server = self._records[position].server
-        wave = server.wave_at(now, fallback) or 1.0  # nothing measured anywhere: all alike
+        # Nothing measured anywhere and no history: all alike.
+        wave = server.wave_at(now, guess.wave_for(server)) or 1.0
         if not server.held:
             rest = self._records[position].health.wait_time(now)
             return Lane(now + rest, 0, 0, server.capacity(), wave)
@@ -416,7 +415,7 @@ class BatchJob(Generic[P, K]):
 
     # -- rebalancing ----------------------------------------------------------------------------
 
-    def _take_back(self, lanes: _Lanes, now: float, fallback: float | None) -> bool:
+    def _take_back(self, lanes: _Lanes, now: float, guess: FleetGuess) -> bool:
         """Call off waiting requests that other endpoints would clearly finish sooner.
 
         Only a request that should not have started yet (every slot busy with work queued
@@ -430,7 +429,7 @@ class BatchJob(Generic[P, K]):
             server = self._records[position].server
             if flights[-1].held.ahead < server.capacity():
                 continue  # all of it runs in the first wave: nothing waits
-            wave = server.wave_at(now, fallback)
+            wave = server.wave_at(now, guess.wave_for(server))
             if wave is None:
                 continue
             for flight in reversed(flights):
@@ -474,7 +473,7 @@ class BatchJob(Generic[P, K]):
             if self.results[index] is None and not self._carriers[index]:
                 self._push_pending(index)
 
-    def _back_up(self, lanes: _Lanes, now: float, fallback: float | None) -> None:
+    def _back_up(self, lanes: _Lanes, now: float, guess: FleetGuess) -> None:
         """With nothing left to hand out, let idle endpoints redo slices of the requests that
         would be answered clearly later than they could do them."""
         idle = [p for p in lanes if not self._records[p].server.held
@@ -485,7 +484,7 @@ class BatchJob(Generic[P, K]):
         for position, flights in self._mine.items():
             server = self._records[position].server
             # At least as slow as its unanswered requests show (see ServerModel.wave_at).
-            wave = server.wave_at(now, fallback)
+            wave = server.wave_at(now, guess.wave_for(server))
             if wave is None:
                 continue
             for flight in flights:
@@ -546,6 +545,44 @@ class BatchJob(Generic[P, K]):
             server.scraped_at = now
             group.start_soon(self._read_one, record)
 
+    async def _read_history(self, group: anyio.abc.TaskGroup) -> None:
+        """Before the first plan of a fresh pool, read each server's past wave from
+        ``/metrics``: a fleet with one slow server is then split as if its speeds were known,
+        instead of losing a whole wave to learn them. Concurrent calls share the reads; the plan
+        waits at most ``_HISTORY_WAIT`` for them (a server that answers later still informs the
+        call's take-backs and backups)."""
+        reads: list[anyio.Event] = []
+        for record in self._records:
+            server = record.server
+            if server.wave is not None or server.metrics is False:
+                continue
+            if record.history is None:
+                record.history = anyio.Event()
+                group.start_soon(self._read_past, record, record.history)
+            if not record.history.is_set():
+                reads.append(record.history)
+        if reads:
+            with anyio.move_on_after(_HISTORY_WAIT):
+                for read in reads:
+                    await read.wait()
+
+    async def _read_past(self, record: EndpointRecord, done: anyio.Event) -> None:
+        assert self._gauges is not None
+        server = record.server
+        try:
+            gauges = await self._gauges(record.endpoint)
+        except BaseException:
+            record.history = None  # called off with its call: a later call asks again
+            raise
+        finally:
+            done.set()
+        server.metrics = gauges is not None
+        if gauges is not None and gauges.past_wave is not None:
+            server.past_wave = gauges.past_wave
+            _log.debug("%s ran a sequence in %.3f s on average before this pool",
+                       record.endpoint, gauges.past_wave)
+        self._notify()
+
     async def _read_one(self, record: EndpointRecord) -> None:
         assert self._gauges is not None
         try:
@@ -557,7 +594,7 @@ class BatchJob(Generic[P, K]):
             server.metrics = False
             return
         server.metrics = True
-        running, waiting = gauges
+        running, waiting = gauges.running, gauges.waiting
         if running <= 0:
             return
         if waiting <= 0:

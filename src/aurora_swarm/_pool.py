@@ -55,7 +55,15 @@ from ._sampling import check_sampling_values
 from ._schedule import prefix_homes
 from ._sizing import ContextSizer
 from ._stats import PoolStats
-from ._transport import BatchReply, Choice, ModelInfo, TLSVerify, Transport, check_verify
+from ._transport import (
+    BatchReply,
+    Choice,
+    ModelInfo,
+    ServerGauges,
+    TLSVerify,
+    Transport,
+    check_verify,
+)
 
 __all__ = ["VLLMPool"]
 
@@ -970,7 +978,7 @@ class VLLMPool:
         params = {**params, "max_tokens": shape.max_tokens}
         return await self._core.transport.chat_batch(endpoint, conversations, params, timeout)
 
-    async def _gauges(self, endpoint: Endpoint) -> tuple[int, int] | None:
+    async def _gauges(self, endpoint: Endpoint) -> ServerGauges | None:
         return await self._core.transport.load_gauges(
             endpoint, self._core.settings.health.probe_timeout)
 

@@ -20,6 +20,8 @@ slow enough not to have finished it yet (:meth:`ServerModel.wave_at`).
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Iterable
 
 import attrs
 
@@ -58,11 +60,16 @@ class ServerModel:
         seen running at once) or ``None``.
     wave:
         Seconds a prompt holds a slot, as measured, or ``None`` before the first answer.
+    past_wave:
+        Seconds a sequence ran on the server before this pool used it, on average (from
+        ``vllm:request_inference_time_seconds`` on ``/metrics``), or ``None``: a guess at the
+        server's speed *relative to the others* until its own answers are measured.
     """
 
     slots: int | None = None
     slots_source: str | None = None
     wave: float | None = None
+    past_wave: float | None = None
     held: list[Held] = attrs.field(factory=list)
     busy_since: float = 0.0
     queued: int = 0  # prompts queued in this busy period, taken-back ones not counted
@@ -203,3 +210,41 @@ class ServerModel:
     def outstanding(self) -> int:
         """Prompts in the requests the server holds."""
         return sum(h.size for h in self.held)
+
+
+@attrs.frozen
+class FleetGuess:
+    """What to plan with for a server whose wave this pool has not measured yet.
+
+    Its past wave (what it ran like before this pool) says how fast it is next to the others,
+    not in this workload's units (other prompts, other ``max_tokens``), so past waves are scaled
+    by how the measured waves compare with the past waves of the same servers. A server with
+    neither gets the fleet's typical wave, and before anything is known every server is alike.
+    """
+
+    typical: float | None
+    scale: float = 1.0
+
+    @classmethod
+    def of(cls, servers: Iterable[ServerModel]) -> FleetGuess:
+        """The guess from every server's measured and past waves."""
+        measured: list[float] = []
+        ratios: list[float] = []
+        past: list[float] = []
+        for server in servers:
+            if server.wave is not None:
+                measured.append(server.wave)
+                if server.past_wave is not None:
+                    ratios.append(server.wave / server.past_wave)
+            elif server.past_wave is not None:
+                past.append(server.past_wave)
+        scale = statistics.median(ratios) if ratios else 1.0
+        if measured:
+            return cls(statistics.median(measured), scale)
+        return cls(statistics.median(past) * scale if past else None, scale)
+
+    def wave_for(self, server: ServerModel) -> float | None:
+        """The wave to assume for ``server`` until it is measured."""
+        if server.past_wave is not None:
+            return server.past_wave * self.scale
+        return self.typical

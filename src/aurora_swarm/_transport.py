@@ -638,13 +638,9 @@ class Transport:
             return None
         return response.status_code
 
-    async def load_gauges(self, endpoint: Endpoint, timeout: float = 5.0) -> tuple[int, int] | None:
-        """vLLM's ``vllm:num_requests_running`` and ``vllm:num_requests_waiting`` from
-        ``/metrics``, or ``None`` when the server publishes no such gauges.
-
-        vLLM counts each prompt of a list-prompt request as a request of its own, so these are
-        sequences: while any wait, the running ones are the server's capacity.
-        """
+    async def load_gauges(self, endpoint: Endpoint, timeout: float = 5.0) -> ServerGauges | None:
+        """What ``/metrics`` says of the server's load and past speed (see
+        :class:`ServerGauges`), or ``None`` when the server publishes no vLLM gauges."""
         try:
             response = await self._http(endpoint).get(endpoint.url + "/metrics", timeout=timeout)
         except (httpx2.HTTPError, OSError):
@@ -661,22 +657,54 @@ class Transport:
                 await http.aclose()
 
 
-def parse_load_gauges(text: str) -> tuple[int, int] | None:
-    """The summed ``vllm:num_requests_running`` and ``vllm:num_requests_waiting`` samples of a
-    Prometheus text page, or ``None`` if either is missing."""
-    wanted = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+@attrs.frozen
+class ServerGauges:
+    """A vLLM server's ``/metrics``, as far as dispatch uses it.
+
+    vLLM counts each prompt of a list-prompt request as a request of its own, so these count
+    sequences: while any wait, the running ones are the server's capacity.
+
+    Attributes
+    ----------
+    running, waiting:
+        ``vllm:num_requests_running`` and ``vllm:num_requests_waiting`` (summed over engines).
+    run_seconds, runs:
+        The sum and count of ``vllm:request_inference_time_seconds``: how long the sequences
+        the server has finished spent running (0 and 0 on a server that has served nothing, or
+        does not publish it).
+    """
+
+    running: int
+    waiting: int
+    run_seconds: float = 0.0
+    runs: int = 0
+
+    @property
+    def past_wave(self) -> float | None:
+        """Seconds a sequence ran on average, over everything the server has served."""
+        return self.run_seconds / self.runs if self.runs > 0 and self.run_seconds > 0 else None
+
+
+_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting",
+           "vllm:request_inference_time_seconds_sum", "vllm:request_inference_time_seconds_count")
+
+
+def parse_load_gauges(text: str) -> ServerGauges | None:
+    """The :class:`ServerGauges` of a Prometheus text page (samples summed over labels), or
+    ``None`` if the running or waiting gauge is missing."""
     found: dict[str, float] = {}
     for line in text.splitlines():
-        if not line.startswith(wanted):
+        if not line.startswith(_GAUGES):
             continue
         name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name not in wanted:
+        if name not in _GAUGES:
             continue
         fields = (line.rsplit("}", 1)[-1] if "{" in line else line[len(name):]).split()
         try:
             found[name] = found.get(name, 0.0) + float(fields[0])
         except (IndexError, ValueError):
             continue
-    if len(found) < 2:
+    running, waiting, run_seconds, runs = (found.get(name) for name in _GAUGES)
+    if running is None or waiting is None:
         return None
-    return int(found[wanted[0]]), int(found[wanted[1]])
+    return ServerGauges(int(running), int(waiting), run_seconds or 0.0, int(runs or 0))

@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
+import attrs
 
 from ._answers import chat_token_ids, prompt_token_ids
 from ._behavior import ActionPicker, EndpointBehavior, is_status_action
@@ -108,6 +109,15 @@ class ServerConfig:
         self.metrics = metrics
 
 
+@attrs.define
+class _RunTime:
+    """Seconds the finished sequences spent running, and how many (vLLM's
+    ``vllm:request_inference_time_seconds`` sum and count; one sequence a prompt)."""
+
+    seconds: float = 0.0
+    sequences: int = 0
+
+
 class FakeServer:
     """One endpoint that speaks vLLM's OpenAI API: on a port (an asyncio server), or in-process
     (:meth:`open_local`; a :class:`~aurora_swarm.testing.MockTransport` calls :meth:`handle`)."""
@@ -124,6 +134,7 @@ class FakeServer:
         self._behavior = behavior
         self._picker = ActionPicker(behavior, index)
         self._slots = SlotSchedule(config.latency.max_concurrent_seqs)
+        self._ran = _RunTime()
         self._server: asyncio.Server | None = None
         self._server_closed: asyncio.Task[None] | None = None  # set once the server is halted
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
@@ -158,6 +169,7 @@ class FakeServer:
         await self._release_server()  # a "die" action halted it; its port frees only now
         self._picker = ActionPicker(self._behavior, self.index)
         self._slots = SlotSchedule(self.config.latency.max_concurrent_seqs)
+        self._ran = _RunTime()  # a restarted server's metrics start over
         server = await asyncio.start_server(
             self._on_connect, self.host, self.port, backlog=_BACKLOG, ssl=self.config.tls
         )
@@ -176,6 +188,7 @@ class FakeServer:
             self._behavior = behavior
         self._picker = ActionPicker(self._behavior, self.index)
         self._slots = SlotSchedule(self.config.latency.max_concurrent_seqs)
+        self._ran = _RunTime()  # a restarted server's metrics start over
         self.local = True
         self.alive = True
 
@@ -413,6 +426,8 @@ class FakeServer:
                 if not await (_wait_local if self.local else _wait)(
                         schedule, booking, delay, peer, clock.now()):
                     return False
+            self._ran.seconds += sum(services)
+            self._ran.sequences += len(services)
             return True
         finally:
             # Answered, or aborted (client gone, or the endpoint stopped): free what is left.
@@ -429,6 +444,11 @@ class FakeServer:
             "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
             "# TYPE vllm:num_requests_waiting gauge",
             f"vllm:num_requests_waiting{label} {float(waiting)}",
+            "# HELP vllm:request_inference_time_seconds Histogram of time spent in RUNNING "
+            "phase for request.",
+            "# TYPE vllm:request_inference_time_seconds histogram",
+            f"vllm:request_inference_time_seconds_sum{label} {self._ran.seconds!r}",
+            f"vllm:request_inference_time_seconds_count{label} {float(self._ran.sequences)}",
         ]
         return Reply(200, ("\n".join(lines) + "\n").encode(), content_type=_PROMETHEUS)
 

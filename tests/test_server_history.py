@@ -1,0 +1,102 @@
+"""A fresh pool reads each server's past speed from /metrics before its first plan.
+
+vLLM publishes how long its finished sequences ran (``vllm:request_inference_time_seconds``),
+so a new pool over servers that have served before knows which are slow without losing a wave
+to find out. The fake fleet publishes the same histogram.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from aurora_swarm import VLLMPool
+from aurora_swarm._transport import ServerGauges, parse_load_gauges
+from aurora_swarm.testing import EndpointBehavior, FakeFleet, LatencyModel
+
+from .conftest import MODEL, fleet_of
+
+# What vLLM 0.32 prints (two engines; other metrics left out), and what each line adds up to.
+VLLM_PAGE = """\
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 128.0
+vllm:num_requests_running{engine="1",model_name="m"} 64.0
+vllm:num_requests_waiting{engine="0",model_name="m"} 172.0
+vllm:num_requests_waiting{engine="1",model_name="m"} 0.0
+vllm:num_requests_waiting_by_reason{engine="0",reason="capacity"} 9.0
+# TYPE vllm:request_inference_time_seconds histogram
+vllm:request_inference_time_seconds_bucket{engine="0",le="0.3",model_name="m"} 10.0
+vllm:request_inference_time_seconds_sum{engine="0",model_name="m"} 30.0
+vllm:request_inference_time_seconds_count{engine="0",model_name="m"} 100.0
+vllm:request_inference_time_seconds_sum{engine="1",model_name="m"} 10.0
+vllm:request_inference_time_seconds_count{engine="1",model_name="m"} 100.0
+vllm:request_inference_time_seconds_created{engine="0",model_name="m"} 1.7e9
+"""
+
+
+@pytest.mark.parametrize(("page", "expected", "past_wave"), [
+    (VLLM_PAGE, ServerGauges(192, 172, 40.0, 200), 0.2),
+    ("vllm:num_requests_running 3\nvllm:num_requests_waiting 0\n", ServerGauges(3, 0), None),
+    ("vllm:num_requests_running 3\n", None, None),  # no queue gauge: not vLLM's page
+    ("# an empty registry\n", None, None),
+])
+def test_gauges_and_past_wave_from_a_metrics_page(
+    page: str, expected: ServerGauges | None, past_wave: float | None
+) -> None:
+    gauges = parse_load_gauges(page)
+    assert gauges == expected
+    if gauges is not None and past_wave is not None:
+        assert gauges.past_wave == pytest.approx(past_wave)
+    elif gauges is not None:
+        assert gauges.past_wave is None
+
+
+LATENCY = LatencyModel(request_overhead=0.002, prompt_time=0.05, max_concurrent_seqs=64)
+SLOW = {0: EndpointBehavior(slowness=8.0)}
+
+
+async def _serve_once_each(fleet: FakeFleet) -> None:
+    """Give every server a past: one small request each, on a pool of its own."""
+    for endpoint in fleet.endpoints:
+        async with VLLMPool([endpoint], model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as alone:
+            answers = await alone.post_batch(0, ["warm up", "the server"])
+            assert all(a.success for a in answers)
+
+
+async def _prompts_per_endpoint(fleet: FakeFleet, count: int) -> list[int]:
+    async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                        transport=fleet.transport) as fresh:
+        out = await fresh.send_all_batched([f"prompt {i}" for i in range(count)])
+        assert [r.success for r in out] == [True] * count
+        return [e.prompts for e in fresh.stats().endpoints]
+
+
+async def test_a_fresh_pool_sends_a_one_wave_call_past_a_server_known_to_be_slow() -> None:
+    async with fleet_of(4, model=MODEL, latency=LATENCY, behaviors=SLOW) as fleet:
+        await _serve_once_each(fleet)
+        per_endpoint = await _prompts_per_endpoint(fleet, 96)
+    # 96 prompts fit one wave of the three fast servers; the slow one would take 8 waves.
+    assert per_endpoint[0] == 0, per_endpoint
+    assert sorted(per_endpoint[1:]) == [32, 32, 32]
+
+
+async def test_without_a_past_the_first_plan_is_the_equal_split() -> None:
+    # No history (never served), or no /metrics: nothing tells the servers apart.
+    async with fleet_of(4, model=MODEL, latency=LATENCY, behaviors=SLOW) as fleet:
+        assert (await _prompts_per_endpoint(fleet, 96))[0] == 24
+    async with fleet_of(4, model=MODEL, latency=LATENCY, behaviors=SLOW, metrics=False) as fleet:
+        await _serve_once_each(fleet)
+        assert (await _prompts_per_endpoint(fleet, 96))[0] == 24
+
+
+async def test_the_fake_fleet_publishes_what_its_sequences_ran() -> None:
+    async with fleet_of(2, model=MODEL, latency=LATENCY, behaviors={1: EndpointBehavior(
+            slowness=3.0)}) as fleet:
+        await _serve_once_each(fleet)
+        async with VLLMPool(fleet.endpoints, model=MODEL, transport=fleet.transport) as pool:
+            transport = pool._core.transport
+            fast, slow = [await transport.load_gauges(e) for e in fleet.endpoints]
+    assert fast is not None and slow is not None
+    assert (fast.runs, slow.runs) == (2, 2)
+    assert fast.past_wave == pytest.approx(0.05) and slow.past_wave == pytest.approx(0.15)
