@@ -1,8 +1,9 @@
 """A fresh pool reads each server's past speed from /metrics before its first plan.
 
 vLLM publishes how long its finished sequences ran (``vllm:request_inference_time_seconds``),
-so a new pool over servers that have served before knows which are slow without losing a wave
-to find out. The fake fleet publishes the same histogram.
+so a new pool over servers that have served before, and whose slots it is told, knows which are
+slow without losing a wave to find out. The fake fleet publishes the same histogram. Without
+the slots the past says nothing: a sequence runs longer where more run beside it.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ async def _serve_once_each(fleet: FakeFleet) -> None:
             assert all(a.success for a in answers)
 
 
-async def _prompts_per_endpoint(fleet: FakeFleet, count: int) -> list[int]:
-    async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+async def _prompts_per_endpoint(fleet: FakeFleet, count: int, *,
+                                slots: int | None = 64) -> list[int]:
+    async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8, max_num_seqs=slots,
                         transport=fleet.transport) as fresh:
         out = await fresh.send_all_batched([f"prompt {i}" for i in range(count)])
         assert [r.success for r in out] == [True] * count
@@ -88,6 +90,15 @@ async def test_without_a_past_the_first_plan_is_the_equal_split() -> None:
     async with fleet_of(4, model=MODEL, latency=LATENCY, behaviors=SLOW, metrics=False) as fleet:
         await _serve_once_each(fleet)
         assert (await _prompts_per_endpoint(fleet, 96))[0] == 24
+
+
+async def test_a_past_wave_is_not_planned_with_while_the_slots_are_unknown() -> None:
+    # The same servers and history as above, but the pool is not told the slots: a short past
+    # wave may only mean fewer sequences ran at once, so the first plan is the equal split.
+    async with fleet_of(4, model=MODEL, latency=LATENCY, behaviors=SLOW) as fleet:
+        await _serve_once_each(fleet)
+        # (Once its answers show it slow, its work may be done again elsewhere.)
+        assert (await _prompts_per_endpoint(fleet, 96, slots=None))[0] == 24
 
 
 async def test_the_fake_fleet_publishes_what_its_sequences_ran() -> None:

@@ -16,7 +16,10 @@
 #   AURORA_VLLM_START        parallel | serial   (default parallel: 2 servers healthy in 22-40 s,
 #                            one after the other 44-50 s, on 2 cores)
 #   AURORA_VLLM_BIND         spread | auto | nobind | <VLLM_CPU_OMP_THREADS_BIND value>
-#                            spread (default) pins server i's worker threads to CPU i mod ncpu
+#                            spread (default) pins server i -- all its processes, not only its
+#                            worker threads -- to CPU i mod ncpu, so the servers are as independent
+#                            as servers on separate nodes (unpinned, a server of 64 slots stalled
+#                            for seconds while one of 8 ran: its API and engine processes starved)
 #   AURORA_VLLM_MAX_NUM_SEQS sequence slots per server, one value per server, space-separated
 #                            (default "64 8": servers of different capacity, so the suite can
 #                            check the slots a pool learns from /metrics; the last value is
@@ -136,8 +139,9 @@ PIDS=()
 
 start_server() { # index
     local i=$1 port=${PORTS[$1]} bind
+    local pin=()
     case $BIND in
-        spread) bind=${CPUS[$((i % ${#CPUS[@]}))]} ;;
+        spread) bind=${CPUS[$((i % ${#CPUS[@]}))]}; pin=(taskset -c "$bind") ;;
         *) bind=$BIND ;;
     esac
     local logf=$LOG_DIR/server-$port.log
@@ -162,7 +166,7 @@ start_server() { # index
             HF_HUB_OFFLINE=1 \
             TRANSFORMERS_OFFLINE=1 \
             PYTHONUNBUFFERED=1 \
-            setsid "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
+            "${pin[@]}" setsid "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
             --model "$MODEL_DIR" \
             --served-model-name "$MODEL_NAME" \
             --max-model-len 2048 \

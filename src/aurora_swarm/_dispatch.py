@@ -350,6 +350,8 @@ class BatchJob(Generic[P, K]):
                     self._launch(position, shape, taken[start:start + size], now,
                                  delay=rest + k * _STAGGER)
                     start += size
+                # Later looks in this step (taking back, backups) see what was just queued.
+                lanes[position] = lanes[position].with_extra(len(taken))
 
     def _plain_positions(self, positions: list[int]) -> list[int]:
         """Without speed adaptation: endpoints with fewer requests of this call first."""
@@ -546,15 +548,17 @@ class BatchJob(Generic[P, K]):
             group.start_soon(self._read_one, record)
 
     async def _read_history(self, group: anyio.abc.TaskGroup) -> None:
-        """Before the first plan of a fresh pool, read each server's past wave from
-        ``/metrics``: a fleet with one slow server is then split as if its speeds were known,
-        instead of losing a whole wave to learn them. Concurrent calls share the reads; the plan
+        """Before the first plan of a fresh pool, read the past wave from ``/metrics`` of each
+        server whose slots are known (a pool option or hostfile tag): a fleet with one slow
+        server is then split as if its speeds were known, instead of losing a whole wave to
+        learn them. Concurrent calls share the reads; the plan
         waits at most ``_HISTORY_WAIT`` for them (a server that answers later still informs the
         call's take-backs and backups)."""
         reads: list[anyio.Event] = []
         for record in self._records:
             server = record.server
-            if server.wave is not None or server.metrics is False:
+            # A past wave is planned with only where the slots are known (FleetGuess).
+            if server.wave is not None or server.metrics is False or not server.knows_slots():
                 continue
             if record.history is None:
                 record.history = anyio.Event()

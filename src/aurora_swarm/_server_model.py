@@ -63,7 +63,9 @@ class ServerModel:
     past_wave:
         Seconds a sequence ran on the server before this pool used it, on average (from
         ``vllm:request_inference_time_seconds`` on ``/metrics``), or ``None``: a guess at the
-        server's speed *relative to the others* until its own answers are measured.
+        server's speed *relative to the others* until its own answers are measured. Only
+        planned with while the slots are known (:meth:`knows_slots`): a sequence runs longer
+        on a server running more at once, so without the slots a wide server looks slow.
     """
 
     slots: int | None = None
@@ -151,6 +153,10 @@ class ServerModel:
             slots = max(slots, self.slots or 0)
         self.slots, self.slots_source = slots, source
 
+    def knows_slots(self) -> bool:
+        """Whether the slots were read or given, not assumed or only observed."""
+        return self.slots_source in ("metrics", "option")
+
     def capacity(self) -> int:
         """The slots to plan with: as read or given; else :data:`ASSUMED_SLOTS`, or more if
         more were seen running at once (an observation is only a lower bound)."""
@@ -218,8 +224,11 @@ class FleetGuess:
 
     Its past wave (what it ran like before this pool) says how fast it is next to the others,
     not in this workload's units (other prompts, other ``max_tokens``), so past waves are scaled
-    by how the measured waves compare with the past waves of the same servers. A server with
-    neither gets the fleet's typical wave, and before anything is known every server is alike.
+    by how the measured waves compare with the past waves of the same servers. A past wave
+    counts only for a server whose slots are known: how long a sequence ran depends on how many
+    ran beside it (on real vLLM servers on one CPU, a sequence ran 7x longer on a server of 64
+    slots than on one of 8, which was the slower server). A server with neither gets the
+    fleet's typical wave, and before anything is known every server is alike.
     """
 
     typical: float | None
@@ -232,12 +241,13 @@ class FleetGuess:
         ratios: list[float] = []
         past: list[float] = []
         for server in servers:
+            past_wave = server.past_wave if server.knows_slots() else None
             if server.wave is not None:
                 measured.append(server.wave)
-                if server.past_wave is not None:
-                    ratios.append(server.wave / server.past_wave)
-            elif server.past_wave is not None:
-                past.append(server.past_wave)
+                if past_wave is not None:
+                    ratios.append(server.wave / past_wave)
+            elif past_wave is not None:
+                past.append(past_wave)
         scale = statistics.median(ratios) if ratios else 1.0
         if measured:
             return cls(statistics.median(measured), scale)
@@ -245,6 +255,6 @@ class FleetGuess:
 
     def wave_for(self, server: ServerModel) -> float | None:
         """The wave to assume for ``server`` until it is measured."""
-        if server.past_wave is not None:
+        if server.past_wave is not None and server.knows_slots():
             return server.past_wave * self.scale
         return self.typical

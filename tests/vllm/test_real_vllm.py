@@ -173,6 +173,9 @@ async def test_pool_learns_each_servers_slots_and_is_no_slower_than_the_equal_sp
                 await _equal_split(plain, prompts)
                 equal.append(time.monotonic() - start)
         stats = pool.stats()
+        # The past speed a fresh pool plans with: vLLM's inference-time histogram.
+        pasts = [await pool._core.transport.load_gauges(e) for e in endpoints]
+    assert all(g is not None and g.runs > 0 and g.past_wave for g in pasts), pasts
     assert [e.slots for e in stats.endpoints] == expected
     assert {e.slots_source for e in stats.endpoints} == {"metrics"}
     ours_s, equal_s = sorted(ours)[1], sorted(equal)[1]
