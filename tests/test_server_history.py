@@ -111,3 +111,24 @@ async def test_the_fake_fleet_publishes_what_its_sequences_ran() -> None:
     assert fast is not None and slow is not None
     assert (fast.runs, slow.runs) == (2, 2)
     assert fast.past_wave == pytest.approx(0.05) and slow.past_wave == pytest.approx(0.15)
+
+
+async def test_a_server_seen_with_no_queue_is_not_read_again_until_it_holds_more() -> None:
+    # Each call puts 32 prompts on each server of 64 slots: all run at once, and a reading
+    # taken while they run shows no queue. Reading again while holding no more tells nothing
+    # (with thousands of servers, a read a request cost as much client CPU as the requests).
+    latency = LatencyModel(request_overhead=0.002, prompt_time=0.15, max_concurrent_seqs=64)
+    async with fleet_of(2, model=MODEL, latency=latency) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
+            for _ in range(3):
+                out = await pool.send_all_batched([f"prompt {i}" for i in range(64)])
+                assert all(r.success for r in out)
+            reads = [fleet.counters(i).requests.get("/metrics", 0) for i in range(2)]
+            assert reads == [1, 1], reads
+            slots = [e.slots for e in pool.stats().endpoints]
+            # Holding more than was seen running unqueued, the pool reads again: the queue
+            # shows the slots.
+            out = await pool.send_all_batched([f"prompt {i}" for i in range(256)])
+            assert all(r.success for r in out)
+            assert [e.slots for e in pool.stats().endpoints] == [64, 64], slots

@@ -543,9 +543,12 @@ class BatchJob(Generic[P, K]):
                     or now - server.scraped_at < _SCRAPE_EVERY
                     or now - flights[0].held.sent < _SCRAPE_AFTER):
                 continue
+            holding = server.outstanding()
+            if holding <= server.unqueued_hold:
+                continue
             record.scraping = True
             server.scraped_at = now
-            group.start_soon(self._read_one, record)
+            group.start_soon(self._read_one, record, holding)
 
     async def _read_history(self, group: anyio.abc.TaskGroup) -> None:
         """Before the first plan of a fresh pool, read the past wave from ``/metrics`` of each
@@ -587,7 +590,8 @@ class BatchJob(Generic[P, K]):
                        record.endpoint, gauges.past_wave)
         self._notify()
 
-    async def _read_one(self, record: EndpointRecord) -> None:
+    async def _read_one(self, record: EndpointRecord, holding: int) -> None:
+        """Learn the slots from one gauge reading, taken while we held ``holding`` prompts."""
         assert self._gauges is not None
         try:
             gauges = await self._gauges(record.endpoint)
@@ -599,6 +603,8 @@ class BatchJob(Generic[P, K]):
             return
         server.metrics = True
         running, waiting = gauges.running, gauges.waiting
+        if waiting <= 0:
+            server.unqueued_hold = max(server.unqueued_hold, holding)
         if running <= 0:
             return
         if waiting <= 0:

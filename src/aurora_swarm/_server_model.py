@@ -79,6 +79,10 @@ class ServerModel:
     answered_at: float = 0.0  # when it answered up to ``done``
     metrics: bool | None = None  # whether /metrics answered; None until asked
     last_reading: int = 0  # the running count of the last gauge reading while requests waited
+    # Prompts we held there when a gauge reading last showed no queue: reading again tells
+    # nothing new until we hold more (with 4,000 servers that never queue, a read per request
+    # cost as much client CPU as the requests).
+    unqueued_hold: int = 0
     scraped_at: float = -math.inf
 
     # -- what the server holds ------------------------------------------------------------------
