@@ -124,6 +124,27 @@ def test_server_model_learns_waves_over_a_busy_period() -> None:
     assert not server.held
 
 
+def test_a_request_sent_later_into_free_slots_measures_its_own_time() -> None:
+    # Eight callers send into a server of 256 slots over 0.2 s: each request runs as it
+    # arrives. Counted from the busy period's start, the last one (sent at 0.2, answered at
+    # 0.4) would show a wave of 0.4.
+    server = ServerModel()
+    server.learn_slots(256, "option")
+    requests = [server.send(8, 0.025 * k) for k in range(9)]
+    for k, held in enumerate(requests[:-1]):
+        server.answered(held, 0.025 * k + 0.2)
+    assert server.wave == pytest.approx(0.2)
+    # Not answered 0.35 s after the busy period began, but sent only 0.15 s ago: the server
+    # is known to take more than 0.15 s a wave, not 0.35 s.
+    fresh = ServerModel()
+    fresh.learn_slots(256, "option")
+    first = fresh.send(8, 0.0)
+    fresh.send(8, 0.2)
+    fresh.drop(first)  # taken back: the later request is the oldest
+    assert fresh.wave_at(0.35, None) == pytest.approx(0.15)
+    assert fresh.wave_at(0.35, 0.01) == pytest.approx(0.15)
+
+
 def test_server_model_take_back_moves_the_queue_up() -> None:
     server = ServerModel()
     server.learn_slots(8, "metrics")

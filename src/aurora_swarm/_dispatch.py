@@ -478,7 +478,12 @@ class BatchJob(Generic[P, K]):
     def _back_up(self, lanes: _Lanes, now: float, guess: FleetGuess) -> None:
         """With nothing left to hand out, let idle endpoints redo slices of the requests that
         would be answered clearly later than they could do them."""
-        idle = [p for p in lanes if not self._records[p].server.held
+        # Helpers: endpoints with free slots that hold none of this call's work (so none is a
+        # straggler's own). Other calls' work there does not matter while slots are free: with
+        # several callers, each waiting for endpoints that hold nothing at all, their backups
+        # went out one caller after another, a wave apart.
+        idle = [p for p in lanes if not self._mine.get(p)
+                and self._records[p].server.outstanding() < self._records[p].server.capacity()
                 and self._records[p].health.wait_time(now) == 0]
         if not idle:
             return
@@ -501,9 +506,8 @@ class BatchJob(Generic[P, K]):
                         # run this long, it may well take as long again.
                         stay = now + (now - flight.held.sent)
                     stragglers.append((stay, flight, uncovered))
-        # The idle endpoints hold nothing, so none of them is a straggler's own. The latest
-        # stragglers first, as long as the idle endpoints would clearly beat them with their
-        # share of all the prompts backed up so far.
+        # The latest stragglers first, as long as the helpers would clearly beat them with
+        # their share of all the prompts backed up so far.
         helpers = sorted(idle, key=lambda p: lanes[p].finish(1, now))
         chosen: list[tuple[_Flight, list[int]]] = []
         total = 0

@@ -115,9 +115,8 @@ class ServerModel:
         """Note that ``held`` was answered at ``now``, and learn the wave time from it."""
         if held not in self.held:
             return
-        elapsed = now - self.busy_since
-        if elapsed > 0:
-            sample = elapsed / math.ceil(held.end / self.capacity())
+        sample = self._waves_bound(held, now)
+        if sample > 0:
             # Early answers of a busy period measure few waves; later ones average over many.
             self.wave = sample if self.wave is None else 0.5 * self.wave + 0.5 * sample
         if held.end > self.done:
@@ -130,10 +129,22 @@ class ServerModel:
         it, which is all a server that never answers tells (so it is not taken for an average
         one and handed the same work again)."""
         if held in self.held and now > self.busy_since:
-            lower = (now - self.busy_since) / math.ceil(held.end / self.capacity())
+            lower = self._waves_bound(held, now)
             if self.wave is None or self.wave < lower:
                 self.wave = lower
         self.drop(held)
+
+    def _waves_bound(self, held: Held, now: float) -> float:
+        """The wave that ``held``, done (or not yet done) at ``now``, shows.
+
+        Counted over the busy period, its last prompt is ``ceil(end / slots)`` waves in, which
+        holds while the server is saturated. A request sent later into free slots starts when
+        it arrives, not with the busy period, so its own time bounds the wave too (counting
+        from the busy period's start, eight callers sending over 0.2 s into idle slots made a
+        0.2 s wave look like 0.4 s).
+        """
+        waves = (now - self.busy_since) / math.ceil(held.end / self.capacity())
+        return min(waves, now - held.sent)
 
     def drop_answered(self, held: Held) -> None:
         """Remove an answered request; the queue places of the others stay as they were."""
@@ -191,7 +202,8 @@ class ServerModel:
             start = self.answered_at if self.done else self.busy_since
             waves = math.ceil(oldest.end / slots) - math.floor(self.done / slots)
             if waves > 0 and now > start:
-                lower = (now - start) / waves
+                # Sent later into free slots, it has run only since it was sent.
+                lower = min((now - start) / waves, now - oldest.sent)
                 wave = lower if wave is None or wave < lower else wave
         return wave
 
