@@ -12,7 +12,11 @@ import pytest
 from aurora_swarm.jobs import read_results
 from aurora_swarm.testing import expected_answer
 
-from .test_cli import Fleet, cli, free_base_port, start, wait_for_lines
+from .test_cli import Fleet, cli, free_base_port, main_of, start, wait_for_lines
+
+# A fake fleet in a process of its own and the command line run as a process: integration tests,
+# left out of the unit suite by `-m "not integration"`; the usage errors need neither.
+INTEGRATION = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +26,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     running.stop()
 
 
+@INTEGRATION
 def test_edited_prompts_stop_the_rerun_until_told_what_to_do(
     fleet: Fleet, tmp_path: Path
 ) -> None:
@@ -69,6 +74,7 @@ def first_fleet(directory: Path) -> tuple[Fleet, int]:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+@INTEGRATION
 def test_a_fleet_killed_and_restarted_on_its_ports_pauses_the_run(tmp_path: Path) -> None:
     fleet, base = first_fleet(tmp_path)
     prompts, out = tmp_path / "prompts.txt", tmp_path / "results.jsonl"
@@ -102,6 +108,7 @@ def test_a_fleet_killed_and_restarted_on_its_ports_pauses_the_run(tmp_path: Path
     assert sorted(ids) == list(range(1, 6001)) and out.read_bytes().count(b"\n") == 6000
 
 
+@INTEGRATION
 def test_a_fleet_that_stays_down_exits_4_and_a_rerun_finishes(tmp_path: Path) -> None:
     fleet, base = first_fleet(tmp_path)
     prompts, out = tmp_path / "prompts.txt", tmp_path / "results.jsonl"
@@ -135,7 +142,8 @@ def test_a_fleet_that_stays_down_exits_4_and_a_rerun_finishes(tmp_path: Path) ->
     ("--on-change", "ignore", "invalid choice: 'ignore'"),
 ])
 def test_bad_fleet_wait_and_on_change_are_usage_errors(
-    option: str, value: str, message: str
+    option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = cli("run", "p", "--hostfile", "h", "--model", "m", "-o", "o", option, value)
-    assert result.returncode == 2 and message in result.stderr
+    code, _, err = main_of(["run", "p", "--hostfile", "h", "--model", "m", "-o", "o", option,
+                            value], capsys)
+    assert code == 2 and message in err

@@ -5,17 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from aurora_swarm import EndpointStats, PoolStats, VLLMPool
 from aurora_swarm.jobs import run_job
-from aurora_swarm.testing import EndpointBehavior, FakeFleet
+from aurora_swarm.testing import EndpointBehavior
+
+from .conftest import fleet_of
 
 MODEL = "fake-model"
 
 
 async def test_pool_stats_print_as_a_table_with_failing_endpoints_first() -> None:
     behaviors = {2: EndpointBehavior(script=("503",))}
-    async with FakeFleet(3, model=MODEL, behaviors=behaviors) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(3, model=MODEL, behaviors=behaviors) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             await pool.send_all_batched([f"p{i}" for i in range(300)])
             stats = pool.stats()
             troubled = str(fleet.endpoints[2])
@@ -39,8 +44,9 @@ async def test_pool_stats_print_as_a_table_with_failing_endpoints_first() -> Non
 
 
 async def test_a_large_pool_prints_a_bounded_table() -> None:
-    async with FakeFleet(25, model=MODEL) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(25, model=MODEL) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             await pool.send_all_batched(["a", "b"])
             stats: PoolStats = pool.stats()
     lines = str(stats).splitlines()
@@ -51,8 +57,9 @@ async def test_a_large_pool_prints_a_bounded_table() -> None:
 
 async def test_job_summary_prints_names_failing_endpoints_and_exports(tmp_path: Path) -> None:
     behaviors = {1: EndpointBehavior(script=("503",))}
-    async with FakeFleet(2, model=MODEL, behaviors=behaviors) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(2, model=MODEL, behaviors=behaviors) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             summary = await run_job(pool, [f"q{i}" for i in range(50)], tmp_path / "r.jsonl")
     text = str(summary)
     assert "answered" in text and "50" in text and "complete" in text
@@ -76,11 +83,13 @@ def test_cli_errors_name_options_not_arguments() -> None:
     assert cli_words("max_tokens_per_call") == "max_tokens_per_call"
 
 
-def test_cli_sampling_values_are_checked_before_anything_runs(tmp_path: Path) -> None:
-    from .test_cli import cli
+def test_cli_sampling_values_are_checked_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .test_cli import main_of
 
-    result = cli("run", tmp_path / "none.txt", "--hostfile", tmp_path / "none.hostfile",
-                 "--model", MODEL, "-o", tmp_path / "out.jsonl", "--sampling", "temperature=hot")
-    assert result.returncode == 2
-    assert ("error: argument --sampling: temperature must be a number >= 0, got 'hot'"
-            in result.stderr)
+    code, _, err = main_of(["run", str(tmp_path / "none.txt"), "--hostfile",
+                            str(tmp_path / "none.hostfile"), "--model", MODEL, "-o",
+                            str(tmp_path / "out.jsonl"), "--sampling", "temperature=hot"], capsys)
+    assert code == 2
+    assert "error: argument --sampling: temperature must be a number >= 0, got 'hot'" in err

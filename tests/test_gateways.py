@@ -23,11 +23,14 @@ from aurora_swarm import (
 from aurora_swarm.jobs import run_job
 from aurora_swarm.testing import FakeFleet, expected_answer
 
-from .conftest import MODEL
+from .conftest import MODEL, fleet_of
 
 KEY = "sk-site-0123456789abcdef-secret"
 ONE_TRY = RetryPolicy(max_attempts=1)
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+# TLS handshakes and proxies from the environment need real connections: loopback servers, in
+# integration tests left out of the unit suite by `-m "not integration"`.
+INTEGRATION = pytest.mark.integration
 
 
 @pytest.fixture(autouse=True)
@@ -123,6 +126,7 @@ def _server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     return context
 
 
+@INTEGRATION
 async def test_https_gateway_with_a_path_and_a_key_from_the_environment(
     certificate: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -152,6 +156,7 @@ async def test_https_gateway_with_a_path_and_a_key_from_the_environment(
     assert fleet.totals().requests.get("unauthorized", 0) == 0
 
 
+@INTEGRATION
 async def test_https_is_verified_by_default(
     certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -166,10 +171,11 @@ async def test_a_wrong_key_is_a_clear_401_that_does_not_show_the_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SITE_LLM_KEY", "sk-wrong-key-do-not-print")
-    async with FakeFleet(1, model=MODEL, api_key=KEY) as fleet:
+    async with fleet_of(1, model=MODEL, api_key=KEY) as fleet:
         endpoint = Endpoint(fleet.endpoints[0].host, fleet.endpoints[0].port,
                             {"api_key_env": "SITE_LLM_KEY"})
-        async with VLLMPool([endpoint], model=MODEL, max_tokens=8, retry=ONE_TRY) as pool:
+        async with VLLMPool([endpoint], model=MODEL, max_tokens=8, retry=ONE_TRY,
+                            transport=fleet.transport) as pool:
             out = await pool.send_all_batched(["a", "b"])
     for response in out:
         assert isinstance(response.exception, HTTPStatusError)
@@ -186,6 +192,7 @@ def _dead_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@INTEGRATION
 async def test_environment_proxy_is_used_by_default_and_named_when_it_fails(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -202,6 +209,7 @@ async def test_environment_proxy_is_used_by_default_and_named_when_it_fails(
     assert "proxysecret" not in error
 
 
+@INTEGRATION
 @pytest.mark.parametrize("bypass", ["env_proxies", "no_proxy"])
 async def test_environment_proxy_can_be_bypassed(
     monkeypatch: pytest.MonkeyPatch, bypass: str,

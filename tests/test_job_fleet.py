@@ -13,9 +13,9 @@ import pytest
 from aurora_swarm import ConfigurationError, EndpointUnavailable, HealthPolicy, VLLMPool
 from aurora_swarm._cli_run import format_summary
 from aurora_swarm.jobs import FleetDownError, JobProgress, JobSummary, read_results, run_job
-from aurora_swarm.testing import FakeFleet, LatencyModel, expected_answer
+from aurora_swarm.testing import FakeClock, FakeFleet, LatencyModel, expected_answer
 
-from .conftest import FAST_RETRY, MODEL
+from .conftest import FAST_RETRY, MODEL, fleet_of
 
 PROMPTS = [f"item {i}" for i in range(2000)]
 # 4 endpoints x 8 slots x 50 ms a prompt: about 640 prompts/s, so 2,000 take some 3 s.
@@ -41,13 +41,18 @@ async def kill_all_after(fleet: FakeFleet, out: Path, lines: int) -> None:
 # socket of that half-made connection (the ResourceWarning names httpcore's connect_tcp): a
 # warning about a third-party library, not the job runner, in tests that kill a whole fleet.
 KILLS_SOCKETS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+# A loopback fleet killed and restarted while the job waits for it, seconds of real time:
+# integration tests, left out of the unit suite by `-m "not integration"`.
+INTEGRATION = pytest.mark.integration
 
 
 def make_pool(fleet: FakeFleet) -> VLLMPool:
+    transport = fleet.transport if fleet.in_process else None
     return VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8, retry=FAST_RETRY,
-                    health=HealthPolicy(cooldown=0.2, probe_timeout=1.0))
+                    health=HealthPolicy(cooldown=0.2, probe_timeout=1.0), transport=transport)
 
 
+@INTEGRATION
 @KILLS_SOCKETS
 async def test_the_whole_fleet_killed_and_back_after_3_s_is_a_pause(tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
@@ -90,6 +95,7 @@ async def test_the_whole_fleet_killed_and_back_after_3_s_is_a_pause(tmp_path: Pa
     assert "4 endpoints: " not in rows[6]  # four names are listed, not counted
 
 
+@INTEGRATION
 @KILLS_SOCKETS
 async def test_a_fleet_that_stays_down_leaves_the_rest_unsent_and_a_rerun_finishes(
     tmp_path: Path
@@ -126,7 +132,7 @@ async def test_fleet_wait_0_writes_what_a_down_fleet_could_not_answer_as_failed(
     tmp_path: Path
 ) -> None:
     out = tmp_path / "results.jsonl"
-    async with FakeFleet(2, model=MODEL) as fleet, make_pool(fleet) as pool:
+    async with fleet_of(2, model=MODEL) as fleet, make_pool(fleet) as pool:
         for k in range(2):
             await fleet.kill(k)
         summary = await run_job(pool, PROMPTS[:50], out, fleet_wait=0, check_model=False)
@@ -140,7 +146,8 @@ async def test_one_dead_endpoint_of_five_is_named_and_failures_are_counted_apart
 ) -> None:
     out = tmp_path / "results.jsonl"
     prompts = [f"short {i}" if i % 10 else "long " * 80 for i in range(1000)]
-    async with FakeFleet(5, model=MODEL, max_model_len=64, latency=LATENCY) as fleet:
+    async with fleet_of(5, model=MODEL, max_model_len=64, latency=LATENCY,
+                        clock=FakeClock()) as fleet:
         await fleet.kill(2)
         async with make_pool(fleet) as pool:
             summary = await run_job(pool, prompts, out)

@@ -8,7 +8,9 @@ import anyio
 import pytest
 
 from aurora_swarm import HealthPolicy, RetryPolicy, VLLMPool
-from aurora_swarm.testing import FakeFleet, LatencyModel
+from aurora_swarm.testing import LatencyModel
+
+from .conftest import fleet_of
 
 MODEL = "fake-model"
 KEY = "sk-very-secret-key-4711"
@@ -62,10 +64,10 @@ async def test_an_endpoint_that_dies_and_comes_back_is_logged_once_each(
     health = HealthPolicy(failure_threshold=2, cooldown=0.05, max_cooldown=0.1, probe_timeout=1)
     retry = RetryPolicy(max_attempts=8, initial_backoff=0.005, max_backoff=0.05)
     prompts = [f"zebra question {i}" for i in range(6000)]
-    async with FakeFleet(3, model=MODEL, latency=latency) as fleet:
+    async with fleet_of(3, model=MODEL, latency=latency) as fleet:
         dying = str(fleet.endpoints[0])
         async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=16, api_key=KEY,
-                            retry=retry, health=health) as pool:
+                            retry=retry, health=health, transport=fleet.transport) as pool:
 
             async def kill_then_restart() -> None:
                 await anyio.sleep(0.3)  # the call is under way
@@ -97,8 +99,9 @@ async def test_an_endpoint_that_dies_and_comes_back_is_logged_once_each(
 
 
 async def test_a_quiet_call_logs_nothing_at_info(capture: _Capture) -> None:
-    async with FakeFleet(2, model=MODEL) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(2, model=MODEL) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             out = await pool.send_all_batched([f"p{i}" for i in range(50)])
     assert all(r.success for r in out)
     assert not [r for r in capture.records if r.levelno >= logging.INFO]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from aurora_swarm import (
     Timeouts,
     VLLMPool,
 )
-from aurora_swarm.testing import EndpointBehavior, FakeFleet, expected_answer
+from aurora_swarm.testing import EndpointBehavior, FakeClock, FakeFleet, expected_answer
 
 from .conftest import MODEL
 
@@ -24,6 +25,28 @@ HEALTH = HealthPolicy(failure_threshold=2, cooldown=0.05, max_cooldown=0.2, prob
 TIMEOUTS = Timeouts(connect=1.0, request=0.3, per_prompt=0.01)
 PROMPTS = [f"prompt {k}" for k in range(20)]
 SLACK = 5.0  # seconds for a loaded test machine
+
+# Each test runs on the in-process fleet (the unit suite: what every prompt's result says) and on
+# loopback servers (an integration test, which also checks the bound on wall-clock time).
+WHERE = pytest.mark.parametrize("in_process", [
+    pytest.param(True, id="in-process"),
+    pytest.param(False, id="loopback", marks=pytest.mark.integration),
+])
+
+
+def fleet_for(n: int, behaviors: list[EndpointBehavior] | None, in_process: bool,
+              *, fake_clock: bool = True) -> FakeFleet:
+    """``n`` endpoints in-process (on a fake clock, unless the test needs real time), or on
+    loopback ports."""
+    if not in_process:
+        return FakeFleet(n, model=MODEL, behaviors=behaviors)
+    return FakeFleet(n, model=MODEL, behaviors=behaviors, in_process=True,
+                     clock=FakeClock() if fake_clock else None)
+
+
+def pool_on(fleet: FakeFleet, **options: Any) -> VLLMPool:
+    transport = fleet.transport if fleet.in_process else None
+    return VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8, transport=transport, **options)
 
 
 def bound(prompts: int) -> float:
@@ -48,16 +71,17 @@ SHAPES = {
 }
 
 
+@WHERE
 @pytest.mark.parametrize("action", sorted(SHAPES))
-async def test_every_refusal_shape_ends_within_the_bound(action: str) -> None:
+async def test_every_refusal_shape_ends_within_the_bound(action: str, in_process: bool) -> None:
     behavior = EndpointBehavior(default_action=action)
-    async with FakeFleet(2, model=MODEL, behaviors=[behavior] * 2) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8, retry=RETRY,
-                            health=HEALTH, timeout=TIMEOUTS) as pool:
+    async with fleet_for(2, [behavior] * 2, in_process) as fleet:
+        async with pool_on(fleet, retry=RETRY, health=HEALTH, timeout=TIMEOUTS) as pool:
             began = time.perf_counter()
             out = await pool.send_all_batched(PROMPTS)
             elapsed = time.perf_counter() - began
-    assert elapsed < bound(len(PROMPTS)) + SLACK
+    if not in_process:
+        assert elapsed < bound(len(PROMPTS)) + SLACK
     assert len(out) == len(PROMPTS)
     for prompt, response in zip(PROMPTS, out, strict=True):
         if response.success:
@@ -69,26 +93,31 @@ async def test_every_refusal_shape_ends_within_the_bound(action: str) -> None:
         assert not any(r.success for r in out)
 
 
+@WHERE
 @pytest.mark.parametrize("action", ["hang", "503", "400"])
-async def test_every_refusal_shape_ends_on_string_only_servers(action: str) -> None:
+async def test_every_refusal_shape_ends_on_string_only_servers(
+    action: str, in_process: bool
+) -> None:
     # One prompt a request: the fallback sends singles; the same bound holds.
     behavior = EndpointBehavior(list_prompts=False, vllm_extras=False,
                                 script=("ok",) * 3, default_action=action)
-    async with FakeFleet(2, model=MODEL, behaviors=[behavior] * 2) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8, retry=RETRY,
-                            health=HEALTH, timeout=TIMEOUTS) as pool:
+    async with fleet_for(2, [behavior] * 2, in_process) as fleet:
+        async with pool_on(fleet, retry=RETRY, health=HEALTH, timeout=TIMEOUTS) as pool:
             began = time.perf_counter()
             out = await pool.send_all_batched(PROMPTS)
             elapsed = time.perf_counter() - began
-    assert elapsed < bound(len(PROMPTS)) + SLACK
+    if not in_process:
+        assert elapsed < bound(len(PROMPTS)) + SLACK
     assert all(r.success or r.error for r in out)
     assert any(not r.success for r in out)
 
 
-async def test_deadline_ends_a_call_whose_servers_never_answer() -> None:
+@WHERE
+async def test_deadline_ends_a_call_whose_servers_never_answer(in_process: bool) -> None:
     hang = EndpointBehavior(default_action="hang")
-    async with FakeFleet(2, model=MODEL, behaviors=[hang] * 2) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8, deadline=0.5) as pool:
+    # The deadline is the pool's, in real time: the servers hang in real time too.
+    async with fleet_for(2, [hang] * 2, in_process, fake_clock=False) as fleet:
+        async with pool_on(fleet, deadline=0.5) as pool:
             seen: list[int] = []
             began = time.perf_counter()
             out = await pool.send_all_batched(PROMPTS, on_result=lambda k, r: seen.append(k))
@@ -96,7 +125,8 @@ async def test_deadline_ends_a_call_whose_servers_never_answer() -> None:
             began = time.perf_counter()
             single = await pool.send_all(PROMPTS[:4], deadline=0.3)
             singles = time.perf_counter() - began
-    assert batched < 0.5 + SLACK and singles < 0.3 + SLACK
+    if not in_process:
+        assert batched < 0.5 + SLACK and singles < 0.3 + SLACK
     for response in out + single:
         assert not response.success and isinstance(response.exception, RequestTimeout)
         assert "deadline" in (response.error or "")
@@ -105,8 +135,7 @@ async def test_deadline_ends_a_call_whose_servers_never_answer() -> None:
 
 
 async def test_deadline_leaves_a_fast_call_alone() -> None:
-    async with FakeFleet(2, model=MODEL) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8, deadline=30) as pool:
+    async with fleet_for(2, None, True) as fleet, pool_on(fleet, deadline=30) as pool:
             out = await pool.send_all_batched(PROMPTS)
     assert all(r.success for r in out)
 

@@ -13,11 +13,15 @@ from openai.types.chat import ChatCompletion
 from aurora_swarm import VLLMPool
 from aurora_swarm._openai_batch import run_batch_file
 from aurora_swarm.jobs import JobFileError
-from aurora_swarm.testing import FakeFleet, expected_answer
+from aurora_swarm.testing import expected_answer
 
+from .conftest import fleet_of
 from .test_cli import Fleet, cli
 
 MODEL = "fake-model"
+# The command line run as a process against a fleet process: integration tests, left out of the
+# unit suite by `-m "not integration"`; run_batch_file's own tests use the in-process fleet.
+INTEGRATION = pytest.mark.integration
 
 
 def request(i: int, *, chat: bool, temperature: float = 0.0, max_tokens: int = 16,
@@ -71,6 +75,7 @@ def chat_fleet(tmp_path_factory: pytest.TempPathFactory) -> Any:
     running.stop()
 
 
+@INTEGRATION
 def test_a_10000_line_mixed_batch_file_runs_through_the_cli(chat_fleet: Fleet,
                                                               tmp_path: Path) -> None:
     sent = [request(i, chat=i % 2 == 1, temperature=(0.0, 0.7, 1.0)[i % 3],
@@ -97,8 +102,8 @@ async def test_chat_lines_fall_back_to_one_request_each_without_a_batch_route(
 ) -> None:
     sent = [request(i, chat=i < 5) for i in range(20)]
     source = write_jsonl(tmp_path / "in.jsonl", sent)
-    async with FakeFleet(2, model=MODEL) as fleet:  # no chat batch route, no template
-        async with VLLMPool(fleet.endpoints, model=MODEL) as pool:
+    async with fleet_of(2, model=MODEL) as fleet:  # no chat batch route, no template
+        async with VLLMPool(fleet.endpoints, model=MODEL, transport=fleet.transport) as pool:
             summary = await run_batch_file(pool, source, tmp_path / "out.jsonl")
             chat_requests = fleet.totals().chat_requests
     assert summary.answered == 20 and summary.complete
@@ -111,8 +116,8 @@ async def test_failed_lines_are_written_as_errors_and_sent_again(tmp_path: Path)
     sent[1]["body"]["prompt"] = "long " * 5000  # longer than the context
     source = write_jsonl(tmp_path / "in.jsonl", sent)
     out = tmp_path / "out.jsonl"
-    async with FakeFleet(1, model=MODEL, max_model_len=512) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL) as pool:
+    async with fleet_of(1, model=MODEL, max_model_len=512) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, transport=fleet.transport) as pool:
             first = await run_batch_file(pool, source, out)
             failed = json.loads(out.read_text().splitlines()[-1])
             second = await run_batch_file(pool, source, out)
@@ -138,13 +143,14 @@ async def test_bad_lines_are_refused_naming_the_line(
 ) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [request(0, chat=False),
                                                  {**request(1, chat=False), **change}])
-    async with FakeFleet(1, model=MODEL) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL) as pool:
+    async with fleet_of(1, model=MODEL) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, transport=fleet.transport) as pool:
             with pytest.raises(JobFileError, match=message) as caught:
                 await run_batch_file(pool, source, tmp_path / "out.jsonl")
     assert "in.jsonl:2: " in str(caught.value)
 
 
+@INTEGRATION
 def test_a_run_says_first_whether_it_starts_or_resumes(chat_fleet: Fleet, tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("".join(f"prompt {i}\n" for i in range(50)))

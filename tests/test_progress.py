@@ -10,7 +10,9 @@ import pytest
 
 from aurora_swarm import ConfigurationError, Response, VLLMPool
 from aurora_swarm.patterns import Stage, map_gather, run_pipeline, scatter_gather, tree_reduce
-from aurora_swarm.testing import EndpointBehavior, FakeFleet
+from aurora_swarm.testing import EndpointBehavior
+
+from .conftest import fleet_of
 
 MODEL = "fake-model"
 
@@ -27,8 +29,9 @@ def final_lines(stream: io.StringIO) -> list[str]:
 async def test_send_all_batched_draws_a_bar_and_still_calls_on_result() -> None:
     stream = io.StringIO()
     seen: list[int] = []
-    async with FakeFleet(3, model=MODEL, max_model_len=64) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(3, model=MODEL, max_model_len=64) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             prompts = [f"p{i}" for i in range(999)] + ["too long " * 200]
             out = await pool.send_all_batched(
                 prompts, on_result=lambda k, r: seen.append(k), progress=bar_to(stream))
@@ -42,8 +45,9 @@ async def test_send_all_batched_draws_a_bar_and_still_calls_on_result() -> None:
 async def test_no_bar_by_default_and_a_bad_setting_is_refused(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    async with FakeFleet(2, model=MODEL) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(2, model=MODEL) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             await pool.send_all_batched(["a", "b"])
             with pytest.raises(ConfigurationError, match="progress must be"):
                 await pool.send_all_batched(["a"], progress="yes")  # type: ignore[arg-type]
@@ -53,8 +57,9 @@ async def test_no_bar_by_default_and_a_bad_setting_is_refused(
 async def test_retries_show_on_the_bar() -> None:
     stream = io.StringIO()
     behaviors = {0: EndpointBehavior(script=("503", "503"))}
-    async with FakeFleet(2, model=MODEL, behaviors=behaviors) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(2, model=MODEL, behaviors=behaviors) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             out = await pool.send_all_batched([f"p{i}" for i in range(200)],
                                               progress=bar_to(stream, desc="job"))
     assert all(r.success for r in out)
@@ -65,8 +70,9 @@ async def test_retries_show_on_the_bar() -> None:
 
 async def test_send_all_unbatched_takes_progress_too() -> None:
     stream = io.StringIO()
-    async with FakeFleet(2, model=MODEL) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8, use_batch=False) as pool:
+    async with fleet_of(2, model=MODEL) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8, use_batch=False,
+                            transport=fleet.transport) as pool:
             await pool.send_all_batched([f"p{i}" for i in range(20)], progress=bar_to(stream))
     assert "20/20" in final_lines(stream)[-1]
 
@@ -75,8 +81,9 @@ async def test_map_gather_counts_passed_through_failures_at_their_index() -> Non
     stream = io.StringIO()
     failed = Response(success=False, error="earlier failure")
     seen: dict[int, Response] = {}
-    async with FakeFleet(2, model=MODEL) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(2, model=MODEL) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             out = await map_gather(pool, ["a", failed, "c"], "do {item}",
                                    on_result=seen.__setitem__, progress=bar_to(stream))
     assert seen == dict(enumerate(out))
@@ -86,8 +93,9 @@ async def test_map_gather_counts_passed_through_failures_at_their_index() -> Non
 
 async def test_tree_reduce_draws_one_bar_per_level() -> None:
     stream = io.StringIO()
-    async with FakeFleet(2, model=MODEL) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(2, model=MODEL) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             top = await tree_reduce(pool, "rate {item}", "merge {responses}", fanin=4,
                                     items=[f"x{i}" for i in range(40)], progress=bar_to(stream))
     assert top.success
@@ -102,8 +110,9 @@ async def test_tree_reduce_draws_one_bar_per_level() -> None:
 async def test_pipeline_draws_one_bar_per_stage() -> None:
     stream = io.StringIO()
     stages = [Stage("ideas", "idea on {input}", n_agents=3), Stage("pick", "pick {input}")]
-    async with FakeFleet(2, model=MODEL) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(2, model=MODEL) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             await run_pipeline(pool, stages, "folding", progress=bar_to(stream, desc="plan"))
     finals = list(dict.fromkeys(line.split(":")[0] for line in final_lines(stream)
                                 if "100%" in line))
@@ -132,8 +141,9 @@ async def test_a_job_bar_starts_at_what_earlier_runs_did(tmp_path: Path) -> None
 
     out = tmp_path / "results.jsonl"
     prompts = [f"q{i}" for i in range(300)]
-    async with FakeFleet(2, model=MODEL) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(2, model=MODEL) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             await run_job(pool, prompts[:100], out)
             stream = io.StringIO()
             summary = await run_job(pool, prompts, out, progress=bar_to(stream))

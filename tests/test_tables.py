@@ -10,7 +10,8 @@ from aurora_swarm import ConfigurationError, VLLMPool
 from aurora_swarm.jobs import JobFileError, read_results, run_job
 from aurora_swarm.patterns import map_gather
 from aurora_swarm.tables import to_dataframe, to_dataset
-from aurora_swarm.testing import FakeFleet
+
+from .conftest import fleet_of
 
 pd = pytest.importorskip("pandas")
 datasets = pytest.importorskip("datasets")
@@ -24,8 +25,9 @@ async def test_a_10000_row_dataframe_column_goes_through_map_gather_and_back() -
         {"abstract": [f"abstract {i}" for i in range(ROWS)], "year": range(ROWS)},
         index=pd.Index([f"doc{i}" for i in range(ROWS)], name="doc"),
     ).sample(frac=1.0, random_state=3)  # an index out of order, as after a filter or a sort
-    async with FakeFleet(4, model=MODEL) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(4, model=MODEL) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             out = await map_gather(pool, df["abstract"], "Summarize {item}")
             requests = pool.stats().requests
     frame = to_dataframe(out, index=df)
@@ -44,8 +46,9 @@ async def test_a_10000_row_dataframe_column_goes_through_map_gather_and_back() -
 async def test_a_whole_table_is_refused_with_the_column_to_pass() -> None:
     df = pd.DataFrame({"abstract": ["a"]})
     ds = datasets.Dataset.from_dict({"abstract": ["a"]})
-    async with FakeFleet(1, model=MODEL) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(1, model=MODEL) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             with pytest.raises(ConfigurationError, match=r"df\['abstract'\]"):
                 await map_gather(pool, df, "Summarize {item}")
             with pytest.raises(ConfigurationError, match=r"ds\['abstract'\]"):
@@ -60,8 +63,9 @@ async def test_a_dataset_goes_through_the_job_api_and_back(tmp_path: Path) -> No
         "prompt": [f"question {i}" for i in range(ROWS)],
     })
     output = tmp_path / "results.jsonl"
-    async with FakeFleet(4, model=MODEL) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(4, model=MODEL) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             summary = await run_job(pool, ds, output)
     assert summary.answered == ROWS and summary.complete
     back = to_dataset(output)
@@ -75,8 +79,9 @@ async def test_a_dataset_goes_through_the_job_api_and_back(tmp_path: Path) -> No
 async def test_a_series_and_a_dataset_column_as_job_items(tmp_path: Path) -> None:
     series = pd.Series(["alpha", "beta", "gamma"], index=[30, 10, 20])
     column = datasets.Dataset.from_dict({"prompt": ["x", "y"]})["prompt"]
-    async with FakeFleet(2, model=MODEL) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(2, model=MODEL) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             await run_job(pool, series, tmp_path / "series.jsonl")
             await run_job(pool, column, tmp_path / "column.jsonl")
             frame_input = pd.DataFrame({"prompt": ["p", "q"], "note": ["n", "m"]})
@@ -93,8 +98,9 @@ async def test_a_series_and_a_dataset_column_as_job_items(tmp_path: Path) -> Non
 
 
 async def test_failures_keep_their_error_and_cause() -> None:
-    async with FakeFleet(1, model=MODEL, max_model_len=64) as fleet:
-        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8) as pool:
+    async with fleet_of(1, model=MODEL, max_model_len=64) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
             out = await pool.send_all_batched(["fine", "long " * 500])
     frame = to_dataframe(out)
     assert list(frame["success"]) == [True, False]

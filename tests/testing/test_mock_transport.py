@@ -19,6 +19,7 @@ from aurora_swarm import (
 )
 from aurora_swarm.testing import (
     EndpointBehavior,
+    EndpointCounters,
     FakeClock,
     FakeFleet,
     LatencyModel,
@@ -45,17 +46,31 @@ async def batch_through(fleet: FakeFleet, transport: MockTransport | None) -> li
         return await pool.post_batch(0, PROMPTS)
 
 
-@pytest.mark.parametrize("action", ["ok", "shuffle", "partial", "dup", "badjson", "503", "429",
-                                    "400", "drop", "die", "hang"])
-async def test_every_action_looks_the_same_as_on_loopback(action: str, anyio_backend: str) -> None:
+ACTIONS = pytest.mark.parametrize("action", ["ok", "shuffle", "partial", "dup", "badjson", "503",
+                                             "429", "400", "drop", "die", "hang"])
+
+
+async def through_the_mock(action: str) -> tuple[list[Response], EndpointCounters]:
+    """What one batch meets on an in-process endpoint whose first request gets ``action``."""
     behavior = {0: EndpointBehavior(script=(action,), retry_after=0)}
     async with FakeFleet(1, behaviors=behavior, in_process=True, clock=FakeClock()) as fleet:
-        mocked = await batch_through(fleet, fleet.transport)
-        counters = fleet.counters(0)
-    if anyio_backend == "asyncio":  # the loopback fleet is the reference
-        async with FakeFleet(1, behaviors=behavior) as wired:
-            assert outcome(await batch_through(wired, None)) == outcome(mocked)
-            assert wired.counters(0).faults == counters.faults
+        return await batch_through(fleet, fleet.transport), fleet.counters(0)
+
+
+@ACTIONS
+@pytest.mark.integration  # loopback servers
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_every_action_looks_the_same_as_on_loopback(action: str, anyio_backend: str) -> None:
+    mocked, counters = await through_the_mock(action)
+    behavior = {0: EndpointBehavior(script=(action,), retry_after=0)}
+    async with FakeFleet(1, behaviors=behavior) as wired:  # the loopback fleet is the reference
+        assert outcome(await batch_through(wired, None)) == outcome(mocked)
+        assert wired.counters(0).faults == counters.faults
+
+
+@ACTIONS
+async def test_every_action_ends_in_its_own_outcome(action: str, anyio_backend: str) -> None:
+    mocked, counters = await through_the_mock(action)
     expected = {
         "ok": ("NoneType",) * 3, "shuffle": ("NoneType",) * 3,
         "partial": ("NoneType", "NoneType", "BadResponseError"),
