@@ -131,8 +131,8 @@ async def test_cancel_leaves_pool_usable_and_leaks_nothing() -> None:
             with anyio.move_on_after(0.2) as scope:
                 await pool.send_all_batched([f"p{i}" for i in range(400)])
             assert scope.cancelled_caught
-            await anyio.sleep(0.05)
-            assert all(fleet.counters(k).in_flight == 0 for k in range(2))  # requests closed
+            # In-process, a called-off request is closed before the call returns.
+            assert all(fleet.counters(k).in_flight == 0 for k in range(2))
             out = await pool.send_all_batched(["after", "cancel"])
             assert [r.text for r in out] == ["ECHO: after", "ECHO: cancel"]
 

@@ -70,11 +70,12 @@ async def test_an_endpoint_that_dies_and_comes_back_is_logged_once_each(
                             retry=retry, health=health, transport=fleet.transport) as pool:
 
             async def kill_then_restart() -> None:
-                await anyio.sleep(0.3)  # the call is under way
-                await fleet.kill(0)
                 with anyio.fail_after(20):
+                    while fleet.counters(0).choices_returned == 0:  # the call is under way
+                        await anyio.sleep(0.005)
+                    await fleet.kill(0)
                     await capture.wait_for(f"{dying} benched")
-                await anyio.sleep(0.15)  # a probe or two fails: it is down
+                    await capture.wait_for(f"{dying} is down")  # a probe failed
                 await fleet.restart(0)
 
             async with anyio.create_task_group() as group:
