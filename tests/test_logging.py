@@ -69,10 +69,11 @@ async def test_an_endpoint_that_dies_and_comes_back_is_logged_once_each(
         async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=16, api_key=KEY,
                             retry=retry, health=health, transport=fleet.transport) as pool:
 
+            answering = anyio.Event()
+
             async def kill_then_restart() -> None:
                 with anyio.fail_after(20):
-                    while fleet.counters(0).choices_returned == 0:  # the call is under way
-                        await anyio.sleep(0.005)
+                    await answering.wait()  # the call is under way
                     await fleet.kill(0)
                     await capture.wait_for(f"{dying} benched")
                     await capture.wait_for(f"{dying} is down")  # a probe failed
@@ -80,7 +81,8 @@ async def test_an_endpoint_that_dies_and_comes_back_is_logged_once_each(
 
             async with anyio.create_task_group() as group:
                 group.start_soon(kill_then_restart)
-                out = await pool.send_all_batched(prompts)
+                out = await pool.send_all_batched(
+                    prompts, on_result=lambda index, response: answering.set())
 
     assert all(r.success for r in out)
     lifecycle = ("benched", "is back", "is down")
