@@ -13,5 +13,7 @@ run python -m benchmarks.harness --target vllm --hostfile "$AURORA_SWARM_VLLM_HO
     --model "$AURORA_SWARM_VLLM_MODEL" --out "${AURORA_CI_RESULTS:-benchmarks/out}/vllm"
 run python -m benchmarks.prefix_affinity --hostfile "$AURORA_SWARM_VLLM_HOSTFILE" \
     --model "$AURORA_SWARM_VLLM_MODEL" --out "${AURORA_CI_RESULTS:-benchmarks/out}/prefix_affinity"
+run python -m benchmarks.one_a_request --hostfile "$AURORA_SWARM_VLLM_HOSTFILE" \
+    --model "$AURORA_SWARM_VLLM_MODEL" --repeat 5
 run python -m pytest tests/vllm -v -p no:cacheprovider
 exit $status
