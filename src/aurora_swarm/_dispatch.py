@@ -543,7 +543,7 @@ class BatchJob(Generic[P, K]):
             record = self._records[position]
             server = record.server
             if (not flights or record.scraping or server.metrics is False
-                    or server.slots_source in ("metrics", "option")
+                    or server.knows_slots()
                     or now - server.scraped_at < _SCRAPE_EVERY
                     or now - flights[0].held.sent < _SCRAPE_AFTER):
                 continue
@@ -558,9 +558,9 @@ class BatchJob(Generic[P, K]):
         """Before the first plan of a fresh pool, read the past wave from ``/metrics`` of each
         server whose slots are known (a pool option or hostfile tag): a fleet with one slow
         server is then split as if its speeds were known, instead of losing a whole wave to
-        learn them. Concurrent calls share the reads; the plan
-        waits at most ``_HISTORY_WAIT`` for them (a server that answers later still informs the
-        call's take-backs and backups)."""
+        learn them. Concurrent calls share the reads; the plan waits at most ``_HISTORY_WAIT``
+        for them (a server that answers later still informs the call's take-backs and
+        backups)."""
         reads: list[anyio.Event] = []
         for record in self._records:
             server = record.server
@@ -609,10 +609,10 @@ class BatchJob(Generic[P, K]):
         running, waiting = gauges.running, gauges.waiting
         if waiting <= 0:
             server.unqueued_hold = max(server.unqueued_hold, holding)
-        if running <= 0:
+            if running > 0:
+                server.learn_slots(running, "observed")
             return
-        if waiting <= 0:
-            server.learn_slots(running, "observed")
+        if running <= 0:
             return
         # While requests wait, the running ones fill the slots; but a server still taking a
         # large request in runs fewer for a moment, so a reading counts once it repeats.
