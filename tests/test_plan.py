@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aurora_swarm._plan import Lane, cut, water_fill, worth_moving
+from aurora_swarm._plan import Lane, cut, deal, water_fill, worth_moving
 from aurora_swarm._server_model import ASSUMED_SLOTS, ServerModel
 
 
@@ -102,6 +103,39 @@ def test_alike_lanes_get_shares_within_one(lanes: int, count: int) -> None:
 def test_cut(share: int, expected: list[int]) -> None:
     pieces = cut(share, pieces=4, smallest=32, largest=1024)
     assert pieces == expected and sum(pieces) == share
+
+
+@pytest.mark.parametrize(
+    ("count", "shares", "expected"),
+    [
+        # equal shares: item i to pile i % n, the earlier system's split
+        (10, [3, 3, 2, 2], [[0, 4, 8], [1, 5, 9], [2, 6], [3, 7]]),
+        # a full pile drops out of the round; the others go on
+        (7, [1, 4, 2], [[0], [1, 3, 5, 6], [2, 4]]),
+        # empty shares take nothing; too few items leave the last piles short
+        (3, [0, 2, 2], [[], [0, 2], [1]]),
+        (0, [2, 2], [[], []]),
+    ],
+)
+def test_deal(count: int, shares: list[int], expected: list[list[int]]) -> None:
+    assert deal(list(range(count)), shares) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(shares=st.lists(st.integers(0, 40), min_size=1, max_size=12), spare=st.integers(-30, 5))
+def test_deal_gives_each_item_once_in_order_and_fills_the_shares(
+        shares: list[int], spare: int) -> None:
+    count = max(0, sum(shares) + spare)
+    piles = deal(list(range(count)), shares)
+    dealt = sorted(i for pile in piles for i in pile)
+    assert dealt == list(range(min(count, sum(shares))))  # each item once, the first ones
+    assert all(len(pile) <= share for pile, share in zip(piles, shares, strict=True))
+    assert all(pile == sorted(pile) for pile in piles)
+    if count >= sum(shares):
+        assert [len(pile) for pile in piles] == shares
+    # round-robin: a pile's r-th item comes before any pile's (r+1)-th
+    rank = {i: r for pile in piles for r, i in enumerate(pile)}
+    assert all(rank[a] <= rank[b] for a, b in itertools.pairwise(dealt))
 
 
 def test_worth_moving_needs_a_clear_gain() -> None:

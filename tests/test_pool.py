@@ -113,6 +113,16 @@ async def test_send_all_batched_uses_few_requests_and_keeps_order(
     assert 0 <= stats.requests - fleet.total_requests() <= stats.taken_back + stats.backups
 
 
+@pytest.mark.parametrize("count", [10, 103])
+async def test_send_all_batched_on_a_fresh_even_fleet_is_the_earlier_round_robin(
+        fleet: FakeFleet, count: int) -> None:
+    # Prompt i goes to agent i % size, as in the earlier system, when the plan is an even split.
+    async with VLLMPool(fleet.endpoints, model=MODEL, transport=fleet.transport) as fresh:
+        out = await fresh.send_all_batched([f"task-{i}" for i in range(count)])
+    assert [r.text for r in out] == [f"ECHO: task-{i}" for i in range(count)]
+    assert [r.agent_index for r in out] == [i % len(fleet.endpoints) for i in range(count)]
+
+
 async def test_use_batch_false_behaves_as_send_all(fleet: FakeFleet) -> None:
     async with VLLMPool(fleet.endpoints, transport=fleet.transport,
                         model=MODEL, use_batch=False) as pool:
@@ -284,6 +294,26 @@ async def test_max_tokens_sized_from_context_never_above_cap() -> None:
     assert out[0].finish_reason == "stop"
     # the answer echoes 41 words; the budget was min(cap 16, 64 - 41) = 16 words
     assert len(out[1].text.split()) == 16 and out[1].finish_reason == "length"
+    assert fleet.totals().rejected == 0
+
+
+@pytest.mark.parametrize(("buffer", "expected"), [
+    # The fake server echoes the prompt's words until the budget: 41 words at most for the first.
+    (None, [41, 187, 128, 49]),  # the default 512: shorter answers, never below 128 or the room
+    (0, [41, 501, 199, 49]),     # all the room the context leaves, up to the cap
+])
+async def test_the_buffer_shortens_answers_near_the_limit_but_never_refuses(
+        buffer: int | None, expected: list[int]) -> None:
+    # Context 1,200 tokens; prompts of 40, 500, 1,000 and 1,150 words (one token more each,
+    # with BOS) leave 1,159, 699, 199 and 49 tokens for the answer.
+    prompts = [" ".join(["w"] * n) for n in (40, 500, 1000, 1150)]
+    async with fleet_of(1, max_model_len=1200) as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport, model=MODEL,
+                            max_tokens=512, buffer=buffer) as pool:
+            assert pool.buffer == (512 if buffer is None else buffer)
+            out = await pool.send_all_batched(prompts)
+    assert all(r.success for r in out), [r.error for r in out]
+    assert [len(r.text.split()) for r in out] == expected
     assert fleet.totals().rejected == 0
 
 

@@ -20,6 +20,7 @@ DEFAULT_MODEL = "openai/gpt-oss-120b"
 """The model a pool asks for when none is named (the earlier system's default)."""
 
 DEFAULT_MAX_TOKENS = 512
+DEFAULT_BUFFER = 512  # the earlier system's default
 _EARLIER_TIMEOUT_PER_SEQUENCE = 60.0
 _EARLIER_BATCH_CONCURRENCY = 256
 
@@ -41,7 +42,7 @@ class PoolLimits:
     @classmethod
     def resolve(
         cls, *, max_tokens: int | None, max_tokens_aggregation: int | None,
-        model_max_context: int | None, buffer: int,
+        model_max_context: int | None, buffer: int | None,
     ) -> PoolLimits:
         """Arguments first, then the environment, then the defaults; checked."""
         tokens = env_fallback(max_tokens, _env.MAX_TOKENS, int)
@@ -53,6 +54,9 @@ class PoolLimits:
         context = env_fallback(model_max_context, _env.MODEL_MAX_CONTEXT, int)
         if context is not None:
             _positive(context, "model_max_context")
+        if buffer is None:
+            # The default never refuses a prompt (see ContextSizer), so a short context is fine.
+            return cls(tokens, aggregation, context, DEFAULT_BUFFER)
         if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 0:
             raise ConfigurationError(f"buffer must be an int >= 0, got {buffer!r}")
         if context is not None and buffer >= context:

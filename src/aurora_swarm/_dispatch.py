@@ -52,7 +52,7 @@ from ._exceptions import (
     RequestError,
 )
 from ._health import Health, HealthPolicy
-from ._plan import Lane, cut, water_fill, worth_moving
+from ._plan import Lane, cut, deal, water_fill, worth_moving
 from ._response import Response
 from ._retry import RetryPolicy
 from ._schedule import Chunking
@@ -330,8 +330,13 @@ class BatchJob(Generic[P, K]):
         else:
             shares = water_fill([lanes[p] for p in positions], self._pending_count, now)
         chunking = self._settings.chunking
-        for position, share in zip(positions, shares, strict=True):
-            for shape, taken in self._take_pending(position, share):
+        if self._homes is None:
+            takes = self._deal_pending(shares)
+        else:
+            takes = [self._take_pending(position, share)
+                     for position, share in zip(positions, shares, strict=True)]
+        for position, take in zip(positions, takes, strict=True):
+            for shape, taken in take:
                 if chunking.chunk_size is not None:
                     sizes = [chunking.chunk_size] * (len(taken) // chunking.chunk_size)
                     if len(taken) % chunking.chunk_size:
@@ -369,6 +374,39 @@ class BatchJob(Generic[P, K]):
             shares.append(share)
             pending -= share
         return shares
+
+    def _deal_pending(self, shares: list[int]) -> list[list[tuple[K, list[int]]]]:
+        """Take ``sum(shares)`` unassigned prompts, first come first, and deal them round-robin
+        (:func:`~aurora_swarm._plan.deal`); each endpoint's pile grouped by request shape.
+
+        On a fresh fleet of alike servers the shares are equal and prompt ``i`` goes to
+        endpoint ``i % n``, as in the earlier system's split.
+        """
+        want = sum(shares)
+        results, carriers = self.results, self._carriers
+        items: list[int] = []
+        shapes_seen: list[K] = []
+        while len(items) < want and self._pending:
+            key, queue = next(iter(self._pending.items()))
+            shapes_seen.append(key[0])
+            while queue and len(items) < want:
+                index = queue.popleft()
+                self._pending_count -= 1
+                if results[index] is None and not carriers[index]:
+                    items.append(index)
+            if not queue:
+                del self._pending[key]
+        piles = deal(items, shares)
+        if len(shapes_seen) == 1:
+            return [[(shapes_seen[0], pile)] if pile else [] for pile in piles]
+        shapes = self._shapes
+        grouped: list[list[tuple[K, list[int]]]] = []
+        for pile in piles:
+            by_shape: dict[K, list[int]] = {}
+            for index in pile:
+                by_shape.setdefault(shapes[index], []).append(index)
+            grouped.append(list(by_shape.items()))
+        return grouped
 
     def _take_pending(self, position: int, count: int) -> list[tuple[K, list[int]]]:
         """Take ``count`` unassigned prompts for ``position``: its own home's first, then from

@@ -55,7 +55,7 @@ class ChangedItemsError(JobFileError):
     changed:
         How many items changed.
     examples:
-        The ids of the first few of them.
+        The ids of the first few of them, in input order.
     gone:
         Ids in the results file that the input no longer holds.
     """
@@ -168,12 +168,16 @@ def plan_resume(
     changed: list[ItemId] = []
     gone: list[ItemId] = []
     unchecked = kept = changed_count = gone_count = 0
-    for item_id, (old, success) in records.items():
-        new = fingerprints.get(item_id)
-        if new is None:
+    # Ids that are gone, in the file's order; the others in the input's, so the examples an
+    # error shows are the first items of the input, whatever order they were answered in.
+    for item_id in records:
+        if item_id not in fingerprints:
             gone_count += 1
             _note(gone, item_id)
+    for item_id, new in fingerprints.items():
+        if item_id not in records:
             continue
+        old, success = records[item_id]
         if old is not None and old != new:
             changed_count += 1
             _note(changed, item_id)

@@ -10,6 +10,9 @@ without a server. :mod:`aurora_swarm._dispatch` applies the decisions.
 * :func:`cut` turns one endpoint's share into requests: few, but enough of them that the last
   ones wait in the server's queue, where they can be taken back for free if the endpoint turns
   out slower than planned.
+* :func:`deal` hands the prompts of those shares out round-robin, so where the shares are
+  equal prompt ``i`` goes to endpoint ``i % n`` (the earlier system's split), and prompts whose
+  cost drifts along the list (growing documents, sorted inputs) spread evenly.
 * :func:`worth_moving` says whether work is worth moving from where it waits to another
   endpoint: only when that clearly finishes it sooner, so noise never moves work on a fleet
   whose servers are alike.
@@ -23,7 +26,7 @@ from collections.abc import Sequence
 
 import attrs
 
-__all__ = ["Lane", "cut", "water_fill", "worth_moving"]
+__all__ = ["Lane", "cut", "deal", "water_fill", "worth_moving"]
 
 _MIN_SAVING = 0.005  # seconds a move must save at the least, whatever the margin says
 
@@ -145,6 +148,32 @@ def cut(share: int, *, pieces: int, smallest: int, largest: int) -> list[int]:
     n = max(n, math.ceil(share / largest))
     size, extra = divmod(share, n)
     return [size + 1] * extra + [size] * (n - extra)
+
+
+def deal(items: Sequence[int], shares: Sequence[int]) -> list[list[int]]:
+    """``items`` dealt round-robin into piles of the given ``shares``, in order.
+
+    Pile ``j`` takes items ``j``, ``j + n``, ``j + 2n``... while every pile has room; a pile
+    that is full drops out of the round and the others go on. Items beyond the shares' sum are
+    left out; if there are fewer, the last piles come up short. Costs time in the number of
+    items dealt, plus the piles times the number of distinct shares (never more than the items).
+    """
+    piles: list[list[int]] = [[] for _ in shares]
+    active = [j for j, share in enumerate(shares) if share > 0]
+    left = list(shares)
+    base = 0
+    end = min(len(items), sum(left))
+    while active and base < end:
+        rounds = min(left[j] for j in active)
+        width = len(active)
+        stop = min(base + rounds * width, end)
+        for rank, j in enumerate(active):
+            taken = items[base + rank:stop:width]
+            piles[j].extend(taken)
+            left[j] -= len(taken)
+        base = stop
+        active = [j for j in active if left[j] > 0]
+    return piles
 
 
 def worth_moving(stay: float, move: float, now: float, margin: float) -> bool:

@@ -179,8 +179,11 @@ class VLLMPool:
         The model's context length in tokens; defaults to ``$AURORA_SWARM_MODEL_MAX_CONTEXT``,
         else ``/v1/models`` is asked once.
     buffer:
-        Tokens of the context kept free besides each prompt and its answer (default 0: the
-        sizing counts prompt tokens exactly when they come near the limit).
+        Tokens of the context an answer leaves free after its prompt (default 512, as in the
+        earlier system): a prompt near the context limit gets a ``max_tokens`` that much
+        smaller, but never below what fits or 128 tokens, so the buffer never refuses a prompt.
+        Prompts near the limit are counted exactly with the server's tokenizer; ``buffer=0``
+        lets an answer use all the room the context leaves.
     concurrency:
         The earlier name of ``max_concurrency``.
     connector_limit:
@@ -267,7 +270,7 @@ class VLLMPool:
         max_num_seqs: int | None = None,
         max_tokens_aggregation: int | None = None,
         model_max_context: int | None = None,
-        buffer: int = 0,
+        buffer: int | None = None,
         concurrency: int | None = None,
         connector_limit: int | None = None,
         batch_concurrency: int | None = None,

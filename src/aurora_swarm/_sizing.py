@@ -5,6 +5,10 @@ never need it: a prompt of ``b`` UTF-8 bytes has at most ``b`` tokens plus a few
 for the byte-level and byte-fallback tokenizers vLLM serves, so when even that bound leaves
 room for the full cap, the cap is the budget. Only prompts near the context limit are counted
 exactly, with vLLM's ``/tokenize``.
+
+The pool's ``buffer`` shortens answers so that many tokens of the context stay free after them
+(a loop that feeds answers into the next prompt then grows more slowly), but never below what
+fits or :data:`BUFFER_FLOOR` tokens: only the context itself refuses a prompt.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ __all__ = ["ContextSizer"]
 
 # Room for the special tokens (BOS and the like) a server may add around a prompt.
 SPECIAL_TOKENS_MARGIN = 8
+# An answer the buffer shortens keeps at least this many tokens (or all the room there is), as
+# in the earlier system.
+BUFFER_FLOOR = 128
 _MAX_TOKENIZE_CONCURRENCY = 16
 
 
@@ -33,7 +40,7 @@ class ContextSizer:
         self._transport = transport
         self._model = model
         self._context = context  # given by the user: wins over what /v1/models says
-        self._buffer = buffer  # tokens kept free besides the prompt and the answer
+        self._buffer = buffer  # tokens an answer leaves free after its prompt, when it can
         self._info: ModelInfo | None = None
         self._fetched = False
         self._lock = anyio.Lock()
@@ -81,8 +88,7 @@ class ContextSizer:
             context = info.max_model_len if info is not None else None
         if context is None:
             return [cap] * len(prompts)
-        context -= self._buffer
-        room = context - cap - SPECIAL_TOKENS_MARGIN
+        room = context - self._buffer - cap - SPECIAL_TOKENS_MARGIN
         budgets: list[int | PromptError] = [cap] * len(prompts)
         near_limit = [
             index for index, prompt in enumerate(prompts)
@@ -120,7 +126,7 @@ class ContextSizer:
                     "which leaves no room for an answer (shorten the prompt)",
                 )
             else:
-                budgets[index] = min(cap, left)
+                budgets[index] = min(cap, max(left - self._buffer, min(left, BUFFER_FLOOR)))
 
         async with anyio.create_task_group() as group:
             for index in indices:
