@@ -904,8 +904,12 @@ class VLLMPool:
         prepared = form.prepare(prompts, self._system_prompt(system_prompt))
         budgets = await core.sizer.budgets(prepared.sizing, max_tokens, core.max_tokens,
                                            self._endpoints)
+        # One shape object per distinct shape, not per prompt: a call of 400,000 prompts keeps
+        # 400,000 fewer objects alive for the garbage collector to walk.
+        made: dict[tuple[int, bool | None], _Shape] = {}
         shapes = [
-            b if isinstance(b, PromptError) else _Shape(b, special)
+            b if isinstance(b, PromptError)
+            else made.get((b, special)) or made.setdefault((b, special), _Shape(b, special))
             for b, special in zip(budgets, prepared.add_special_tokens, strict=True)
         ]
         send = self._send_chat_batch if form.kind == "server" else self._send_completions
