@@ -15,6 +15,10 @@ the list's first prompt alone, as a string, then as a list of one. If the server
 string and refuses the list of one, lists are what it refused, and the endpoint gets one prompt
 a request from then on. If it refuses the string, the prompts are at fault; if it answers the
 list of one, the refusal had another cause; either way the refusal stands.
+
+:class:`~aurora_swarm.EmbeddingPool` learns the same of ``/v1/embeddings`` (in its own
+:class:`Detected` per endpoint): a list input refused as above, or answered with fewer vectors
+than texts, marks an endpoint as embedding one text a request.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ class Capabilities:
     ----------
     list_prompts:
         Takes a list of prompts in one ``/v1/completions`` request (vLLM, SGLang). When false
-        the pool sends its prompts one a request, ``fallback_concurrency`` at once.
+        the pool sends its prompts one a request, ``fallback_concurrency`` at once. For an
+        :class:`~aurora_swarm.EmbeddingPool`: embeds a list ``input`` of texts in one
+        ``/v1/embeddings`` request.
     health_route:
         Answers ``GET /health``. When false, health probes ask ``GET /v1/models`` instead.
     chat_batch:

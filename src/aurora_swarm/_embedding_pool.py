@@ -2,22 +2,46 @@
 
 Texts go out in batches, a list ``input`` per request, over the same dispatch as batched
 completions (chunking, retries, moving work off failed endpoints, health, statistics). Each
-vector is placed by the ``index`` the server gives it, never by its position in the answer.
+vector is placed by the ``index`` the server gives it; only an answer whose vectors carry no
+index at all, one vector per text, is read in text order.
+
+Requests go through the OpenAI client's typed call, ``embeddings.create(model=..., input=...)``
+(see :meth:`Transport.embeddings <aurora_swarm._transport.Transport.embeddings>`), so a test
+that replaces ``openai.AsyncOpenAI`` with a mock sees every request.
+
+Not every server embeds a list. One that answers a list of texts with fewer vectors than texts
+(it embedded one of them), or refuses a list (HTTP 400, 404, 405 or 422) while it answers a
+string, is marked as taking one text a request, as :mod:`aurora_swarm._capabilities` tells for
+completions; from then on (and for the chunk at hand) its texts go one a request, on the same
+endpoint, ``fallback_concurrency`` at once (:func:`~aurora_swarm._fallback.one_by_one`). The
+first list answered in full marks an endpoint as taking lists, and it is not tested again. What
+is learnt is kept per endpoint and shared by sub-pools.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import anyio
 import attrs
+import httpx2
 
+from ._capabilities import NOT_SUPPORTED_STATUSES, Capabilities, Detected
 from ._config import Chunking, HealthPolicy, RetryPolicy, Timeouts
 from ._dispatch import BatchJob, DispatchSettings, EndpointRecord
 from ._endpoint import Endpoint, EndpointLike, as_endpoint
 from ._env import API_KEY, env_fallback
-from ._exceptions import ConfigurationError, PoolClosedError, RequestError, SwarmError
+from ._exceptions import (
+    ConfigurationError,
+    HTTPStatusError,
+    PoolClosedError,
+    RequestError,
+    SwarmError,
+)
+from ._fallback import one_by_one
+from ._response import Usage
 from ._stats import PoolStats
 from ._transport import BatchReply, Choice, Transport
 
@@ -69,11 +93,17 @@ class _Core:
     settings: DispatchSettings
     limiter: anyio.CapacityLimiter
     records: dict[Endpoint, EndpointRecord]
+    detected: dict[Endpoint, Detected]
     closed: bool = False
 
 
 class EmbeddingPool:
     """A pool of embedding servers (OpenAI-compatible ``/v1/embeddings``).
+
+    Every request is the OpenAI client's ``embeddings.create(model=..., input=...)`` on the
+    endpoint's ``openai.AsyncOpenAI`` client, made before the pool's first request, one per
+    endpoint in endpoint order: a test may replace ``openai.AsyncOpenAI`` with a mock, as tests
+    of the earlier system do.
 
     Parameters
     ----------
@@ -92,6 +122,18 @@ class EmbeddingPool:
         (chunks start at 128 texts: ``Chunking(min_chunk=128)``).
     api_key:
         Bearer token for the servers; defaults to ``$AURORA_SWARM_API_KEY`` or ``"EMPTY"``.
+    fallback_concurrency:
+        One-text requests in flight at once to an endpoint that embeds one text a request (see
+        :meth:`capabilities`), over all calls and sub-pools.
+
+        .. versionadded:: 0.1.0
+    transport:
+        The HTTP transport every request of the pool goes through (an
+        ``httpx2.AsyncBaseTransport``); by default the network. Tests give the
+        :attr:`~aurora_swarm.testing.FakeFleet.transport` of a ``FakeFleet(..., in_process=True)``,
+        a :class:`~aurora_swarm.testing.MockTransport` that answers in-process, without sockets.
+
+        .. versionadded:: 0.1.0
 
     Examples
     --------
@@ -108,6 +150,21 @@ class EmbeddingPool:
     >>> [r.embedding == expected_embedding(t) for r, t in zip(anyio.run(demo, texts), texts)]
     [True, True, True]
 
+    A server that embeds one text a request gets its texts one a request, once its first
+    answer shows it:
+
+    >>> from aurora_swarm.testing import EndpointBehavior
+    >>> async def one_text(texts):
+    ...     async with FakeFleet(1, in_process=True,
+    ...                          behaviors=[EndpointBehavior(list_inputs=False)]) as fleet:
+    ...         async with EmbeddingPool(fleet.endpoints, fleet.model,
+    ...                                  transport=fleet.transport) as pool:
+    ...             out = await pool.embed_all(texts)
+    ...             return [r.embedding == expected_embedding(t) for r, t in zip(out, texts)], [
+    ...                 c.list_prompts for c in pool.capabilities().values()]
+    >>> anyio.run(one_text, ["a cat", "a dog", "a bird"])
+    ([True, True, True], [False])
+
     .. versionadded:: 0.1.0
     """
 
@@ -122,6 +179,8 @@ class EmbeddingPool:
         health: HealthPolicy | None = None,
         chunking: Chunking | None = None,
         api_key: str | None = None,
+        fallback_concurrency: int = 16,
+        transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         if isinstance(endpoints, str | Endpoint):
             raise ConfigurationError("endpoints must be a list of endpoints, not a single one")
@@ -135,16 +194,27 @@ class EmbeddingPool:
             concurrency = max(len(resolved) * chunking.max_in_flight, 32)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if (isinstance(fallback_concurrency, bool) or not isinstance(fallback_concurrency, int)
+                or fallback_concurrency < 1):
+            raise ConfigurationError(
+                f"fallback_concurrency must be a positive int, got {fallback_concurrency!r}")
+        if transport is not None and not isinstance(transport, httpx2.AsyncBaseTransport):
+            raise ConfigurationError(
+                f"transport must be an httpx2.AsyncBaseTransport, got {type(transport).__name__}")
         timeouts = timeout if isinstance(timeout, Timeouts) else Timeouts(request=timeout)
-        transport = Transport(api_key=env_fallback(api_key, API_KEY, str) or "EMPTY",
-                              connect_timeout=timeouts.connect, max_connections=concurrency)
+        wire = Transport(api_key=env_fallback(api_key, API_KEY, str) or "EMPTY",
+                         connect_timeout=timeouts.connect, max_connections=concurrency,
+                         http_transport=transport)
         records: dict[Endpoint, EndpointRecord] = {}
+        detected: dict[Endpoint, Detected] = {}
         for endpoint in resolved:
-            records.setdefault(endpoint, EndpointRecord(endpoint))
+            if endpoint not in records:
+                records[endpoint] = EndpointRecord(endpoint)
+                detected[endpoint] = Detected(anyio.CapacityLimiter(fallback_concurrency))
         settings = DispatchSettings(chunking, retry or RetryPolicy(), health or HealthPolicy(),
                                     timeouts)
-        self._core = _Core(transport, model, settings, anyio.CapacityLimiter(concurrency),
-                           records)
+        self._core = _Core(wire, model, settings, anyio.CapacityLimiter(concurrency), records,
+                           detected)
         self._endpoints: tuple[Endpoint, ...] = tuple(resolved)
         self._owner = True
 
@@ -203,9 +273,26 @@ class EmbeddingPool:
         return f"<EmbeddingPool {self._core.model!r}: {self.size} endpoints, {state}>"
 
     def stats(self) -> PoolStats:
-        """Counters for this pool's endpoints (requests, texts, retries, failures)."""
+        """Counters for this pool's endpoints (requests, texts, retries, failures).
+
+        A chunk sent one text a request counts each of its requests.
+        """
         records = self._core.records
-        return PoolStats.collect((e, records[e].counters) for e in self._endpoints)
+        return PoolStats.collect(((e, records[e].counters) for e in self._endpoints),
+                                 capabilities=self.capabilities())
+
+    def capabilities(self) -> dict[Endpoint, Capabilities]:
+        """Whether each endpoint of this pool takes a list of texts a request.
+
+        ``list_prompts`` is ``True`` once a list was answered in full, ``False`` once the
+        endpoint answered a list with fewer vectors than texts or refused one while it answered
+        a string (its texts then go one a request), ``None`` until then; the other fields stay
+        ``None``. Shared by sub-pools.
+
+        .. versionadded:: 0.1.0
+        """
+        detected = self._core.detected
+        return {e: Capabilities(list_prompts=detected[e].list_prompts) for e in self._endpoints}
 
     # -- sub-pools ------------------------------------------------------------------------------
 
@@ -238,7 +325,8 @@ class EmbeddingPool:
     # -- requests -------------------------------------------------------------------------------
 
     async def embed_one(self, agent_index: int, text: str) -> EmbeddingResponse:
-        """The vector of ``text`` from endpoint ``agent_index`` (one request, retried there).
+        """The vector of ``text`` from endpoint ``agent_index`` (one request with a string
+        ``input``, which every server takes, retried there).
 
         As in the earlier system, an ``agent_index`` outside the pool gives a failed response
         (``"Invalid agent_index ..."``) rather than an exception.
@@ -252,6 +340,7 @@ class EmbeddingPool:
                 f"Invalid agent_index {agent_index!r}: this pool has {self.size} endpoints")
             return EmbeddingResponse(False, None, str(error), agent_index, exception=error)
         core = self._core
+        self._make_clients()
         endpoint = self._endpoints[agent_index]
         timeout = core.settings.timeouts.for_chunk(1)
         attempts = 0
@@ -260,13 +349,11 @@ class EmbeddingPool:
             nonlocal attempts
             attempts = number
             async with core.limiter:
-                reply = await core.transport.embeddings(endpoint, [text], {"model": core.model},
-                                                        timeout)
-            (choice,) = reply.choices
-            if isinstance(choice, SwarmError):
-                raise choice
-            return EmbeddingResponse(True, choice.embedding, None, agent_index, reply.latency,
-                                     number, endpoint)
+                start = time.perf_counter()
+                choice, _ = await core.transport.embedding(endpoint, text, {"model": core.model},
+                                                           timeout)
+            return EmbeddingResponse(True, choice.embedding, None, agent_index,
+                                     time.perf_counter() - start, number, endpoint)
 
         try:
             return await core.settings.retry.call(attempt)
@@ -278,8 +365,10 @@ class EmbeddingPool:
         """The vector of every text, batched over every endpoint; ``out[i]`` is ``texts[i]``'s.
 
         Texts are cut into chunks that endpoints pull as they have room, each chunk ONE
-        ``/v1/embeddings`` request with a list ``input``. Failed chunks move to other endpoints;
-        a text that still fails gets a failed :class:`EmbeddingResponse`.
+        ``/v1/embeddings`` request with a list ``input`` (one request a text to an endpoint that
+        embeds one text a request: see the module and :meth:`capabilities`). Failed chunks move
+        to other endpoints; a text that still fails gets a failed :class:`EmbeddingResponse`.
+        ``agent_index`` is the endpoint that answered.
         """
         self._check_open()
         if isinstance(texts, str):
@@ -294,14 +383,16 @@ class EmbeddingPool:
         if not self.size:
             raise ConfigurationError("this pool has no endpoints to send texts to")
         core = self._core
+        self._make_clients()
         vectors: list[list[float] | None] = [None] * len(texts)
 
         async def send(endpoint: Endpoint, items: list[tuple[int, str]], _shape: None,
                        timeout: float | None) -> BatchReply:
-            reply = await core.transport.embeddings(
-                endpoint, [text for _, text in items], {"model": core.model}, timeout)
+            reply = await self._send(endpoint, [text for _, text in items], timeout)
             for (index, _), choice in zip(items, reply.choices, strict=True):
-                if isinstance(choice, Choice):
+                # The first answer wins, as for the dispatcher's results (a backup may answer
+                # the same text again).
+                if isinstance(choice, Choice) and vectors[index] is None:
                     vectors[index] = choice.embedding
             return reply
 
@@ -317,3 +408,90 @@ class EmbeddingPool:
                               r.agent_index, r.latency, r.attempts, r.endpoint, r.exception)
             for i, r in enumerate(await job.run())
         ]
+
+    def _make_clients(self) -> None:
+        """Make the ``openai.AsyncOpenAI`` client of each endpoint not yet connected, in the
+        pool's order, before any request goes out.
+
+        Then the n-th client made is the n-th endpoint's whatever order requests go out in, as
+        when the earlier system made them all at once: a test that hands out mock clients in
+        that order (``side_effect=[client0, client1, ...]``) finds each on its endpoint. Made
+        once per endpoint (a fraction of a millisecond each); later calls only look them up.
+        """
+        transport = self._core.transport
+        for endpoint in self._endpoints:
+            transport.client(endpoint)
+
+    async def _send(self, endpoint: Endpoint, texts: list[str],
+                    timeout: float | None) -> BatchReply:
+        """One chunk to ``endpoint``: one request with a list ``input``, or one request a text
+        to an endpoint that embeds one text a request (found out here: see the module)."""
+        core = self._core
+        transport = core.transport
+        detected = core.detected[endpoint]
+        counters = core.records[endpoint].counters
+        params = {"model": core.model}
+        one_timeout = core.settings.timeouts.for_chunk(1)
+
+        async def send_one(text: str) -> tuple[Choice, Usage | None]:
+            return await transport.embedding(endpoint, text, params, one_timeout)
+
+        def count_one() -> None:
+            counters.requests += 1
+
+        async def one_a_request(first: tuple[Choice, Usage | None] | None = None) -> BatchReply:
+            return await one_by_one(send_one, texts, endpoint, limiter=detected.limiter,
+                                    timeout=timeout, first=first, on_send=count_one)
+
+        if detected.list_prompts is False:
+            # The dispatcher counted one batched request; what goes out is one per text.
+            counters.requests -= 1
+            counters.batch_requests -= 1
+            return await one_a_request()
+        try:
+            reply = await transport.embeddings(endpoint, texts, params, timeout)
+        except HTTPStatusError as refusal:
+            if (detected.list_prompts is not None
+                    or refusal.status_code not in NOT_SUPPORTED_STATUSES):
+                raise
+            return await self._after_refusal(endpoint, texts, refusal, send_one, one_a_request)
+        if len(texts) > 1 and detected.list_prompts is None:
+            if reply.items < len(texts):
+                # Fewer vectors than texts: a server that embeds one text a request, and no
+                # telling which text the vectors it sent belong to. Every text goes again.
+                detected.list_prompts = False
+                return await one_a_request()
+            detected.list_prompts = True
+        return reply
+
+    async def _after_refusal(
+        self, endpoint: Endpoint, texts: list[str], refusal: HTTPStatusError,
+        send_one: Callable[[str], Awaitable[tuple[Choice, Usage | None]]],
+        one_a_request: Callable[[tuple[Choice, Usage | None]], Awaitable[BatchReply]],
+    ) -> BatchReply:
+        """A list refused as not supported: the list, or its texts? As for completions (see
+        :mod:`aurora_swarm._capabilities`), ask with the first text alone, as a string, then as
+        a list of one (unless the refused list was one text already). Only a server that
+        answers the string and refuses the list takes one text a request."""
+        core = self._core
+        detected = core.detected[endpoint]
+        counters = core.records[endpoint].counters
+        counters.requests += 1
+        try:
+            first = await send_one(texts[0])
+        except HTTPStatusError:
+            raise refusal from None
+        if len(texts) > 1:
+            counters.requests += 1
+            counters.batch_requests += 1
+            try:
+                await core.transport.embeddings(endpoint, texts[:1], {"model": core.model},
+                                                core.settings.timeouts.for_chunk(1))
+            except HTTPStatusError as again:
+                if again.status_code not in NOT_SUPPORTED_STATUSES:
+                    raise refusal from None
+            else:
+                detected.list_prompts = True
+                raise refusal
+        detected.list_prompts = False
+        return await one_a_request(first)

@@ -4,9 +4,12 @@ One :class:`Transport` per pool family holds one shared HTTP connection pool and
 ``AsyncOpenAI`` client per endpoint (made on first use, sharing that connection pool). The
 OpenAI client's own retries are off: :mod:`aurora_swarm._retry` is the one retry layer.
 
-Responses are read as plain JSON (``cast_to=object``) rather than typed models: a batched
+Completions are read as plain JSON (``cast_to=object``) rather than typed models: a batched
 answer holds thousands of choices, and building a model object per choice would cost more
-client CPU than everything else on the per-prompt path.
+client CPU than everything else on the per-prompt path. Embeddings go through the client's
+typed call, ``embeddings.create(model=..., input=...)``: that call is what users mock, and the
+client asks the server for base64 vectors and decodes them itself, which keeps a large answer
+small.
 """
 
 from __future__ import annotations
@@ -66,6 +69,17 @@ class BatchReply:
     choices: list[Choice | BadResponseError]
     usage: Usage | None
     latency: float
+
+
+@attrs.frozen
+class EmbeddingsReply(BatchReply):
+    """What one ``/v1/embeddings`` request with a list input returned.
+
+    ``items`` is how many vectors the answer held, placed or not: fewer than the texts sent
+    tells of a server that embeds one text a request.
+    """
+
+    items: int
 
 
 @attrs.frozen
@@ -202,37 +216,61 @@ def place_choices(raw: Any, count: int, endpoint: Endpoint) -> list[Choice | Bad
 
 
 def place_embeddings(
-    raw: Any, count: int, endpoint: Endpoint
+    items: Any, count: int, endpoint: Endpoint
 ) -> list[Choice | BadResponseError]:
     """Put each vector of an embeddings answer in the slot its ``index`` names.
 
-    As :func:`place_choices`: a missing, duplicated or out-of-range index, or an item without a
-    list of numbers, fails exactly the inputs it affects.
+    ``items`` is the answer's ``data``: JSON objects, or the OpenAI client's typed items. As
+    :func:`place_choices`: a missing, duplicated or out-of-range index, or an item without a
+    sequence of numbers, fails exactly the inputs it affects. When no item carries an index and
+    there are as many items as inputs, item ``k`` is input ``k``'s (a server that leaves the
+    index out); when the counts differ too, which vector is whose cannot be told and every input
+    fails, saying so.
     """
-    if not isinstance(raw, list):
+    if not isinstance(items, list | tuple):
         raise BadResponseError("answer has no 'data' list", endpoint=endpoint)
+    indices = [_field(item, "index") for item in items]
+    if not any(_is_index(index) for index in indices):
+        if len(items) != count:
+            error = BadResponseError(
+                f"the answer's {len(items)} embeddings carry no index, for {count} inputs: "
+                "which vector is whose cannot be told", endpoint=endpoint)
+            return [error] * count
+        indices = list(range(count))
     slots: list[Choice | BadResponseError | None] = [None] * count
-    for position, item in enumerate(raw):
-        index = item.get("index") if isinstance(item, dict) else None
-        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count:
+    for position, (item, index) in enumerate(zip(items, indices, strict=True)):
+        if not _is_index(index) or not 0 <= index < count:
             continue
         if slots[index] is not None:
             slots[index] = BadResponseError(
                 f"embedding index {index} appears more than once (again at position {position})",
                 endpoint=endpoint)
             continue
-        vector = item.get("embedding")
-        if not isinstance(vector, list) or not all(
-                isinstance(x, int | float) and not isinstance(x, bool) for x in vector):
-            slots[index] = BadResponseError(f"embedding {index} is not a list of numbers",
-                                            endpoint=endpoint)
-            continue
-        slots[index] = Choice("", None, [float(x) for x in vector])
+        slots[index] = _read_vector(_field(item, "embedding"), index, endpoint)
     return [
         slot if slot is not None
         else BadResponseError(f"no embedding with index {k} in the answer", endpoint=endpoint)
         for k, slot in enumerate(slots)
     ]
+
+
+def _field(item: Any, name: str) -> Any:
+    """``item[name]`` of a JSON object, else the attribute (``None`` when there is neither)."""
+    if isinstance(item, dict):
+        return item.get(name)
+    return getattr(item, name, None)
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_vector(vector: Any, index: int, endpoint: Endpoint) -> Choice | BadResponseError:
+    """A vector is any sequence of numbers (a JSON list, the client's decoded base64)."""
+    if (not isinstance(vector, Sequence) or isinstance(vector, str | bytes)
+            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector)):
+        return BadResponseError(f"embedding {index} is not a list of numbers", endpoint=endpoint)
+    return Choice("", None, [float(x) for x in vector])
 
 
 def _read_choice(item: dict[str, Any], endpoint: Endpoint) -> Choice | BadResponseError:
@@ -258,6 +296,14 @@ def read_usage(data: Mapping[str, Any]) -> Usage | None:
         prompt if isinstance(prompt, int) else 0,
         completion if isinstance(completion, int) else 0,
     )
+
+
+def _typed_usage(usage: Any) -> Usage | None:
+    """The usage of a typed answer (an embedding has prompt tokens only)."""
+    prompt = getattr(usage, "prompt_tokens", None)
+    if not isinstance(prompt, int) or isinstance(prompt, bool):
+        return None
+    return Usage(prompt, 0)
 
 
 @functools.cache
@@ -501,15 +547,50 @@ class Transport:
         texts: Sequence[str],
         params: Mapping[str, Any],
         timeout: float | None,
-    ) -> BatchReply:
-        """ONE ``/v1/embeddings`` request with a list input; vectors placed by ``index``."""
+    ) -> EmbeddingsReply:
+        """ONE ``/v1/embeddings`` request with a list input; vectors placed by ``index``.
+
+        Only ``params["model"]`` is sent besides the texts (see :meth:`_create_embeddings`).
+        """
         start = time.perf_counter()
-        data = await self._post(endpoint, "/embeddings", {**params, "input": list(texts)},
-                                timeout)
-        if not isinstance(data, dict):
-            raise BadResponseError("answer is not a JSON object", endpoint=endpoint)
-        choices = place_embeddings(data.get("data"), len(texts), endpoint)
-        return BatchReply(choices, read_usage(data), time.perf_counter() - start)
+        items, usage = await self._create_embeddings(endpoint, list(texts), params, timeout)
+        choices = place_embeddings(items, len(texts), endpoint)
+        return EmbeddingsReply(choices, usage, time.perf_counter() - start, len(items))
+
+    async def embedding(
+        self,
+        endpoint: Endpoint,
+        text: str,
+        params: Mapping[str, Any],
+        timeout: float | None,
+    ) -> tuple[Choice, Usage | None]:
+        """ONE ``/v1/embeddings`` request with one string input (servers that embed one text a
+        request take it; so does every other)."""
+        items, usage = await self._create_embeddings(endpoint, text, params, timeout)
+        (choice,) = place_embeddings(items, 1, endpoint)
+        if isinstance(choice, SwarmError):
+            raise choice
+        return choice, usage
+
+    async def _create_embeddings(
+        self, endpoint: Endpoint, texts: str | list[str], params: Mapping[str, Any],
+        timeout: float | None,
+    ) -> tuple[Any, Usage | None]:
+        """The items of the answer's ``data`` and its usage.
+
+        Sent as ``embeddings.create(model=..., input=...)``, those two arguments and no more
+        whatever else ``params`` holds: that typed call is what users' mocks of
+        ``openai.AsyncOpenAI`` (and the earlier system's tests) replace, and such a mock takes
+        no other argument. So no per-request option either: the deadline bounds the whole
+        request, as in :meth:`_post`.
+        """
+        client = self.client(endpoint)
+        try:
+            with anyio.fail_after(timeout):
+                answer = await client.embeddings.create(model=params["model"], input=texts)
+        except (openai.OpenAIError, httpx2.HTTPError, OSError, ValueError) as exc:
+            raise translate_error(exc, endpoint, self.proxy_for(endpoint)) from exc
+        return getattr(answer, "data", None), _typed_usage(getattr(answer, "usage", None))
 
     async def chat(
         self,

@@ -94,12 +94,17 @@ class EndpointBehavior:
     ``/health``, ``/v1/models`` and ``/tokenize`` are always answered while the endpoint lives,
     unless ``vllm_extras`` is off.
 
-    Two switches make an endpoint look like a server that is not vLLM:
+    Three switches make an endpoint look like a server that is not vLLM:
 
     * ``list_prompts=False``: a ``/v1/completions`` request whose ``prompt`` is a list gets
       ``list_prompt_status`` (400 by default) with an error body, as Ollama and
       llama-cpp-python answer; a string prompt is answered as usual. Refused list requests are
       counted in ``completion_requests`` and ``rejected`` but their prompts are not.
+    * ``list_inputs=False``: a ``/v1/embeddings`` request whose ``input`` is a list is answered
+      with the first text's vector alone (``index`` 0), as a server that embeds one text a
+      request; it counts as one text received and one returned. With ``list_input_status``
+      set, the list is refused with that status and an error body instead (counted in
+      ``rejected``). A string input is answered as usual.
     * ``vllm_extras=False``: no ``/health``, ``/tokenize``, ``/version`` or ``/metrics`` (404),
       and ``/v1/models`` lists the model without ``max_model_len``.
 
@@ -132,6 +137,12 @@ class EndpointBehavior:
         a string prompt.
     list_prompt_status : int
         The status a list prompt gets when ``list_prompts`` is false (400, 404, 405 or 422).
+    list_inputs : bool
+        Embed a list of texts in one ``/v1/embeddings`` request (vLLM does); when false, only
+        the first text of a list (or the refusal ``list_input_status`` names).
+    list_input_status : int or None
+        With ``list_inputs`` false, the status a list input gets instead of a short answer
+        (400, 404, 405 or 422); ``None`` (default): the short answer.
     vllm_extras : bool
         Serve vLLM's routes beyond the OpenAI API (``/health``, ``/tokenize``, ``/version``,
         ``/metrics``) and ``max_model_len`` in ``/v1/models``.
@@ -147,6 +158,8 @@ class EndpointBehavior:
     10
     >>> EndpointBehavior(list_prompts=False, vllm_extras=False).list_prompts  # like Ollama
     False
+    >>> EndpointBehavior(list_inputs=False).list_input_status is None  # embeds one text
+    True
     """
 
     slowness: float = attrs.field(default=1.0, converter=float)
@@ -168,6 +181,10 @@ class EndpointBehavior:
     )
     list_prompts: bool = True
     list_prompt_status: int = attrs.field(default=400, validator=_check_status)
+    list_inputs: bool = True
+    list_input_status: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_check_status)
+    )
     vllm_extras: bool = True
     seed: int = 0
 

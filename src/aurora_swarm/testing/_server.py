@@ -286,8 +286,11 @@ class FakeServer:
 
     async def _completions(self, body: bytes, peer: PeerLike) -> Reply:
         self.counters.completion_requests += 1
-        if not self._behavior.list_prompts:
-            refusal = self._refuse_list(body)
+        behavior = self._behavior
+        if not behavior.list_prompts:
+            refusal = self._refuse_list(
+                body, "prompt", behavior.list_prompt_status,
+                "invalid prompt: a completion request takes one string prompt")
             if refusal is not None:
                 return refusal
         return await self._infer(body, peer, prompts_of, answer_prompts, completion_body)
@@ -305,7 +308,20 @@ class FakeServer:
         return await self._infer(body, peer, conversations_of, answer_chats, chat_body)
 
     async def _embeddings(self, body: bytes, peer: PeerLike) -> Reply:
-        return await self._infer(body, peer, inputs_of, answer_inputs, embeddings_body)
+        behavior = self._behavior
+        if behavior.list_inputs:
+            return await self._infer(body, peer, inputs_of, answer_inputs, embeddings_body)
+        if behavior.list_input_status is not None:
+            refusal = self._refuse_list(
+                body, "input", behavior.list_input_status,
+                "invalid input: an embeddings request takes one string input")
+            if refusal is not None:
+                return refusal
+
+        def first_only(doc: dict[str, Any]) -> list[str]:
+            return inputs_of(doc)[:1]  # a server that embeds one text a request
+
+        return await self._infer(body, peer, first_only, answer_inputs, embeddings_body)
 
     async def _generate(self, body: bytes, peer: PeerLike) -> Reply:
         return await self._infer(body, peer, prompt_of, answer_generate, generate_body)
@@ -355,18 +371,16 @@ class FakeServer:
         finally:
             counters.leave()
 
-    def _refuse_list(self, body: bytes) -> Reply | None:
-        """The refusal of a list prompt by a server that takes one string prompt a request."""
+    def _refuse_list(self, body: bytes, field: str, status: int, message: str) -> Reply | None:
+        """The refusal of a list in ``field`` by a server that takes one string a request."""
         try:
-            prompt = parse_body(body).get("prompt")
+            value = parse_body(body).get(field)
         except RequestError:
             return None  # the usual path answers a bad body
-        if not isinstance(prompt, list):
+        if not isinstance(value, list):
             return None
         self.counters.rejected += 1
-        status = self._behavior.list_prompt_status
-        message = "invalid prompt: a completion request takes one string prompt"
-        return Reply.json(error_body(message, status, "prompt"), status)
+        return Reply.json(error_body(message, status, field), status)
 
     def _fault(self, action: str) -> Reply | None:
         """The reply of a fault that ignores the request, or ``None`` for one that answers it."""
