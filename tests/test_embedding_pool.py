@@ -216,6 +216,24 @@ async def test_a_short_answer_sends_the_texts_one_a_request_on_the_same_endpoint
     assert sub_stats.endpoints[0].single_requests == stats.endpoints[1].single_requests + 40
 
 
+async def test_a_short_answer_of_a_server_that_takes_lists_does_not_mark_it() -> None:
+    # A vLLM server whose first answer lost a vector (a passing fault) still takes lists: a
+    # second list of two gets two vectors, so only the lost text goes again.
+    texts = [f"text {k}" for k in range(50)]
+    async with fleet_of(1, behaviors=[EndpointBehavior(script=("partial",))]) as fleet:
+        async with EmbeddingPool(fleet.endpoints, fleet.model, retry=FAST_RETRY,
+                                 transport=fleet.transport) as pool:
+            out = await pool.embed_all(texts)
+            more = await pool.embed_all(texts[:10])
+            capabilities = pool.capabilities()
+            stats = pool.stats()
+    assert [r.embedding for r in out + more] == [expected_embedding(t) for t in texts + texts[:10]]
+    assert capabilities[fleet.endpoints[0]].list_prompts is True
+    assert stats.endpoints[0].single_requests == 0
+    # the short list, the check of two, the lost text again, then one list
+    assert fleet.counters(0).requests["/v1/embeddings"] == stats.endpoints[0].requests == 4
+
+
 @pytest.mark.parametrize("status", [400, 404, 405, 422])
 async def test_a_refused_list_sends_the_texts_one_a_request(status: int) -> None:
     refuses = EndpointBehavior(list_inputs=False, list_input_status=status)

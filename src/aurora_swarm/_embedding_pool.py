@@ -10,7 +10,8 @@ Requests go through the OpenAI client's typed call, ``embeddings.create(model=..
 that replaces ``openai.AsyncOpenAI`` with a mock sees every request.
 
 Not every server embeds a list. One that answers a list of texts with fewer vectors than texts
-(it embedded one of them), or refuses a list (HTTP 400, 404, 405 or 422) while it answers a
+(it embedded one of them) and a second list of two with one vector (a server that takes lists
+but lost a vector once answers the two), or refuses a list (HTTP 400, 404, 405 or 422) while it answers a
 string, is marked as taking one text a request, as :mod:`aurora_swarm._capabilities` tells for
 completions; from then on (and for the chunk at hand) its texts go one a request, on the same
 endpoint, ``fallback_concurrency`` at once (:func:`~aurora_swarm._fallback.one_by_one`). The
@@ -457,10 +458,16 @@ class EmbeddingPool:
             return await self._after_refusal(endpoint, texts, refusal, send_one, one_a_request)
         if len(texts) > 1 and detected.list_prompts is None:
             if reply.items < len(texts):
-                # Fewer vectors than texts: a server that embeds one text a request, and no
-                # telling which text the vectors it sent belong to. Every text goes again.
-                detected.list_prompts = False
-                return await one_a_request()
+                # Fewer vectors than texts: a server that embeds one text a request, or a
+                # passing fault of one that takes lists? Ask once more with two texts: only a
+                # server that answers those with one vector is sent one text a request (every
+                # text of this chunk again: there is no telling whose vector it sent).
+                counters.requests += 1
+                counters.batch_requests += 1
+                check = await transport.embeddings(endpoint, texts[:2], params, one_timeout)
+                if check.items < 2:
+                    detected.list_prompts = False
+                    return await one_a_request()
             detected.list_prompts = True
         return reply
 
