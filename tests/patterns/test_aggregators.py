@@ -17,6 +17,7 @@ from aurora_swarm.patterns import (
     map_gather,
     statistics,
     structured_merge,
+    same_vote,
     top_k,
 )
 from aurora_swarm.testing import EndpointBehavior
@@ -42,6 +43,14 @@ def test_majority_vote_counts_and_ties() -> None:
     assert result.share == pytest.approx(0.4) and not result.unanimous
 
 
+def test_majority_vote_is_case_blind_by_default_as_before() -> None:
+    answers = [ok("Yes"), ok("no"), ok(" yes "), ok("No"), ok("YES")]
+    assert tuple(majority_vote(answers)) == ("yes", pytest.approx(0.6))  # the earlier pair
+    assert same_vote(" Yes\n") == "yes"
+    kept_apart = majority_vote(answers, normalize=str.strip)
+    assert (kept_apart.winner, kept_apart.count) == ("Yes", 1)
+
+
 def test_majority_vote_normalize_and_unanimous() -> None:
     result = majority_vote([ok("Yes"), ok("yes."), ok("YES")],
                            normalize=lambda t: t.strip(" .").lower())
@@ -56,7 +65,7 @@ def test_majority_vote_nobody_voted() -> None:
 
 async def test_majority_vote_over_a_broadcast(pool: VLLMPool) -> None:
     result = majority_vote(await broadcast(pool, "42", copies=9))
-    assert result.winner == "ECHO: 42" and result.unanimous and result.total == 9
+    assert result.winner == "echo: 42" and result.unanimous and result.total == 9
 
 
 # -- concat, best_of, top_k ----------------------------------------------------------------------

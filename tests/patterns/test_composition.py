@@ -62,6 +62,6 @@ async def test_scatter_gather_as_a_user_stage(pool: VLLMPool) -> None:
 
 
 async def test_aggregators_take_any_patterns_output(pool: VLLMPool) -> None:
-    assert majority_vote(await broadcast(pool, "yes", copies=5)).winner == "ECHO: yes"
+    assert majority_vote(await broadcast(pool, "yes", copies=5)).winner == "echo: yes"
     merged = structured_merge(await map_gather(pool, ['{"k": [1]}', '{"k": [2]}'], "{item}"))
     assert merged.merged == {"k": [1, 2]}

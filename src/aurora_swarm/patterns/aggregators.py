@@ -31,6 +31,7 @@ __all__ = [
     "failure_report",
     "first_number",
     "majority_vote",
+    "same_vote",
     "statistics",
     "structured_merge",
     "top_k",
@@ -99,8 +100,14 @@ class VoteResult:
         return iter((self.winner if self.winner is not None else "", self.share))
 
 
+def same_vote(text: str) -> str:
+    """The default vote of an answer: stripped of white space and lower-cased, so ``"Yes"`` and
+    ``"yes "`` are one vote (as in the earlier system)."""
+    return text.strip().lower()
+
+
 def majority_vote(
-    responses: Sequence[Response], normalize: Callable[[str], str] = str.strip,
+    responses: Sequence[Response], normalize: Callable[[str], str] = same_vote,
     include_failures: bool = False,
 ) -> VoteResult:
     """The most frequent answer, after ``normalize``.
@@ -112,8 +119,8 @@ def majority_vote(
     responses:
         The answers; failed and empty ones abstain.
     normalize:
-        Maps an answer's text to its vote (default: strip white space); e.g.
-        ``lambda t: t.strip().lower()``.
+        Maps an answer's text to its vote (default :func:`same_vote`: strip white space and
+        lower-case, as the earlier system compared answers); ``str.strip`` keeps case apart.
     include_failures:
         Count failed and empty answers too (as the vote their text makes, ``""``).
 
@@ -121,7 +128,7 @@ def majority_vote(
     --------
     >>> from aurora_swarm import Response
     >>> from aurora_swarm.patterns import majority_vote
-    >>> votes = [Response(success=True, text=t) for t in ["yes", "no ", "yes"]]
+    >>> votes = [Response(success=True, text=t) for t in ["Yes", "no ", "yes"]]
     >>> result = majority_vote(votes)
     >>> result.winner, result.count, result.total, round(result.share, 2)
     ('yes', 2, 3, 0.67)

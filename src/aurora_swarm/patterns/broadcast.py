@@ -67,7 +67,7 @@ async def broadcast(
     ...         return await broadcast(pool, "Is 221 prime? Answer yes or no.", copies=5)
     >>> votes = anyio.run(demo)
     >>> len(votes), majority_vote(votes).winner
-    (5, 'ECHO: Is 221 prime? Answer yes or no.')
+    (5, 'echo: is 221 prime? answer yes or no.')
     """
     if not isinstance(prompt, str):
         raise ConfigurationError(f"prompt must be a str, got {type(prompt).__name__}")
