@@ -17,6 +17,7 @@ from aurora_swarm import (
     EndpointUnavailable,
     HealthPolicy,
     HTTPStatusError,
+    Response,
     RetryPolicy,
     Timeouts,
     VLLMPool,
@@ -144,6 +145,29 @@ async def test_uniform_fleet_uses_few_requests_per_endpoint() -> None:
             await pool.send_all_batched([f"p{i}" for i in range(3200)])
     per_endpoint = [fleet.counters(k).completion_requests for k in range(8)]
     assert max(per_endpoint) <= 8, per_endpoint
+
+
+async def test_a_call_beside_another_cuts_its_share_into_fewer_requests() -> None:
+    # Two calls at once on two alike endpoints of 16 slots, 256 prompts an endpoint each: the
+    # first to plan cuts each share into 4 requests; the second finds those queued there and
+    # sends its share whole, as the other call's requests already give the queue its parts.
+    latency = LatencyModel(prompt_time=0.002, max_concurrent_seqs=16)
+    async with fleet_of(2, latency=latency) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_num_seqs=16,
+                            transport=fleet.transport) as pool:
+            outs: dict[str, list[Response]] = {}
+
+            async def call(name: str) -> None:
+                prompts = [f"{name}{i}" for i in range(512)]
+                outs[name] = await pool.send_all_batched(prompts)
+                check_all_correct(prompts, outs[name])
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(call, "a")
+                group.start_soon(call, "b")
+            stats = pool.stats()
+    sent = [fleet.counters(k).completion_requests for k in range(2)]
+    assert sum(sent) - stats.taken_back - stats.backups <= 10, (sent, stats)
 
 
 async def test_slow_endpoint_gets_less_work() -> None:

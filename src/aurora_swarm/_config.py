@@ -257,7 +257,8 @@ class Chunking:
     max_in_flight:
         Requests one endpoint's share is cut into, at most (with ``chunk_size``: requests of
         the call one endpoint holds at once). More give finer rebalancing, fewer give fewer
-        requests; on a uniform fleet a call uses about this many requests per endpoint.
+        requests; on a uniform fleet a call uses about this many requests per endpoint. Requests
+        of other calls queued on the endpoint count against it (one request at least).
     adapt_to_speed:
         Plan from each endpoint's measured speed, take back waiting work from endpoints that
         fall behind, and back up stragglers. ``False``: an equal split, nothing moved.

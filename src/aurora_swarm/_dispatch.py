@@ -345,7 +345,12 @@ class BatchJob(Generic[P, K]):
                     # It all starts at once (one wave): nothing would wait to be taken back.
                     sizes = cut(len(taken), pieces=1, smallest=1, largest=chunking.max_chunk)
                 else:
-                    sizes = cut(len(taken), pieces=chunking.max_in_flight,
+                    # The pieces are there so that the tail waits in the server's queue in
+                    # parts that can be taken back. Requests of other calls queued there are
+                    # such parts already: with many callers, each needs fewer of its own.
+                    others = (len(self._records[position].server.held)
+                              - len(self._mine.get(position, ())))
+                    sizes = cut(len(taken), pieces=max(1, chunking.max_in_flight - others),
                                 smallest=chunking.min_chunk, largest=chunking.max_chunk)
                 start = 0
                 rest = self._records[position].health.wait_time(now)

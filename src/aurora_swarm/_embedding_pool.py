@@ -11,12 +11,13 @@ that replaces ``openai.AsyncOpenAI`` with a mock sees every request.
 
 Not every server embeds a list. One that answers a list of texts with fewer vectors than texts
 (it embedded one of them) and a second list of two with one vector (a server that takes lists
-but lost a vector once answers the two), or refuses a list (HTTP 400, 404, 405 or 422) while it answers a
-string, is marked as taking one text a request, as :mod:`aurora_swarm._capabilities` tells for
-completions; from then on (and for the chunk at hand) its texts go one a request, on the same
-endpoint, ``fallback_concurrency`` at once (:func:`~aurora_swarm._fallback.one_by_one`). The
-first list answered in full marks an endpoint as taking lists, and it is not tested again. What
-is learnt is kept per endpoint and shared by sub-pools.
+but lost a vector once answers the two), or refuses a list (HTTP 400, 404, 405 or 422) while it
+answers a string, is marked as taking one text a request, as :mod:`aurora_swarm._capabilities`
+tells for completions; from then on (and for the chunk at hand) its texts go one a request, on
+the same endpoint, ``fallback_concurrency`` at once
+(:func:`~aurora_swarm._fallback.one_by_one`). The first list answered in full marks an endpoint
+as taking lists, and it is not tested again. What is learnt is kept per endpoint and shared by
+sub-pools.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ from aurora_swarm.patterns import (
     first_number,
     majority_vote,
     map_gather,
+    same_vote,
     statistics,
     structured_merge,
-    same_vote,
     top_k,
 )
 from aurora_swarm.testing import EndpointBehavior
