@@ -2,7 +2,8 @@
 
 A :class:`BatchJob` owns one call of ``send_all_batched``. One decider task plans; request tasks
 only send, wait and record. The plan works in time, on what each server is
-(:mod:`aurora_swarm._server_model`: slots, a queue, a wave time):
+(:mod:`aurora_swarm._server_model`: slots, a queue, a wave time); how many prompts each endpoint
+takes is decided by :mod:`aurora_swarm._plan`, which ones by :mod:`aurora_swarm._pending`:
 
 1. **Fill.** Unassigned prompts are spread by :func:`~aurora_swarm._plan.water_fill` over the
    usable endpoints, counting what every call of the pool already has queued there, and each
@@ -52,7 +53,8 @@ from ._exceptions import (
     RequestError,
 )
 from ._health import Health, HealthPolicy
-from ._plan import Lane, cut, deal, water_fill, worth_moving
+from ._pending import Unassigned
+from ._plan import Lane, cut, water_fill, worth_moving
 from ._response import Response
 from ._retry import RetryPolicy
 from ._schedule import Chunking
@@ -196,19 +198,9 @@ class BatchJob(Generic[P, K]):
         self._carriers = [0] * count  # requests in flight that carry the prompt
         self._last_error: list[RequestError | None] = [None] * count
         self._unreached = [0] * count  # connection failures not counted as attempts
-        # Unassigned work waits in queues keyed by (request shape, home endpoint). Without
-        # prefix affinity every prompt's home is None: one queue per shape.
-        self._homes = homes
-        self._pending: dict[tuple[K, int | None], deque[int]] = {}
-        if homes is None:
-            for index, shape in enumerate(shapes):
-                self._pending.setdefault((shape, None), deque()).append(index)
-        else:
-            # A home's queue keeps each prefix group together, so requests carry whole groups.
-            group = groups if groups is not None else homes
-            for index in sorted(range(count), key=lambda i: (homes[i], group[i])):
-                self._pending.setdefault((shapes[index], homes[index]), deque()).append(index)
-        self._pending_count = count
+        results, carriers = self.results, self._carriers
+        self._pending: Unassigned[K] = Unassigned(
+            shapes, lambda i: results[i] is None and not carriers[i], homes, groups)
         self._forced: deque[tuple[list[int], int]] = deque()  # (chunk, failed on) after a split
         self._remaining = count
         self._mine: dict[int, list[_Flight]] = {}  # this call's requests per endpoint, in order
@@ -261,7 +253,7 @@ class BatchJob(Generic[P, K]):
         records = self._records
         tick = _TICK + _TICK_PER_ENDPOINT * len(records)
         look = now - self._looked_at >= tick
-        if not (look or self._pending_count or self._forced):
+        if not (look or self._pending.count or self._forced):
             return tick - (now - self._looked_at)
         if look:
             self._looked_at = now
@@ -282,13 +274,13 @@ class BatchJob(Generic[P, K]):
         lanes = _Lanes(self, usable, now, guess)
         if self._forced:
             self._place_forced(lanes, now)
-        if self._pending_count:
+        if self._pending.count:
             self._place_pending(lanes, now)
         if look:
             if self._rebalance and self._take_back(lanes, now, guess):
                 lanes = _Lanes(self, usable, now, guess)
                 self._place_pending(lanes, now)
-            if self._backups and not self._pending_count and self._lag < _BUSY_LAG:
+            if self._backups and not self._pending.count and self._lag < _BUSY_LAG:
                 self._back_up(lanes, now, guess)
             if self._gauges is not None:
                 self._read_gauges(now)
@@ -328,13 +320,9 @@ class BatchJob(Generic[P, K]):
             positions = self._plain_positions(positions)
             shares = self._plain_shares(positions)
         else:
-            shares = water_fill([lanes[p] for p in positions], self._pending_count, now)
+            shares = water_fill([lanes[p] for p in positions], self._pending.count, now)
         chunking = self._settings.chunking
-        if self._homes is None:
-            takes = self._deal_pending(shares)
-        else:
-            takes = [self._take_pending(position, share)
-                     for position, share in zip(positions, shares, strict=True)]
+        takes = self._pending.split(positions, shares)
         for position, take in zip(positions, takes, strict=True):
             for shape, taken in take:
                 if chunking.chunk_size is not None:
@@ -370,7 +358,7 @@ class BatchJob(Generic[P, K]):
     def _plain_shares(self, positions: list[int]) -> list[int]:
         """Fixed-size requests (or an equal split), ``max_in_flight`` at most per endpoint."""
         chunking = self._settings.chunking
-        pending = self._pending_count
+        pending = self._pending.count
         size = chunking.chunk_size or max(1, math.ceil(pending / len(positions)))
         shares = []
         for position in positions:
@@ -379,70 +367,6 @@ class BatchJob(Generic[P, K]):
             shares.append(share)
             pending -= share
         return shares
-
-    def _deal_pending(self, shares: list[int]) -> list[list[tuple[K, list[int]]]]:
-        """Take ``sum(shares)`` unassigned prompts, first come first, and deal them round-robin
-        (:func:`~aurora_swarm._plan.deal`); each endpoint's pile grouped by request shape.
-
-        On a fresh fleet of alike servers the shares are equal and prompt ``i`` goes to
-        endpoint ``i % n``, as in the earlier system's split.
-        """
-        want = sum(shares)
-        results, carriers = self.results, self._carriers
-        items: list[int] = []
-        shapes_seen: list[K] = []
-        while len(items) < want and self._pending:
-            key, queue = next(iter(self._pending.items()))
-            shapes_seen.append(key[0])
-            while queue and len(items) < want:
-                index = queue.popleft()
-                self._pending_count -= 1
-                if results[index] is None and not carriers[index]:
-                    items.append(index)
-            if not queue:
-                del self._pending[key]
-        piles = deal(items, shares)
-        if len(shapes_seen) == 1:
-            return [[(shapes_seen[0], pile)] if pile else [] for pile in piles]
-        shapes = self._shapes
-        grouped: list[list[tuple[K, list[int]]]] = []
-        for pile in piles:
-            by_shape: dict[K, list[int]] = {}
-            for index in pile:
-                by_shape.setdefault(shapes[index], []).append(index)
-            grouped.append(list(by_shape.items()))
-        return grouped
-
-    def _take_pending(self, position: int, count: int) -> list[tuple[K, list[int]]]:
-        """Take ``count`` unassigned prompts for ``position``: its own home's first, then from
-        the tail of the largest other queue; grouped by request shape."""
-        taken: list[tuple[K, list[int]]] = []
-        results = self.results
-        while count > 0 and self._pending_count:
-            key, queue = self._queue_for(position)
-            own = key[1] in (None, position)
-            chunk: list[int] = []
-            while queue and len(chunk) < count:
-                index = queue.popleft() if own else queue.pop()
-                self._pending_count -= 1
-                if results[index] is None and not self._carriers[index]:
-                    chunk.append(index)
-            if not queue:
-                del self._pending[key]
-            if chunk:
-                taken.append((key[0], chunk))
-                count -= len(chunk)
-        return taken
-
-    def _queue_for(self, position: int) -> tuple[tuple[K, int | None], deque[int]]:
-        """This endpoint's own largest queue; with none left, the largest queue of all."""
-        best: tuple[tuple[K, int | None], deque[int]] | None = None
-        for key, queue in self._pending.items():
-            if key[1] in (None, position) and (best is None or len(queue) > len(best[1])):
-                best = (key, queue)
-        if best is None:
-            best = max(self._pending.items(), key=lambda item: len(item[1]))
-        return best
 
     def _place_forced(self, lanes: _Lanes, now: float) -> None:
         """Send the halves of a refused request whole, each where it finishes soonest (not
@@ -516,7 +440,7 @@ class BatchJob(Generic[P, K]):
             self._carriers[index] -= 1
             self._attempts[index] -= 1  # not the prompt's fault
             if self.results[index] is None and not self._carriers[index]:
-                self._push_pending(index)
+                self._pending.put_back(index)
 
     def _back_up(self, lanes: _Lanes, now: float, guess: FleetGuess) -> None:
         """With nothing left to hand out, let idle endpoints redo slices of the requests that
@@ -776,7 +700,7 @@ class BatchJob(Generic[P, K]):
                 self._return(chunk, error, flight.position)
             elif reply is not None:
                 self._accept(record, flight, reply, now, counted=True)
-        if (not self._remaining or self._pending_count or self._forced or error is not None
+        if (not self._remaining or self._pending.count or self._forced or error is not None
                 or (self._backups and not record.server.held)):
             self._notify()
 
@@ -872,11 +796,6 @@ class BatchJob(Generic[P, K]):
                 self._unreached[index] += 1
                 self._attempts[index] -= 1
 
-    def _push_pending(self, index: int) -> None:
-        home = None if self._homes is None else self._homes[index]
-        self._pending.setdefault((self._shapes[index], home), deque()).appendleft(index)
-        self._pending_count += 1
-
     def _return(self, chunk: list[int], exc: RequestError, position: int) -> None:
         if (
             self._split_refused
@@ -901,7 +820,7 @@ class BatchJob(Generic[P, K]):
         if self.results[index] is not None or self._carriers[index]:
             return  # answered, or another request still carries it
         if exc.retryable and self._attempts[index] < self._settings.retry.max_attempts:
-            self._push_pending(index)
+            self._pending.put_back(index)
             return
         self._fail(index, exc, position)
 
@@ -913,11 +832,9 @@ class BatchJob(Generic[P, K]):
             self._on_result(index, response)
 
     def _fail_everything_left(self) -> None:
-        left = [i for queue in self._pending.values() for i in queue]
+        left = self._pending.drain()
         left += [i for chunk, _ in self._forced for i in chunk]
-        self._pending.clear()
         self._forced.clear()
-        self._pending_count = 0
         for index in left:
             if self.results[index] is not None:
                 continue
