@@ -366,11 +366,13 @@ class EmbeddingPool:
     async def embed_all(self, texts: Sequence[str]) -> list[EmbeddingResponse]:
         """The vector of every text, batched over every endpoint; ``out[i]`` is ``texts[i]``'s.
 
-        Texts are cut into chunks that endpoints pull as they have room, each chunk ONE
-        ``/v1/embeddings`` request with a list ``input`` (one request a text to an endpoint that
-        embeds one text a request: see the module and :meth:`capabilities`). Failed chunks move
-        to other endpoints; a text that still fails gets a failed :class:`EmbeddingResponse`.
-        ``agent_index`` is the endpoint that answered.
+        Texts are shared out over the endpoints as for
+        :meth:`VLLMPool.send_all_batched <aurora_swarm.VLLMPool.send_all_batched>` (on alike,
+        fresh endpoints text ``i`` goes to endpoint ``i % size``), a few chunks an endpoint, each
+        chunk ONE ``/v1/embeddings`` request with a list ``input`` (one request a text to an
+        endpoint that embeds one text a request: see the module and :meth:`capabilities`).
+        Failed chunks move to other endpoints; a text that still fails gets a failed
+        :class:`EmbeddingResponse`. ``agent_index`` is the endpoint that answered.
         """
         self._check_open()
         if isinstance(texts, str):

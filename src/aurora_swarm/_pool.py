@@ -790,8 +790,10 @@ class VLLMPool:
     ) -> list[Response]:
         """Every prompt over every agent, batched; ``out[i]`` answers ``prompts[i]``.
 
-        Prompts are cut into chunks that agents pull as they have room (fast agents take more),
-        each chunk ONE request. Failed chunks move to other agents; a prompt that still fails gets
+        Each agent gets a share planned from its slots, its speed and what it already holds
+        (fast agents take more; on alike, fresh agents prompt ``i`` goes to agent ``i % size``),
+        sent as a few requests of many prompts each. Waiting work moves off agents that fall
+        behind, failed requests move to other agents, and a prompt that still fails gets
         a failed :class:`~aurora_swarm.Response` (or, in strict mode, the call raises
         :class:`~aurora_swarm.BatchError`). With ``use_batch=False`` this is :meth:`send_all`.
 
