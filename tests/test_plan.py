@@ -196,6 +196,25 @@ def test_an_unanswered_request_bounds_the_wave_from_below() -> None:
     assert server.wave_at(0.1, 0.1) == pytest.approx(0.1)
 
 
+def test_a_gauge_reading_counts_once_it_repeats_while_requests_wait() -> None:
+    server = ServerModel()
+    # nothing waiting: a lower bound only, and no point reading again until we hold more
+    assert not server.note_reading(running=40, waiting=0, holding=40)
+    assert (server.slots_source, server.unqueued_hold, server.metrics) == ("observed", 40, True)
+    assert server.capacity() == ASSUMED_SLOTS and not server.knows_slots()
+    # requests wait: the running count is the capacity, once a second reading agrees
+    assert not server.note_reading(running=96, waiting=200, holding=300)
+    assert server.slots_source == "observed" and not server.knows_slots()
+    server.wave = 0.5
+    assert server.note_reading(running=96, waiting=150, holding=250)
+    assert (server.slots, server.slots_source, server.wave) == (96, "metrics", None)
+    # the same reading again changes nothing and keeps the wave measured since
+    server.wave = 0.4
+    assert not server.note_reading(running=96, waiting=20, holding=120)
+    assert (server.capacity(), server.wave) == (96, 0.4)
+    assert not server.note_reading(running=0, waiting=5, holding=5)  # nothing running: no news
+
+
 def test_slots_sources() -> None:
     server = ServerModel()
     assert server.capacity() == ASSUMED_SLOTS

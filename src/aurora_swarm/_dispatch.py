@@ -572,27 +572,11 @@ class BatchJob(Generic[P, K]):
         if gauges is None:
             server.metrics = False
             return
-        server.metrics = True
-        running, waiting = gauges.running, gauges.waiting
-        if waiting <= 0:
-            server.unqueued_hold = max(server.unqueued_hold, holding)
-            if running > 0:
-                server.learn_slots(running, "observed")
-            return
-        if running <= 0:
-            return
-        # While requests wait, the running ones fill the slots; but a server still taking a
-        # large request in runs fewer for a moment, so a reading counts once it repeats.
-        if running != server.last_reading:
-            server.last_reading = running
-            server.learn_slots(running, "observed")
-            return
-        changed = server.capacity() != running
-        server.learn_slots(running, "metrics")
-        if changed:
-            server.wave = None  # measured against the wrong slots: measure again
-            _log.info("%s runs %d sequences at once (from /metrics)", record.endpoint, running)
-        self._notify()
+        if server.note_reading(gauges.running, gauges.waiting, holding):
+            _log.info("%s runs %d sequences at once (from /metrics)", record.endpoint,
+                      gauges.running)
+        if server.knows_slots():
+            self._notify()
 
     # -- health ---------------------------------------------------------------------------------
 

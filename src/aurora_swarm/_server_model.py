@@ -168,6 +168,34 @@ class ServerModel:
             slots = max(slots, self.slots or 0)
         self.slots, self.slots_source = slots, source
 
+    def note_reading(self, running: int, waiting: int, holding: int) -> bool:
+        """Learn from one ``/metrics`` reading (``vllm:num_requests_running`` and ``_waiting``)
+        taken while we held ``holding`` prompts there; returns whether the slots are newly read.
+
+        While requests wait, the running ones fill the slots: that is the server's capacity. A
+        server still taking a large request in runs fewer for a moment, so a reading counts once
+        it repeats; until then it is an observation (a lower bound), as is a reading with
+        nothing waiting. A reading with nothing waiting also says that reading again tells
+        nothing new until we hold more prompts there (:attr:`unqueued_hold`).
+        """
+        self.metrics = True
+        if waiting <= 0:
+            self.unqueued_hold = max(self.unqueued_hold, holding)
+            if running > 0:
+                self.learn_slots(running, "observed")
+            return False
+        if running <= 0:
+            return False
+        if running != self.last_reading:
+            self.last_reading = running
+            self.learn_slots(running, "observed")
+            return False
+        changed = self.capacity() != running
+        self.learn_slots(running, "metrics")
+        if changed:
+            self.wave = None  # measured against the wrong slots: measure again
+        return changed
+
     def knows_slots(self) -> bool:
         """Whether the slots were read or given, not assumed or only observed."""
         return self.slots_source in ("metrics", "option")
