@@ -332,6 +332,20 @@ async def test_prompt_that_cannot_fit_gets_a_clear_error_not_a_400() -> None:
     assert fleet.totals().rejected == 0  # the server never saw a request it would refuse
 
 
+async def test_a_chat_prompt_that_fits_only_without_its_template_is_refused_here() -> None:
+    # 61 words: 62 tokens as a completion prompt, but the chat template adds 4 a message on the
+    # fake server (65 > 64). Counted with the template's allowance, it fails before it is sent.
+    async with fleet_of(1, max_model_len=64) as fleet:
+        async with VLLMPool(fleet.endpoints, transport=fleet.transport,
+                            model=MODEL, max_tokens=8) as pool:
+            too_long = await pool.post(0, " ".join(["w"] * 61))
+            fits = await pool.send_all([" ".join(["w"] * 40)])
+    assert not too_long.success and isinstance(too_long.exception, PromptError)
+    assert "the model's context is 64 tokens" in str(too_long.error)
+    assert fits[0].success, fits[0].error
+    assert fleet.totals().rejected == 0  # the server never saw a request it would refuse
+
+
 async def test_explicit_max_tokens_is_sent_as_given(pool: VLLMPool) -> None:
     out = await pool.send_all_batched(["one two three four five"], max_tokens=2)
     assert out[0].text == "ECHO: one" and out[0].finish_reason == "length"

@@ -33,7 +33,7 @@ import attrs
 from ._chat_template import ChatTemplate
 from ._endpoint import Endpoint
 from ._exceptions import ConfigurationError
-from ._prompts import Conversation, Prompt, as_conversation, sizing_text
+from ._prompts import Conversation, Prompt, as_conversation, sizing_text, template_tokens
 from ._sizing import ContextSizer
 from ._transport import Transport
 
@@ -55,6 +55,7 @@ class Prepared:
     payloads: Sequence[str] | Sequence[Conversation]
     sizing: Sequence[str]
     add_special_tokens: Sequence[bool | None]
+    template_tokens: Sequence[int] | None = None  # what the server's chat template adds
 
 
 @attrs.frozen
@@ -80,7 +81,7 @@ class PromptFormat:
         if self.kind == "server":
             conversations = [as_conversation(p, system_prompt) for p in prompts]
             return Prepared(conversations, [sizing_text(c) for c in conversations],
-                            [None] * len(prompts))
+                            [None] * len(prompts), [template_tokens(c) for c in conversations])
         if system_prompt is not None:
             raise ConfigurationError(
                 "system_prompt needs a chat template: raw prompts have no place for it "

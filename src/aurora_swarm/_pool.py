@@ -49,6 +49,7 @@ from ._prompts import (
     check_prompt,
     check_prompts,
     sizing_text,
+    template_tokens,
 )
 from ._response import Response, Usage
 from ._sampling import check_sampling_values
@@ -622,7 +623,8 @@ class VLLMPool:
         params: Mapping[str, Any],
     ) -> Response:
         (budget,) = await self._core.sizer.budgets(
-            [sizing_text(messages)], max_tokens, self._core.max_tokens, self._endpoints)
+            [sizing_text(messages)], max_tokens, self._core.max_tokens, self._endpoints,
+            [template_tokens(messages)])
         if isinstance(budget, PromptError):
             return Response.failure(budget, agent_index=agent)
         return await self._chat_with_retry(agent, self._endpoints[agent], messages, budget,
@@ -751,7 +753,7 @@ class VLLMPool:
         conversations = [as_conversation(p, system) for p in prompts]
         budgets = await self._core.sizer.budgets(
             [sizing_text(c) for c in conversations], max_tokens, self._core.max_tokens,
-            self._endpoints)
+            self._endpoints, [template_tokens(c) for c in conversations])
         results: list[Response | None] = [None] * len(prompts)
         next_index = 0
         size = self.size
@@ -905,7 +907,7 @@ class VLLMPool:
         form = known or await core.formats.resolve(setting, self._endpoints)
         prepared = form.prepare(prompts, self._system_prompt(system_prompt))
         budgets = await core.sizer.budgets(prepared.sizing, max_tokens, core.max_tokens,
-                                           self._endpoints)
+                                           self._endpoints, prepared.template_tokens)
         # One shape object per distinct shape, not per prompt: a call of 400,000 prompts keeps
         # 400,000 fewer objects alive for the garbage collector to walk.
         made: dict[tuple[int, bool | None], _Shape] = {}

@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 from ._exceptions import PromptError
 
 __all__ = ["Conversation", "Message", "Prompt", "as_conversation", "check_prompts",
-           "sizing_text"]
+           "sizing_text", "template_tokens"]
 
 Message: TypeAlias = Mapping[str, Any]
 """One chat message: ``{"role": "user", "content": "..."}``."""
@@ -79,6 +79,10 @@ def as_conversation(prompt: Prompt, system_prompt: str | None = None) -> list[Me
 
 
 def sizing_text(conversation: Conversation) -> str:
-    """Text whose UTF-8 length bounds the conversation's tokens once a template is applied."""
-    padding = " " * (MESSAGE_OVERHEAD_TOKENS * len(conversation))
-    return "".join(str(m.get("content", "")) for m in conversation) + padding
+    """The conversation's text, to count; its template adds :func:`template_tokens` more."""
+    return "".join(str(m.get("content", "")) for m in conversation)
+
+
+def template_tokens(conversation: Conversation) -> int:
+    """Tokens a chat template may add around the conversation's messages, at most."""
+    return MESSAGE_OVERHEAD_TOKENS * len(conversation)

@@ -78,8 +78,13 @@ class ContextSizer:
         max_tokens: int | None,
         cap: int,
         endpoints: Sequence[Endpoint],
+        template: Sequence[int] | None = None,
     ) -> list[int | PromptError]:
-        """One budget per prompt, or a :class:`PromptError` for a prompt that cannot fit."""
+        """One budget per prompt, or a :class:`PromptError` for a prompt that cannot fit.
+
+        ``template[i]`` is how many tokens a chat template may add to prompt ``i`` on the server
+        (its text is counted, the template's tokens are added on top).
+        """
         if max_tokens is not None:
             return [max_tokens] * len(prompts)
         context = self._context
@@ -90,18 +95,22 @@ class ContextSizer:
             return [cap] * len(prompts)
         room = context - self._buffer - cap - SPECIAL_TOKENS_MARGIN
         budgets: list[int | PromptError] = [cap] * len(prompts)
+        extra = template if template is not None else [0] * len(prompts)
         near_limit = [
             index for index, prompt in enumerate(prompts)
             # 4 bytes per character bound the UTF-8 length without encoding most prompts.
-            if len(prompt) * 4 > room and len(prompt.encode("utf-8")) > room
+            if len(prompt) * 4 + extra[index] > room
+            and len(prompt.encode("utf-8")) + extra[index] > room
         ]
         if near_limit:
-            await self._count_exactly(prompts, near_limit, budgets, cap, context, endpoints)
+            await self._count_exactly(prompts, extra, near_limit, budgets, cap, context,
+                                      endpoints)
         return budgets
 
     async def _count_exactly(
         self,
         prompts: Sequence[str],
+        extra: Sequence[int],
         indices: list[int],
         budgets: list[int | PromptError],
         cap: int,
@@ -117,7 +126,8 @@ class ContextSizer:
                 tokens = len(prompts[index].encode("utf-8")) + SPECIAL_TOKENS_MARGIN
                 how = "at most"
             else:
-                how = "exactly"
+                how = "exactly" if not extra[index] else "about"
+            tokens += extra[index]
             left = context - tokens
             if left < 1:
                 budgets[index] = PromptError(
