@@ -8,6 +8,8 @@ the slots the past says nothing: a sequence runs longer where more run beside it
 
 from __future__ import annotations
 
+import anyio
+import httpx2
 import pytest
 
 from aurora_swarm import VLLMPool
@@ -131,3 +133,39 @@ async def test_a_server_seen_with_no_queue_is_not_read_again_until_it_holds_more
             out = await pool.send_all_batched([f"prompt {i}" for i in range(256)])
             assert all(r.success for r in out)
             assert [e.slots for e in pool.stats().endpoints] == [64, 64]
+
+
+class _SlowMetrics(httpx2.AsyncBaseTransport):
+    """The fleet's transport, with ``/metrics`` answered after ``delay`` seconds; counts the most
+    reads in flight at once."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, delay: float) -> None:
+        self._inner, self._delay = inner, delay
+        self.in_flight = self.most = self.reads = 0
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.url.path != "/metrics":
+            return await self._inner.handle_async_request(request)
+        self.reads += 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await anyio.sleep(self._delay)
+            return await self._inner.handle_async_request(request)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_call_reads_few_servers_gauges_at_once() -> None:
+    # 40 servers of 4 slots each hold 32 queued prompts: every one is worth reading, but a
+    # read costs the client about what a request does, so one call has at most 8 in flight
+    # (uncapped, a fresh call over 4,000 servers spent a third of its CPU reading /metrics).
+    latency = LatencyModel(request_overhead=0.002, prompt_time=0.03, max_concurrent_seqs=4)
+    async with fleet_of(40, model=MODEL, latency=latency) as fleet:
+        transport = _SlowMetrics(fleet.transport, delay=0.1)
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=transport) as pool:
+            out = await pool.send_all_batched([f"prompt {i}" for i in range(40 * 32)])
+    assert all(r.success for r in out)
+    assert transport.reads >= 8, transport.reads  # the servers' queues were worth reading
+    assert transport.most == 8, transport.most
