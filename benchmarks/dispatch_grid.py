@@ -195,8 +195,11 @@ async def settle(rest: float = 0.15) -> None:
 
 
 async def run_cell(endpoints: list[Endpoint], cell: Cell, prompt_time: float, repeat: int,
-                   limit: float) -> dict[str, list[Run]]:
-    """Every method of ``cell``, ``repeat`` runs each, interleaved (the order rotates)."""
+                   limit: float, told_slots: bool = False) -> dict[str, list[Run]]:
+    """Every method of ``cell``, ``repeat`` runs each, interleaved (the order rotates). With
+    ``told_slots`` the pools are told the servers' slots (``max_num_seqs``), as a hostfile tag
+    would."""
+    options: dict[str, Any] = {"max_num_seqs": cell.slots} if told_slots else {}
     prompts = [f"prompt {i} of the grid" for i in range(cell.prompts)]
     calls = methods(cell, prompt_time)
     runs: dict[str, list[Run]] = {name: [] for name in METHODS}
@@ -205,7 +208,7 @@ async def run_cell(endpoints: list[Endpoint], cell: Cell, prompt_time: float, re
         if cell.pool == "warm":
             for name in METHODS:
                 warm[name] = await stack.enter_async_context(
-                    VLLMPool(endpoints, model=MODEL, max_tokens=MAX_TOKENS))
+                    VLLMPool(endpoints, model=MODEL, max_tokens=MAX_TOKENS, **options))
                 with anyio.fail_after(limit):
                     await calls[name](warm[name], prompts)  # the warm-up call, not measured
         for r in range(repeat):
@@ -214,7 +217,8 @@ async def run_cell(endpoints: list[Endpoint], cell: Cell, prompt_time: float, re
                 if cell.pool == "warm":
                     runs[name].append(await timed(warm[name], calls[name], prompts, limit))
                     continue
-                async with VLLMPool(endpoints, model=MODEL, max_tokens=MAX_TOKENS) as pool:
+                async with VLLMPool(endpoints, model=MODEL, max_tokens=MAX_TOKENS,
+                                    **options) as pool:
                     runs[name].append(await timed(pool, calls[name], prompts, limit))
     return runs
 
@@ -258,7 +262,7 @@ def run_grid(cells: list[Cell], args: argparse.Namespace,
                            max_concurrent_seqs=slots, slow=SHAPES[shape]) as endpoints:
             for cell in group:
                 runs = anyio.run(run_cell, endpoints, cell, prompt_time, args.repeat,
-                                 args.run_timeout)
+                                 args.run_timeout, args.told_slots)
                 done += 1
                 result = row(cell, prompt_time, runs)
                 on_row(result)
@@ -395,6 +399,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "down (default %(default)s)")
     parser.add_argument("--run-timeout", type=float, default=120.0,
                         help="seconds a run may take (default %(default)s)")
+    parser.add_argument("--told-slots", action="store_true",
+                        help="tell the pools the servers' slots (max_num_seqs), as a hostfile "
+                        "tag would; by default they learn them")
     parser.add_argument("--no-grid", action="store_true", help="only the small-call check")
     parser.add_argument("--no-small-calls", action="store_true", help="skip the small-call check")
     parser.add_argument("--strict", action="store_true",
@@ -439,7 +446,8 @@ def manifest(args: argparse.Namespace, cells: list[Cell], started: float) -> dic
         "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
         "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
         "endpoints": ENDPOINTS, "request_overhead_s": OVERHEAD, "max_tokens": MAX_TOKENS,
-        "shapes": SHAPES, "repeat": args.repeat, "budget_s": args.budget,
+        "shapes": SHAPES, "repeat": args.repeat, "told_slots": args.told_slots,
+        "budget_s": args.budget,
         "base_prompt_time_s": {str(s): base_prompt_time(s) for s in sorted(set(args.slots))},
         "prompt_time_s": {f"{s} slots, {n}/endpoint": prompt_time_for(s, n, args.budget)
                           for s, n in pairs},
