@@ -198,6 +198,11 @@ def test_an_unanswered_request_bounds_the_wave_from_below() -> None:
 
 def test_a_gauge_reading_counts_once_it_repeats_while_requests_wait() -> None:
     server = ServerModel()
+    # a server that has not taken our prompts in yet (a vLLM server short of CPU read 0 and 0
+    # while it held 512 of ours) says nothing: read it again
+    assert not server.note_reading(running=0, waiting=0, holding=512)
+    assert not server.note_reading(running=31, waiting=0, holding=768)
+    assert (server.slots, server.unqueued_hold) == (31, 0)
     # nothing waiting: a lower bound only, and no point reading again until we hold more
     assert not server.note_reading(running=40, waiting=0, holding=40)
     assert (server.slots_source, server.unqueued_hold, server.metrics) == ("observed", 40, True)
@@ -213,6 +218,10 @@ def test_a_gauge_reading_counts_once_it_repeats_while_requests_wait() -> None:
     assert not server.note_reading(running=96, waiting=20, holding=120)
     assert (server.capacity(), server.wave) == (96, 0.4)
     assert not server.note_reading(running=0, waiting=5, holding=5)  # nothing running: no news
+    # fewer running than once seen at once, twice: not the capacity
+    assert not server.note_reading(running=1, waiting=30, holding=40)
+    assert not server.note_reading(running=1, waiting=30, holding=40)
+    assert server.capacity() == 96
 
 
 def test_slots_sources() -> None:

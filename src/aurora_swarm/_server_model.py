@@ -176,15 +176,22 @@ class ServerModel:
         server still taking a large request in runs fewer for a moment, so a reading counts once
         it repeats; until then it is an observation (a lower bound), as is a reading with
         nothing waiting. A reading with nothing waiting also says that reading again tells
-        nothing new until we hold more prompts there (:attr:`unqueued_hold`).
+        nothing new until we hold more prompts there (:attr:`unqueued_hold`), if it shows all of
+        them running.
         """
         self.metrics = True
         if waiting <= 0:
-            self.unqueued_hold = max(self.unqueued_hold, holding)
+            # Only a server running all we hold has shown it queues none of it. One running
+            # fewer has not taken all of it in yet: a vLLM server short of CPU read running 0,
+            # waiting 0 while it held 512 of our prompts, and then queued them.
+            if running >= holding:
+                self.unqueued_hold = max(self.unqueued_hold, holding)
             if running > 0:
                 self.learn_slots(running, "observed")
             return False
-        if running <= 0:
+        if running <= 0 or running < (self.slots or 0):
+            # Fewer running than were once seen at once is not the capacity: between steps of
+            # short answers a vLLM server read 1 running of its 8 slots, with prompts waiting.
             return False
         if running != self.last_reading:
             self.last_reading = running

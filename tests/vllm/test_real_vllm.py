@@ -57,7 +57,9 @@ async def test_send_all_batched_keeps_order_over_both_servers(endpoints: list[En
         assert response.text.startswith(prompt)
     # The servers differ (up.sh gives them different slots), so one may rightly answer most.
     assert {r.agent_index for r in out} <= set(range(len(endpoints)))
-    assert stats.requests <= 8 * len(endpoints)
+    # Few requests: the 8 an endpoint of an even fleet, and as many again for work taken back
+    # from the narrow server once its slots are read (9 to 23 in all over five fresh pools).
+    assert stats.requests <= 16 * len(endpoints)
 
 
 async def test_max_tokens_sized_from_models(pool: VLLMPool, endpoints: list[Endpoint]) -> None:
