@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from ._dispatch import EndpointRecord
+from ._record import EndpointRecord
 from ._response import Response
 
 __all__ = ["CallLog"]

@@ -3,7 +3,8 @@
 A :class:`BatchJob` owns one call of ``send_all_batched``. One decider task plans; request tasks
 only send, wait and record. The plan works in time, on what each server is
 (:mod:`aurora_swarm._server_model`: slots, a queue, a wave time); how many prompts each endpoint
-takes is decided by :mod:`aurora_swarm._plan`, which ones by :mod:`aurora_swarm._pending`:
+takes is decided by :mod:`aurora_swarm._plan`, which ones by :mod:`aurora_swarm._pending`;
+what is read from the servers' ``/metrics`` by :mod:`aurora_swarm._gauges`:
 
 1. **Fill.** Unassigned prompts are spread by :func:`~aurora_swarm._plan.water_fill` over the
    usable endpoints, counting what every call of the pool already has queued there, and each
@@ -52,17 +53,18 @@ from ._exceptions import (
     HTTPStatusError,
     RequestError,
 )
-from ._health import Health, HealthPolicy
+from ._gauges import GaugeReader, GaugeReads
+from ._health import HealthPolicy
 from ._pending import Unassigned
 from ._plan import Lane, cut, water_fill, worth_moving
+from ._record import EndpointRecord
 from ._response import Response
 from ._retry import RetryPolicy
 from ._schedule import Chunking
-from ._server_model import FleetGuess, Held, ServerModel
-from ._stats import Counters
-from ._transport import BatchReply, ServerGauges
+from ._server_model import FleetGuess, Held
+from ._transport import BatchReply
 
-__all__ = ["BatchJob", "EndpointRecord", "Timeouts"]
+__all__ = ["BatchJob", "DispatchSettings", "Timeouts"]
 
 _log = logging.getLogger("aurora_swarm.dispatch")
 
@@ -70,22 +72,8 @@ P = TypeVar("P")
 K = TypeVar("K", bound=Hashable)
 Sender = Callable[[Endpoint, list[P], K, float | None], Awaitable[BatchReply]]
 Prober = Callable[[Endpoint], Awaitable[bool]]
-GaugeReader = Callable[[Endpoint], Awaitable["ServerGauges | None"]]
 ResultHook = Callable[[int, Response], None]
 Clock = Callable[[], float]
-
-
-@attrs.define(eq=False)
-class EndpointRecord:
-    """Everything the pool tracks about one endpoint, shared by every call and sub-pool."""
-
-    endpoint: Endpoint
-    health: Health = attrs.field(factory=Health)
-    server: ServerModel = attrs.field(factory=ServerModel)
-    counters: Counters = attrs.field(factory=Counters)
-    probing: bool = False
-    scraping: bool = False
-    history: anyio.Event | None = None  # set once /metrics was read for the server's past wave
 
 
 @attrs.frozen
@@ -103,14 +91,6 @@ _MOVE_MARGIN = 0.2  # share of the wait a move must save (see _plan.worth_moving
 _BACKUP_MARGIN = 0.25  # the same for a backup, which adds work instead of moving it
 _TICK = 0.02  # seconds between looks at the whole fleet, at the least
 _TICK_PER_ENDPOINT = 1e-5  # and this much more per endpoint, so large fleets are looked at less
-_SCRAPE_AFTER = 0.05  # seconds a request must have waited before its server's gauges are read
-_HISTORY_WAIT = 0.05  # seconds a fresh pool's first plan waits for the servers' past waves
-_SCRAPE_EVERY = 0.1  # seconds between gauge reads of one server, at the least
-# Gauge reads one call has in flight, at most. A read costs the client about what a request
-# costs; uncapped, a fresh call over 4,000 near-instant servers read /metrics 2,120 times (the
-# client, saturated, had not yet read answers already sent) and spent a third of its CPU on it.
-# Capped, reads are self-limiting: the busier the client, the longer each one takes.
-_SCRAPES_AT_ONCE = 8
 _STAGGER = 0.003  # seconds between the requests of one share, so the server queues them in order
 _BUSY_LAG = 0.02  # seconds late the decider wakes up, on average, when the client is saturated
 
@@ -187,7 +167,7 @@ class BatchJob(Generic[P, K]):
         self._shapes = shapes
         self._send = send
         self._probe = probe
-        self._gauges = gauges
+        self._gauges = None if gauges is None else GaugeReads(gauges, self._notify)
         self._settings = settings
         self._limiter = limiter
         self._on_result = on_result
@@ -213,7 +193,6 @@ class BatchJob(Generic[P, K]):
         self._changed = anyio.Event()
         self._group: anyio.abc.TaskGroup | None = None
         self._lag = 0.0
-        self._scrapes = 0  # gauge reads in flight
         self._looked_at = -math.inf
         self.trace: list[tuple[int, float, float, int, str]] | None = None
 
@@ -225,7 +204,7 @@ class BatchJob(Generic[P, K]):
             async with anyio.create_task_group() as group:
                 self._group = group
                 if self._gauges is not None and self._adaptive and len(self._records) > 1:
-                    await self._read_history(group)
+                    await self._gauges.read_history(self._records, group)
                 await self._decide()
                 group.cancel_scope.cancel()  # what is left is only called-off work
         return [r for r in self.results if r is not None]
@@ -289,7 +268,8 @@ class BatchJob(Generic[P, K]):
             if self._backups and not self._pending.count and self._lag < _BUSY_LAG:
                 self._back_up(lanes, now, guess)
             if self._gauges is not None:
-                self._read_gauges(now)
+                assert self._group is not None
+                self._gauges.read_loads(self._waiting(), now, self._group)
         return min(tick, self._next_wake(now))
 
     def _next_wake(self, now: float) -> float:
@@ -505,88 +485,11 @@ class BatchJob(Generic[P, K]):
             for start, position in zip(range(0, len(prompts), piece), helpers, strict=False):
                 self._launch(position, shape, prompts[start:start + piece], now, backup=True)
 
-    # -- slots from /metrics --------------------------------------------------------------------
-
-    def _read_gauges(self, now: float) -> None:
-        """Read the load gauges of servers whose slots are not known yet, while our requests
-        wait there (while any wait, the running count is the server's capacity)."""
-        group = self._group
-        assert group is not None
+    def _waiting(self) -> Iterator[tuple[EndpointRecord, float]]:
+        """Each endpoint this call has requests on, with when the oldest was sent."""
         for position, flights in self._mine.items():
-            if self._scrapes >= _SCRAPES_AT_ONCE:
-                return
-            record = self._records[position]
-            server = record.server
-            if (not flights or record.scraping or server.metrics is False
-                    or server.knows_slots()
-                    or now - server.scraped_at < _SCRAPE_EVERY
-                    or now - flights[0].held.sent < _SCRAPE_AFTER):
-                continue
-            holding = server.outstanding()
-            if holding <= server.unqueued_hold:
-                continue
-            record.scraping = True
-            self._scrapes += 1
-            server.scraped_at = now
-            group.start_soon(self._read_one, record, holding)
-
-    async def _read_history(self, group: anyio.abc.TaskGroup) -> None:
-        """Before the first plan of a fresh pool, read the past wave from ``/metrics`` of each
-        server whose slots are known (a pool option or hostfile tag): a fleet with one slow
-        server is then split as if its speeds were known, instead of losing a whole wave to
-        learn them. Concurrent calls share the reads; the plan waits at most ``_HISTORY_WAIT``
-        for them (a server that answers later still informs the call's take-backs and
-        backups)."""
-        reads: list[anyio.Event] = []
-        for record in self._records:
-            server = record.server
-            # A past wave is planned with only where the slots are known (FleetGuess).
-            if server.wave is not None or server.metrics is False or not server.knows_slots():
-                continue
-            if record.history is None:
-                record.history = anyio.Event()
-                group.start_soon(self._read_past, record, record.history)
-            if not record.history.is_set():
-                reads.append(record.history)
-        if reads:
-            with anyio.move_on_after(_HISTORY_WAIT):
-                for read in reads:
-                    await read.wait()
-
-    async def _read_past(self, record: EndpointRecord, done: anyio.Event) -> None:
-        assert self._gauges is not None
-        server = record.server
-        try:
-            gauges = await self._gauges(record.endpoint)
-        except BaseException:
-            record.history = None  # called off with its call: a later call asks again
-            raise
-        finally:
-            done.set()
-        server.metrics = gauges is not None
-        if gauges is not None and gauges.past_wave is not None:
-            server.past_wave = gauges.past_wave
-            _log.debug("%s ran a sequence in %.3f s on average before this pool",
-                       record.endpoint, gauges.past_wave)
-        self._notify()
-
-    async def _read_one(self, record: EndpointRecord, holding: int) -> None:
-        """Learn the slots from one gauge reading, taken while we held ``holding`` prompts."""
-        assert self._gauges is not None
-        try:
-            gauges = await self._gauges(record.endpoint)
-        finally:
-            record.scraping = False
-            self._scrapes -= 1
-        server = record.server
-        if gauges is None:
-            server.metrics = False
-            return
-        if server.note_reading(gauges.running, gauges.waiting, holding):
-            _log.info("%s runs %d sequences at once (from /metrics)", record.endpoint,
-                      gauges.running)
-        if server.knows_slots():
-            self._notify()
+            if flights:
+                yield self._records[position], flights[0].held.sent
 
     # -- health ---------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import anyio
 import attrs
@@ -32,7 +32,7 @@ import httpx2
 
 from ._capabilities import NOT_SUPPORTED_STATUSES, Capabilities, Detected
 from ._config import Chunking, HealthPolicy, RetryPolicy, Timeouts
-from ._dispatch import BatchJob, DispatchSettings, EndpointRecord
+from ._dispatch import BatchJob, DispatchSettings
 from ._endpoint import Endpoint, EndpointLike, as_endpoint
 from ._env import API_KEY, env_fallback
 from ._exceptions import (
@@ -42,7 +42,8 @@ from ._exceptions import (
     RequestError,
     SwarmError,
 )
-from ._fallback import one_by_one
+from ._fallback import after_list_refusal, one_by_one
+from ._record import EndpointRecord
 from ._response import Usage
 from ._stats import PoolStats
 from ._transport import BatchReply, Choice, Transport
@@ -458,7 +459,13 @@ class EmbeddingPool:
             if (detected.list_prompts is not None
                     or refusal.status_code not in NOT_SUPPORTED_STATUSES):
                 raise
-            return await self._after_refusal(endpoint, texts, refusal, send_one, one_a_request)
+
+            async def send_list(first_only: list[str]) -> BatchReply:
+                return await transport.embeddings(endpoint, first_only, params, one_timeout)
+
+            first = await after_list_refusal(detected, refusal, texts, send_one, send_list,
+                                             counters)
+            return await one_a_request(first)
         if len(texts) > 1 and detected.list_prompts is None:
             if reply.items < len(texts):
                 # Fewer vectors than texts: a server that embeds one text a request, or a
@@ -473,35 +480,3 @@ class EmbeddingPool:
                     return await one_a_request()
             detected.list_prompts = True
         return reply
-
-    async def _after_refusal(
-        self, endpoint: Endpoint, texts: list[str], refusal: HTTPStatusError,
-        send_one: Callable[[str], Awaitable[tuple[Choice, Usage | None]]],
-        one_a_request: Callable[[tuple[Choice, Usage | None]], Awaitable[BatchReply]],
-    ) -> BatchReply:
-        """A list refused as not supported: the list, or its texts? As for completions (see
-        :mod:`aurora_swarm._capabilities`), ask with the first text alone, as a string, then as
-        a list of one (unless the refused list was one text already). Only a server that
-        answers the string and refuses the list takes one text a request."""
-        core = self._core
-        detected = core.detected[endpoint]
-        counters = core.records[endpoint].counters
-        counters.requests += 1
-        try:
-            first = await send_one(texts[0])
-        except HTTPStatusError:
-            raise refusal from None
-        if len(texts) > 1:
-            counters.requests += 1
-            counters.batch_requests += 1
-            try:
-                await core.transport.embeddings(endpoint, texts[:1], {"model": core.model},
-                                                core.settings.timeouts.for_chunk(1))
-            except HTTPStatusError as again:
-                if again.status_code not in NOT_SUPPORTED_STATUSES:
-                    raise refusal from None
-            else:
-                detected.list_prompts = True
-                raise refusal
-        detected.list_prompts = False
-        return await one_a_request(first)

@@ -22,12 +22,16 @@ from typing import TypeVar
 
 import anyio
 
+from ._capabilities import NOT_SUPPORTED_STATUSES, Detected
 from ._endpoint import Endpoint
 from ._exceptions import BadResponseError, HTTPStatusError, RequestError, RequestTimeout
 from ._response import Usage
+from ._stats import Counters
 from ._transport import BatchReply, Choice
 
-__all__ = ["OnePromptError", "RefusedPrompt", "one_by_one", "per_prompt_error"]
+__all__ = [
+    "OnePromptError", "RefusedPrompt", "after_list_refusal", "one_by_one", "per_prompt_error",
+]
 
 P = TypeVar("P")
 SendOne = Callable[[P], Awaitable[tuple[Choice, Usage | None]]]
@@ -56,6 +60,44 @@ class OnePromptError(BadResponseError):
     def cause(self) -> str:
         """The original error's cause, e.g. ``"RequestTimeout"``."""
         return self._cause_name
+
+
+async def after_list_refusal(
+    detected: Detected,
+    refusal: HTTPStatusError,
+    items: Sequence[P],
+    send_one: SendOne[P],
+    send_list: Callable[[list[P]], Awaitable[object]],
+    counters: Counters,
+) -> tuple[Choice, Usage | None]:
+    """A list of ``items`` refused as not supported: the list, or its items? Returns the first
+    item's answer when the server takes one item a request (and notes so in ``detected``);
+    else raises ``refusal``.
+
+    The first item is asked alone, as a string, then as a list of one (even when the refused
+    list was one item: a refusal may pass): only a server that answers the string and refuses
+    that list cannot take lists. A refusal of the string says the item is at fault; an answered list says the
+    refusal was something else (a list too long, a passing fault), and lists are noted as
+    taken. Completions and embeddings share this one probe; each request it sends counts in
+    the endpoint's ``counters``.
+    """
+    counters.requests += 1
+    try:
+        first = await send_one(items[0])
+    except HTTPStatusError:
+        raise refusal from None
+    counters.requests += 1
+    counters.batch_requests += 1
+    try:
+        await send_list(list(items[:1]))
+    except HTTPStatusError as again:
+        if again.status_code not in NOT_SUPPORTED_STATUSES:
+            raise refusal from None
+    else:
+        detected.list_prompts = True
+        raise refusal
+    detected.list_prompts = False
+    return first
 
 
 def per_prompt_error(exc: RequestError) -> BadResponseError:

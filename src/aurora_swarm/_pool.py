@@ -26,7 +26,7 @@ from ._config import (
     RetryPolicy,
     Timeouts,
 )
-from ._dispatch import BatchJob, DispatchSettings, EndpointRecord
+from ._dispatch import BatchJob, DispatchSettings
 from ._endpoint import Endpoint, EndpointLike, as_endpoint
 from ._env import env_fallback
 from ._exceptions import (
@@ -38,7 +38,7 @@ from ._exceptions import (
     RequestError,
     RequestTimeout,
 )
-from ._fallback import one_by_one
+from ._fallback import after_list_refusal, one_by_one
 from ._formats import ChatTemplateSetting, FormatResolver, Prepared
 from ._health import Health
 from ._progress import ProgressBar, ProgressSetting, check_progress, open_bar
@@ -51,6 +51,7 @@ from ._prompts import (
     sizing_text,
     template_tokens,
 )
+from ._record import EndpointRecord
 from ._response import Response, Usage
 from ._sampling import check_sampling_values
 from ._schedule import prefix_homes
@@ -956,26 +957,12 @@ class VLLMPool:
             if (detected.list_prompts is not None
                     or refusal.status_code not in NOT_SUPPORTED_STATUSES):
                 raise
-            # The list, or its prompts? Ask with the first prompt alone, as a string, then as a
-            # list of one: only a server that answers the string and refuses that list cannot
-            # take lists (a refusal of the string says the prompt is at fault; an answered list
-            # says the refusal was something else, e.g. a list too long or a passing fault).
-            count_one()
-            try:
-                first = await send_one(prompts[0])
-            except HTTPStatusError:
-                raise refusal from None
-            counters.requests += 1
-            counters.batch_requests += 1
-            try:
-                await transport.completions(endpoint, prompts[:1], params, one_timeout)
-            except HTTPStatusError as again:
-                if again.status_code not in NOT_SUPPORTED_STATUSES:
-                    raise refusal from None
-            else:
-                detected.list_prompts = True
-                raise refusal
-            detected.list_prompts = False
+
+            async def send_list(first_only: list[str]) -> BatchReply:
+                return await transport.completions(endpoint, first_only, params, one_timeout)
+
+            first = await after_list_refusal(detected, refusal, prompts, send_one, send_list,
+                                             counters)
             return await one_by_one(send_one, prompts, endpoint, limiter=detected.limiter,
                                     timeout=timeout, first=first, on_send=count_one)
         if len(prompts) > 1:
