@@ -78,8 +78,8 @@ async def after_list_refusal(
     list was one item: a refusal may pass): only a server that answers the string and refuses
     that list cannot take lists. A refusal of the string says the item is at fault; an
     answered list says the refusal was something else (a list too long, a passing fault), and
-    lists are noted as taken. Completions and embeddings share this one probe; each request it sends counts in
-    the endpoint's ``counters``.
+    lists are noted as taken. Completions and embeddings share this one probe; each request
+    it sends counts in the endpoint's ``counters``.
     """
     counters.requests += 1
     try:
