@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import shutil
 import socket
 import ssl
 import subprocess
+import warnings
 from pathlib import Path
 
+import anyio
 import pytest
 
 from aurora_swarm import (
@@ -165,6 +169,42 @@ async def test_https_is_verified_by_default(
             (response,) = await pool.send_all_batched(["x"])
     assert isinstance(response.exception, ConnectError)
     assert "CERTIFICATE_VERIFY_FAILED" in (response.error or "")
+
+
+@INTEGRATION
+async def test_a_request_cancelled_during_its_tls_handshake_closes_its_socket() -> None:
+    # A server that accepts and never answers holds the client in its TLS handshake. The HTTP
+    # stack closed a connection whose handshake failed but not one whose handshake was
+    # cancelled: the socket stayed open until the garbage collector found it, and the server
+    # waited for the rest of the handshake (CI saw this as a stray ResourceWarning).
+    accepted: list[asyncio.StreamReader] = []
+    closed = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(reader)
+        await reader.read()  # b"" once the client closes
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            async with VLLMPool([f"https://127.0.0.1:{port}/v1"], model=MODEL, max_tokens=8,
+                                retry=ONE_TRY) as pool:
+                with anyio.move_on_after(0.5) as scope:
+                    await pool.post(0, "hello")
+                assert scope.cancelled_caught, "the handshake was expected to hang"
+                assert len(accepted) == 1
+                with anyio.fail_after(5):
+                    await closed.wait()  # closed by the client, not by the collector
+            gc.collect()
+        leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+        assert leaks == []
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_a_wrong_key_is_a_clear_401_that_does_not_show_the_key(

@@ -40,6 +40,7 @@ from ._exceptions import (
     SwarmError,
 )
 from ._response import Usage
+from ._sockets import close_on_cancelled_handshakes
 
 __all__ = ["Choice", "ModelInfo", "Transport"]
 
@@ -461,6 +462,8 @@ class Transport:
                     keepalive_expiry=60.0,
                 ),
             )
+            if self._http_transport is None:
+                close_on_cancelled_handshakes(http)
             self._https[endpoint] = http
         return http
 
