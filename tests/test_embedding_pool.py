@@ -94,6 +94,23 @@ async def test_embed_one_sends_a_string_which_a_one_text_server_takes() -> None:
     assert seen.rejected == 0
 
 
+async def test_embed_one_counts_in_stats_as_post_does() -> None:
+    # The first endpoint answers; the second fails its first request (503), then answers the
+    # retry: stats() shows each request, the retry and the failure's cause.
+    flaky = EndpointBehavior(fail_first=1, fail_status=503)
+    async with fleet_of(2, behaviors=[EndpointBehavior(), flaky]) as fleet:
+        async with EmbeddingPool(fleet.endpoints, fleet.model, transport=fleet.transport,
+                                 retry=FAST_RETRY) as pool:
+            first = await pool.embed_one(0, "hello")
+            second = await pool.embed_one(1, "again")
+            stats = pool.stats()
+    assert first.success and second.success and second.attempts == 2
+    assert [(e.requests, e.prompts, e.answered, e.retries) for e in stats.endpoints] == [
+        (1, 1, 1, 0), (2, 2, 1, 1)]
+    assert stats.batch_requests == 0
+    assert sum(stats.failures.values()) == 1
+
+
 async def test_wrong_model_fails_every_text_with_the_reason() -> None:
     async with fleet_of(2) as fleet:
         async with EmbeddingPool(fleet.endpoints, "no-such-model",

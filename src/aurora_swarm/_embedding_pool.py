@@ -331,6 +331,9 @@ class EmbeddingPool:
         """The vector of ``text`` from endpoint ``agent_index`` (one request with a string
         ``input``, which every server takes, retried there).
 
+        The request counts in :meth:`stats` (its retries and failures too), and its outcome in
+        the endpoint's health, as those of :meth:`VLLMPool.post <aurora_swarm.VLLMPool.post>` do.
+
         As in the earlier system, an ``agent_index`` outside the pool gives a failed response
         (``"Invalid agent_index ..."``) rather than an exception.
         """
@@ -348,15 +351,28 @@ class EmbeddingPool:
         timeout = core.settings.timeouts.for_chunk(1)
         attempts = 0
 
+        record = core.records[endpoint]
+        settings = core.settings
+
         async def attempt(number: int) -> EmbeddingResponse:
             nonlocal attempts
             attempts = number
-            async with core.limiter:
-                start = time.perf_counter()
-                choice, _ = await core.transport.embedding(endpoint, text, {"model": core.model},
-                                                           timeout)
-            return EmbeddingResponse(True, choice.embedding, None, agent_index,
-                                     time.perf_counter() - start, number, endpoint)
+            counters = record.counters
+            counters.sent(1, retry=number > 1)  # counted in stats(), as VLLMPool.post is
+            try:
+                async with core.limiter:
+                    start = time.perf_counter()
+                    choice, usage = await core.transport.embedding(
+                        endpoint, text, {"model": core.model}, timeout)
+                    latency = time.perf_counter() - start
+            except RequestError as exc:
+                counters.failed(exc.cause)
+                record.health.record_failure(exc, settings.health, settings.retry)
+                raise
+            record.health.record_success()
+            counters.answered_request(1, latency, usage)
+            return EmbeddingResponse(True, choice.embedding, None, agent_index, latency, number,
+                                     endpoint)
 
         try:
             return await core.settings.retry.call(attempt)
