@@ -348,34 +348,29 @@ class EmbeddingPool:
         core = self._core
         self._make_clients()
         endpoint = self._endpoints[agent_index]
-        timeout = core.settings.timeouts.for_chunk(1)
-        attempts = 0
-
-        record = core.records[endpoint]
         settings = core.settings
+        timeout = settings.timeouts.for_chunk(1)
+        record = core.records[endpoint]
+        attempts = 0
 
         async def attempt(number: int) -> EmbeddingResponse:
             nonlocal attempts
             attempts = number
-            counters = record.counters
-            counters.sent(1, retry=number > 1)  # counted in stats(), as VLLMPool.post is
-            try:
+
+            async def send() -> tuple[Choice, Usage | None, float]:
                 async with core.limiter:
                     start = time.perf_counter()
                     choice, usage = await core.transport.embedding(
                         endpoint, text, {"model": core.model}, timeout)
-                    latency = time.perf_counter() - start
-            except RequestError as exc:
-                counters.failed(exc.cause)
-                record.health.record_failure(exc, settings.health, settings.retry)
-                raise
-            record.health.record_success()
-            counters.answered_request(1, latency, usage)
+                    return choice, usage, time.perf_counter() - start
+
+            choice, _, latency = await record.one_prompt_request(
+                send, number, settings.health, settings.retry)
             return EmbeddingResponse(True, choice.embedding, None, agent_index, latency, number,
                                      endpoint)
 
         try:
-            return await core.settings.retry.call(attempt)
+            return await settings.retry.call(attempt)
         except RequestError as exc:
             return EmbeddingResponse(False, None, str(exc), agent_index, attempts=attempts,
                                      endpoint=endpoint, exception=exc)

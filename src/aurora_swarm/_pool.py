@@ -650,18 +650,13 @@ class VLLMPool:
         async def attempt(number: int) -> Response:
             nonlocal attempts
             attempts = number
-            counters = record.counters
-            counters.sent(1, retry=number > 1)
-            try:
+
+            async def send() -> tuple[Choice, Usage | None, float]:
                 async with core.limiter:
-                    choice, usage, latency = await core.transport.chat(
-                        endpoint, messages, body, timeout)
-            except RequestError as exc:
-                counters.failed(exc.cause)
-                record.health.record_failure(exc, settings.health, settings.retry)
-                raise
-            record.health.record_success()
-            counters.answered_request(1, latency, usage)
+                    return await core.transport.chat(endpoint, messages, body, timeout)
+
+            choice, usage, latency = await record.one_prompt_request(
+                send, number, settings.health, settings.retry)
             return Response(
                 success=True, text=choice.text, agent_index=agent_index,
                 finish_reason=choice.finish_reason, usage=usage, latency=latency,

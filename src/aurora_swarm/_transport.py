@@ -462,7 +462,10 @@ class Transport:
                     keepalive_expiry=60.0,
                 ),
             )
-            if self._http_transport is None:
+            proxy = self.proxy_for(endpoint)
+            if self._http_transport is None and (
+                    endpoint.scheme == "https" or (proxy or "").startswith("https:")):
+                # Only connections that shake hands pay for the wrapper (see _sockets).
                 close_on_cancelled_handshakes(http)
             self._https[endpoint] = http
         return http
