@@ -342,6 +342,28 @@ async def test_waiting_work_is_taken_back_from_a_slow_endpoint() -> None:
     assert sum(1 for r in out if r.agent_index == 0) <= 200
 
 
+async def test_an_endpoint_outrun_before_gets_one_wave_until_it_answers() -> None:
+    """A backup that beats a request bounds that server's wave only from below: an 8x slower
+    server outrun after a fraction of its first wave looked barely slower than the rest, was
+    handed four waves in every later call and outrun again. Until it answers, it gets at most
+    its free slots; its answer, or its not answering, then tells its wave."""
+    latency = LatencyModel(request_overhead=0.002, prompt_time=0.02, max_concurrent_seqs=16)
+    behaviors = {0: EndpointBehavior(slowness=8.0)}
+    prompts = [f"p{i}" for i in range(256)]  # 64 a share, 4 waves
+    async with fleet_of(4, latency=latency, behaviors=behaviors) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_num_seqs=16,
+                            transport=fleet.transport) as pool:
+            check_all_correct(prompts, await pool.send_all_batched(prompts))
+            assert pool.stats().backups >= 1  # the slow server was outrun
+            given = []
+            for _ in range(3):
+                before = fleet.counters(0).prompts_received
+                check_all_correct(prompts, await pool.send_all_batched(prompts))
+                given.append(fleet.counters(0).prompts_received - before)
+    assert given[0] <= 16, given  # one wave to measure it by
+    assert given[1:] == [0, 0], given  # then known slow: nothing for calls this small
+
+
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(

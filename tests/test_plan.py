@@ -37,6 +37,11 @@ def lane(**fields: float) -> Lane:
         ([lane(slots=16, queued=40)] + [lane(slots=16)] * 3, 50, [0, 17, 17, 16]),
         # ... but fills the free places of its third wave first when that is as soon
         ([lane(slots=16, queued=40)], 8, [8]),
+        # a capped lane takes no more than its cap, however fast it looks
+        ([lane(slots=16, cap=16)] + [lane(slots=16)] * 3, 256, [16, 80, 80, 80]),
+        ([lane(slots=16, cap=0)] + [lane(slots=16)] * 3, 48, [0, 16, 16, 16]),
+        # ... unless the caps together cannot take the call
+        ([lane(slots=16, cap=4), lane(slots=16, cap=4)], 64, [32, 32]),
     ],
 )
 def test_water_fill(lanes: list[Lane], count: int, expected: list[int]) -> None:
@@ -194,6 +199,22 @@ def test_an_unanswered_request_bounds_the_wave_from_below() -> None:
     server.send(32, 0.0)  # two waves
     assert server.wave_at(1.0, 0.1) == pytest.approx(0.5)  # not done after 1 s: >= 0.5 a wave
     assert server.wave_at(0.1, 0.1) == pytest.approx(0.1)
+
+
+def test_an_outrun_request_bounds_the_wave_until_an_answer_measures_it() -> None:
+    server = ServerModel()
+    server.learn_slots(16, "metrics")
+    held = server.send(64, 0.0)  # four waves
+    server.outrun(held, 0.4)  # a backup won after 0.4 s: at least 0.1 a wave
+    assert server.wave == pytest.approx(0.1) and server.wave_bounded
+    assert server.room() == 16  # one wave, to measure it by
+    assert server.wave_at(1.0, 0.3) == pytest.approx(0.3)  # no faster than the fleet's typical
+    held = server.send(10, 1.0)
+    assert server.room() == 6
+    server.answered(held, 1.8)
+    # the answer replaces the bound (averaged with it, the wave would read 0.45)
+    assert server.wave == pytest.approx(0.8) and not server.wave_bounded
+    assert server.room() is None
 
 
 def test_a_gauge_reading_counts_once_it_repeats_while_requests_wait() -> None:

@@ -293,9 +293,9 @@ class BatchJob(Generic[P, K]):
         wave = server.wave_at(now, guess.wave_for(server)) or 1.0
         if not server.held:
             rest = self._records[position].health.wait_time(now)
-            return Lane(now + rest, 0, 0, server.capacity(), wave)
+            return Lane(now + rest, 0, 0, server.capacity(), wave, server.room())
         origin = server.answered_at if server.done else server.busy_since
-        return Lane(origin, server.done, server.queued, server.capacity(), wave)
+        return Lane(origin, server.done, server.queued, server.capacity(), wave, server.room())
 
     # -- filling --------------------------------------------------------------------------------
 
@@ -400,7 +400,7 @@ class BatchJob(Generic[P, K]):
         moved = False
         for stay, flight in sorted(candidates, key=lambda item: -item[0]):
             size = len(flight.chunk)
-            targets = [p for p in soonest if p != flight.position]
+            targets = [p for p in soonest if p != flight.position and lanes[p].takes(size)]
             if not targets:
                 continue
             target = min(targets, key=lambda p: lanes[p].finish(size, now))
@@ -435,8 +435,10 @@ class BatchJob(Generic[P, K]):
         # straggler's own). Other calls' work there does not matter while slots are free: with
         # several callers, each waiting for endpoints that hold nothing at all, their backups
         # went out one caller after another, a wave apart.
+        # An endpoint outrun before (its wave only bounded) is no helper: likely slow itself.
         idle = [p for p in lanes if not self._mine.get(p)
                 and self._records[p].server.outstanding() < self._records[p].server.capacity()
+                and not self._records[p].server.wave_bounded
                 and self._records[p].health.wait_time(now) == 0]
         if not idle:
             return

@@ -37,7 +37,8 @@ class Lane:
 
     Its queue, counted in prompt places since its busy period began: places up to ``done``
     were answered at ``origin``; ``queued`` is the end of what it holds. Each wave of ``slots``
-    places takes ``wave`` seconds.
+    places takes ``wave`` seconds. ``cap``, if set, is the most prompts it may take now (see
+    :meth:`~aurora_swarm._server_model.ServerModel.room`).
     """
 
     origin: float
@@ -45,6 +46,7 @@ class Lane:
     queued: int
     slots: int
     wave: float
+    cap: int | None = None
 
     def finish(self, extra: int, now: float) -> float:
         """When the server would be done with what it holds plus ``extra`` more prompts."""
@@ -67,7 +69,12 @@ class Lane:
 
     def with_extra(self, extra: int) -> Lane:
         """The lane after ``extra`` more prompts were queued on it."""
-        return attrs.evolve(self, queued=self.queued + extra)
+        cap = None if self.cap is None else max(0, self.cap - extra)
+        return attrs.evolve(self, queued=self.queued + extra, cap=cap)
+
+    def takes(self, count: int) -> bool:
+        """Whether ``count`` more prompts are within its cap."""
+        return self.cap is None or count <= self.cap
 
 
 def water_fill(lanes: Sequence[Lane], count: int, now: float) -> list[int]:
@@ -75,13 +82,20 @@ def water_fill(lanes: Sequence[Lane], count: int, now: float) -> list[int]:
 
     Waves that free up sooner take prompts first; the last wave needed is shared evenly among
     the lanes that finish it at about the same time (within a quarter of the shortest wave), so
-    alike servers get alike shares. Returns one share per lane, summing to ``count``.
+    alike servers get alike shares. A lane takes no more than its ``cap``, unless the caps
+    leave no room for all ``count`` (then they are ignored). Returns one share per lane,
+    summing to ``count``.
     """
     shares = [0] * len(lanes)
     if count <= 0 or not lanes:
         return shares
+    caps: list[float] = [math.inf if lane.cap is None else lane.cap for lane in lanes]
+    if sum(caps) < count:
+        caps = [math.inf] * len(lanes)
     heap: list[tuple[float, int, int]] = []
     for i, lane in enumerate(lanes):
+        if caps[i] <= 0:
+            continue
         k = lane.first_step()
         t, _ = lane.step(k)
         heap.append((max(t, now), i, k))
@@ -92,20 +106,22 @@ def water_fill(lanes: Sequence[Lane], count: int, now: float) -> list[int]:
     while total < count:
         t, i, k = heapq.heappop(heap)
         _, more = lanes[i].step(k)
-        more = max(0, more)
+        more = int(min(max(0, more), caps[i]))
         total += more - room[i]
         room[i] = more
         finish_time = t
-        t_next, _ = lanes[i].step(k + 1)
-        heapq.heappush(heap, (max(t_next, now), i, k + 1))
+        if more < caps[i]:
+            t_next, _ = lanes[i].step(k + 1)
+            heapq.heappush(heap, (max(t_next, now), i, k + 1))
     # Lanes whose wave ends about when the last one needed does share that last wave.
     tolerance = 0.25 * min(lane.wave for lane in lanes)
     while heap and heap[0][0] <= finish_time + tolerance:
         t, i, k = heapq.heappop(heap)
         _, more = lanes[i].step(k)
-        room[i] = max(room[i], more)
-        t_next, _ = lanes[i].step(k + 1)
-        heapq.heappush(heap, (max(t_next, now), i, k + 1))
+        room[i] = int(max(room[i], min(more, caps[i])))
+        if room[i] < caps[i]:
+            t_next, _ = lanes[i].step(k + 1)
+            heapq.heappush(heap, (max(t_next, now), i, k + 1))
     # Every lane has ``room`` by about ``finish_time``: more than needed. Keep the rooms that
     # free up clearly sooner, and share the rest evenly among the lanes of the last wave.
     last = [i for i in range(len(lanes)) if room[i] > 0 and _last_step(lanes[i], room[i])
