@@ -344,12 +344,13 @@ async def test_waiting_work_is_taken_back_from_a_slow_endpoint() -> None:
 
 async def test_an_endpoint_outrun_before_gets_one_wave_until_it_answers() -> None:
     """A backup that beats a request bounds that server's wave only from below: an 8x slower
-    server outrun after a fraction of its first wave looked barely slower than the rest, was
-    handed four waves in every later call and outrun again. Until it answers, it gets at most
-    its free slots; its answer, or its not answering, then tells its wave."""
+    server outrun after a fraction of its first wave looked barely slower than the rest, and
+    was handed one or two waves in every later call, outrun each time (32, 32, 16 prompts).
+    Until it answers, it gets at most its free slots; its answer, or its not answering, then
+    tells its wave."""
     latency = LatencyModel(request_overhead=0.002, prompt_time=0.02, max_concurrent_seqs=16)
     behaviors = {0: EndpointBehavior(slowness=8.0)}
-    prompts = [f"p{i}" for i in range(256)]  # 64 a share, 4 waves
+    prompts = [f"p{i}" for i in range(320)]  # 80 a share, 5 waves
     async with fleet_of(4, latency=latency, behaviors=behaviors) as fleet:
         async with VLLMPool(fleet.endpoints, model=MODEL, max_num_seqs=16,
                             transport=fleet.transport) as pool:
