@@ -48,6 +48,21 @@ def test_water_fill(lanes: list[Lane], count: int, expected: list[int]) -> None:
     assert water_fill(lanes, count, 0.0) == expected
 
 
+def test_an_answer_ends_the_wave_it_ran_in() -> None:
+    # 301 prompts on 256 slots, one request of 38 answered at 0: the other 218 of that wave
+    # ran beside it, so the last 45 take one more wave, not two. Counted as two, a request
+    # waiting in every server's second wave looked a wave late wherever the first answer
+    # read was a small one, and eight callers moved work back and forth (spread 262-519).
+    server = ServerModel()
+    server.learn_slots(256, "option")
+    first = server.send(38, 0.0)
+    server.send(263, 0.0)
+    server.answered(first, 1.0)
+    assert server.finish_of(301, 1.0, 1.0) == pytest.approx(2.0)
+    assert lane(done=38, queued=301, origin=1.0).finish(0, 1.0) == pytest.approx(2.0)
+    assert lane(done=38, queued=301, origin=1.0).finish(300, 1.0) == pytest.approx(3.0)
+
+
 def test_water_fill_counts_time_already_spent() -> None:
     # answered up to place 16 at t=0.5 with one wave left for places 17..32: busy till 1.5
     busy = lane(origin=0.5, done=16, queued=32, slots=16)
@@ -199,6 +214,55 @@ def test_an_unanswered_request_bounds_the_wave_from_below() -> None:
     server.send(32, 0.0)  # two waves
     assert server.wave_at(1.0, 0.1) == pytest.approx(0.5)  # not done after 1 s: >= 0.5 a wave
     assert server.wave_at(0.1, 0.1) == pytest.approx(0.1)
+
+
+def test_an_overtaken_request_measures_the_wave_by_what_was_answered_before_it() -> None:
+    # Sent first but staggered, the 16-prompt request reaches the server after another
+    # caller's 64: the server runs the 64 first (4 waves of 0.1 s), then the 16 (a fifth).
+    server = ServerModel()
+    server.learn_slots(16, "metrics")
+    first = server.send(16, 0.0)
+    second = server.send(64, 0.0)
+    server.answered(second, 0.4)
+    server.answered(first, 0.5)
+    # by the places given when sent, the first read one wave of 0.5 s
+    assert server.wave == pytest.approx(0.1)
+    assert server.done == 80
+
+
+def test_a_request_queues_where_it_went_out_not_where_it_was_planned() -> None:
+    server = ServerModel()
+    server.learn_slots(16, "metrics")
+    staggered = server.send(16, 0.0)  # planned first, sent after a pause
+    other = server.send(32, 0.0)  # another caller's, sent at once
+    server.went_out(other, 0.01)
+    server.went_out(staggered, 0.02)
+    assert (other.ahead, staggered.ahead) == (0, 32)
+    assert server.busy_since == 0.01 and staggered.sent == 0.02
+    assert server.oldest() is other
+
+
+def test_a_few_waves_weigh_little_against_many_measured_before() -> None:
+    server = ServerModel()
+    server.learn_slots(16, "metrics")
+    held = server.send(4096, 0.0)
+    server.answered(held, 1.024)  # 256 waves of 4 ms
+    assert server.wave == pytest.approx(0.004)
+    held = server.send(128, 2.0)  # the next call: its first 8 waves read 37 ms (a late read)
+    server.answered(held, 2.296)
+    assert server.wave == pytest.approx((256 * 0.004 + 8 * 0.037) / 264)
+
+
+def test_silence_bounds_the_wave_only_while_other_servers_are_heard() -> None:
+    # Two alike servers, first requests of 9 and 8 waves, nothing answered yet: a client too
+    # busy to read answers hears silence from both, which says nothing about either.
+    servers = [ServerModel(), ServerModel()]
+    for server, size in zip(servers, (144, 128), strict=True):
+        server.learn_slots(16, "metrics")
+        server.send(size, 0.0)
+    assert [s.wave_at(0.07, 0.003, heard=-math.inf) for s in servers] == [0.003, 0.003]
+    # once answers from elsewhere are read at 0.5 s, a server silent until then is slow
+    assert servers[0].wave_at(0.7, 0.003, heard=0.5) == pytest.approx(0.5 / 9)
 
 
 def test_an_outrun_request_bounds_the_wave_until_an_answer_measures_it() -> None:

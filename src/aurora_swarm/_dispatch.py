@@ -290,7 +290,7 @@ class BatchJob(Generic[P, K]):
     def _lane(self, position: int, now: float, guess: FleetGuess) -> Lane:
         server = self._records[position].server
         # Nothing measured anywhere and no history: all alike.
-        wave = server.wave_at(now, guess.wave_for(server)) or 1.0
+        wave = server.wave_at(now, guess.wave_for(server), guess.heard) or 1.0
         if not server.held:
             rest = self._records[position].health.wait_time(now)
             return Lane(now + rest, 0, 0, server.capacity(), wave, server.room())
@@ -384,7 +384,7 @@ class BatchJob(Generic[P, K]):
             server = self._records[position].server
             if flights[-1].held.ahead < server.capacity():
                 continue  # all of it runs in the first wave: nothing waits
-            wave = server.wave_at(now, guess.wave_for(server))
+            wave = server.wave_at(now, guess.wave_for(server), guess.heard)
             if wave is None:
                 continue
             for flight in reversed(flights):
@@ -446,7 +446,7 @@ class BatchJob(Generic[P, K]):
         for position, flights in self._mine.items():
             server = self._records[position].server
             # At least as slow as its unanswered requests show (see ServerModel.wave_at).
-            wave = server.wave_at(now, guess.wave_for(server))
+            wave = server.wave_at(now, guess.wave_for(server), guess.heard)
             if wave is None:
                 continue
             for flight in flights:
@@ -565,6 +565,7 @@ class BatchJob(Generic[P, K]):
                 timeout = self._settings.timeouts.for_chunk(len(chunk))
                 async with self._limiter:
                     self._count_sent(record, flight, retries)
+                    record.server.went_out(flight.held, self._clock())
                     reply = await self._send(record.endpoint, payloads, flight.shape, timeout)
         except RequestError as exc:
             error = exc

@@ -48,23 +48,29 @@ class Lane:
     wave: float
     cap: int | None = None
 
+    def waves_done(self) -> int:
+        """Waves over by ``origin``: the one holding place ``done`` ended then, and every
+        prompt of a wave starts and ends together (one that ran beside the answered ones is
+        done too, though its request may be answered a moment later)."""
+        return -(-self.done // self.slots)
+
     def finish(self, extra: int, now: float) -> float:
         """When the server would be done with what it holds plus ``extra`` more prompts."""
         end = self.queued + extra
         if end <= self.done:
             return now
-        waves = math.ceil(end / self.slots) - self.done // self.slots
+        waves = math.ceil(end / self.slots) - self.waves_done()
         return max(now, self.origin + waves * self.wave)
 
     def step(self, k: int) -> tuple[float, int]:
         """The ``k``-th wave boundary (1-based) from ``origin``: its time, and how many more
         prompts than the server holds would be done by then."""
-        base = self.done // self.slots
+        base = self.waves_done()
         return self.origin + k * self.wave, (base + k) * self.slots - self.queued
 
     def first_step(self) -> int:
         """The first wave boundary by which the server could finish one more prompt."""
-        base = self.done // self.slots
+        base = self.waves_done()
         return max(1, self.queued // self.slots + 1 - base)
 
     def with_extra(self, extra: int) -> Lane:

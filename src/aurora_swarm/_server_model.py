@@ -39,6 +39,7 @@ class Held:
     size: int
     ahead: int
     sent: float
+    out: bool = False  # handed to the HTTP client (see ServerModel.went_out)
 
     @property
     def end(self) -> int:
@@ -77,12 +78,18 @@ class ServerModel:
     slots_source: str | None = None
     wave: float | None = None
     wave_bounded: bool = False
+    # The wave as it stood when this busy period began, and the waves it was measured over;
+    # and the waves the latest answer of this busy period measured over (see answered).
+    prior_wave: float | None = None
+    prior_waves: int = 0
+    period_waves: int = 0
     past_wave: float | None = None
     held: list[Held] = attrs.field(factory=list)
     busy_since: float = 0.0
     queued: int = 0  # prompts queued in this busy period, taken-back ones not counted
-    done: int = 0  # queue place up to which the server has answered
+    done: int = 0  # prompts answered in this busy period: the queue place answered up to
     answered_at: float = 0.0  # when it answered up to ``done``
+    last_answer: float = -math.inf  # when it last answered, in any busy period
     metrics: bool | None = None  # whether /metrics answered; None until asked
     last_reading: int = 0  # the running count of the last gauge reading while requests waited
     # Prompts we held there when a gauge reading last showed no queue: reading again tells
@@ -96,6 +103,9 @@ class ServerModel:
     def send(self, size: int, now: float) -> Held:
         """Note a request of ``size`` prompts sent at ``now``; returns its handle."""
         if not self.held:
+            if self.period_waves and not self.wave_bounded:
+                self.prior_wave, self.prior_waves = self.wave, self.period_waves
+            self.period_waves = 0
             self.busy_since = now
             self.queued = self.done = 0
             self.answered_at = now
@@ -103,6 +113,31 @@ class ServerModel:
         self.queued += size
         self.held.append(held)
         return held
+
+    def went_out(self, held: Held, now: float) -> None:
+        """Note that ``held``, counted since it was planned, is handed to the HTTP client now.
+
+        A request may go out well after it was planned: staggered behind the others of its
+        share, after a resting endpoint's backoff, or late because the client is busy (eight
+        callers encoding 88 requests of 512 prompts took 0.3 s). The server queues requests
+        as they arrive, so one that goes out before others planned earlier queues ahead of
+        them, and the busy period starts when the first goes out: dated from when it was
+        planned, the first answers of such a call read a 3 ms wave as 44 ms.
+        """
+        try:
+            index = self.held.index(held)
+        except ValueError:
+            return
+        if self.done == 0 and not any(h.out for h in self.held):
+            self.busy_since = self.answered_at = now
+        first_waiting = next(i for i, h in enumerate(self.held) if not h.out or h is held)
+        if first_waiting < index:
+            held.ahead = self.held[first_waiting].ahead
+            for later in self.held[first_waiting:index]:
+                later.ahead += held.size
+            del self.held[index]
+            self.held.insert(first_waiting, held)
+        held.sent, held.out = now, True
 
     def drop(self, held: Held) -> None:
         """Forget a request that was taken back or failed: the requests behind it move up."""
@@ -114,24 +149,37 @@ class ServerModel:
         for later in self.held[index:]:
             later.ahead -= held.size
         self.queued -= held.size
-        if self.done > held.ahead:
-            self.done = max(held.ahead, self.done - held.size)
 
     def answered(self, held: Held, now: float) -> None:
-        """Note that ``held`` was answered at ``now``, and learn the wave time from it."""
+        """Note that ``held`` was answered at ``now``, and learn the wave time from it.
+
+        Its place in the server's queue is taken as the prompts answered so far in the busy
+        period, not the place it was given when sent: the server queues requests as they
+        arrive, and with several callers (or staggered requests) others overtake. A queue
+        first-come-first-served answers every request that arrived before this one first, so
+        the count is its place. Counted by the place it was given, the pieces of one caller
+        that seven others' requests overtook read a 3 ms wave as 30-50 ms, and the next call
+        was planned on that (one server given 600 prompts, another 7,600).
+        """
         if held not in self.held:
             return
-        sample = self._waves_bound(held, now)
+        self.done += held.size
+        self.answered_at = self.last_answer = now
+        sample, waves = self._waves_bound(held, now, self.done)
         if sample > 0:
-            # Early answers of a busy period measure few waves; later ones average over many.
+            # Each answer measures everything answered in the busy period so far, so the
+            # latest one supersedes those before it. Early answers measure few waves, and a
+            # fixed delay (the request's overhead, a busy client reading late) weighs on them
+            # most: a 3 ms wave read as 37 ms on the first 8 waves. So the wave is the
+            # previous busy periods' and this one's, weighed by the waves each measured.
             # A bound is no measurement: the first answer after one replaces it.
-            if self.wave is None or self.wave_bounded:
+            if self.wave_bounded or self.prior_wave is None:
                 self.wave = sample
             else:
-                self.wave = 0.5 * self.wave + 0.5 * sample
+                self.wave = ((self.prior_wave * self.prior_waves + sample * waves)
+                             / (self.prior_waves + waves))
+            self.period_waves = waves
             self.wave_bounded = False
-        if held.end > self.done:
-            self.done, self.answered_at = held.end, now
         self.drop_answered(held)
 
     def outrun(self, held: Held, now: float) -> None:
@@ -145,13 +193,15 @@ class ServerModel:
         finished its first. So the wave is marked as bounded (:attr:`wave_bounded`).
         """
         if held in self.held and now > self.busy_since:
-            lower = self._waves_bound(held, now)
+            lower, _ = self._waves_bound(held, now, held.end)
             if self.wave is None or self.wave < lower:
                 self.wave, self.wave_bounded = lower, True
+                self.prior_wave, self.prior_waves, self.period_waves = None, 0, 0
         self.drop(held)
 
-    def _waves_bound(self, held: Held, now: float) -> float:
-        """The wave that ``held``, done (or not yet done) at ``now``, shows.
+    def _waves_bound(self, held: Held, now: float, end: int) -> tuple[float, int]:
+        """The wave that ``held``, done (or not yet done) at ``now`` at queue place ``end``,
+        shows, and over how many waves.
 
         Counted over the busy period, its last prompt is ``ceil(end / slots)`` waves in, which
         holds while the server is saturated. A request sent later into free slots starts when
@@ -159,8 +209,12 @@ class ServerModel:
         from the busy period's start, eight callers sending over 0.2 s into idle slots made a
         0.2 s wave look like 0.4 s).
         """
-        waves = (now - self.busy_since) / math.ceil(held.end / self.capacity())
-        return min(waves, now - held.sent)
+        slots = self.capacity()
+        waves = math.ceil(end / slots)
+        wave = (now - self.busy_since) / waves
+        if now - held.sent < wave:
+            return now - held.sent, math.ceil(held.size / slots)
+        return wave, waves
 
     def drop_answered(self, held: Held) -> None:
         """Remove an answered request; the queue places of the others stay as they were."""
@@ -216,7 +270,9 @@ class ServerModel:
         changed = self.capacity() != running
         self.learn_slots(running, "metrics")
         if changed:
-            self.wave, self.wave_bounded = None, False  # against the wrong slots: measure again
+            # measured against the wrong slots: measure again
+            self.wave, self.wave_bounded = None, False
+            self.prior_wave, self.prior_waves, self.period_waves = None, 0, 0
         return changed
 
     def room(self) -> int | None:
@@ -250,13 +306,20 @@ class ServerModel:
         """The request first in the server's queue."""
         return self.held[0] if self.held else None
 
-    def wave_at(self, now: float, fallback: float | None) -> float | None:
+    def wave_at(self, now: float, fallback: float | None,
+                heard: float = math.inf) -> float | None:
         """The wave time to plan with at ``now``.
 
         The measured wave, or ``fallback`` (the fleet's typical wave) before any, or the
         longer of the two while the wave is only bounded; but at least as long as the server
         has already spent without answering its oldest request: a server that has not answered
         ``c`` prompts in ``t`` seconds takes more than ``t / ceil(c / slots)`` a wave.
+
+        That silence counts only up to ``heard``, the last time the client read an answer
+        from any server: a client too busy to read answers (eight callers planning at once)
+        hears silence from every server, and the bound would then be its own lag divided by
+        each server's first request, making the server given the larger first request look
+        faster (one of eight alike servers was given 14% more work each call).
         """
         wave = self.wave if self.wave is not None else fallback
         if self.wave_bounded and fallback is not None and wave is not None:
@@ -266,9 +329,10 @@ class ServerModel:
         if oldest is not None:
             start = self.answered_at if self.done else self.busy_since
             waves = math.ceil(oldest.end / slots) - math.floor(self.done / slots)
-            if waves > 0 and now > start:
+            until = min(now, heard)
+            if waves > 0 and until > start:
                 # Sent later into free slots, it has run only since it was sent.
-                lower = min((now - start) / waves, now - oldest.sent)
+                lower = min((until - start) / waves, until - oldest.sent)
                 wave = lower if wave is None or wave < lower else wave
         return wave
 
@@ -277,14 +341,14 @@ class ServerModel:
         if place <= self.done:
             return now
         slots = self.capacity()
-        waves = math.ceil(place / slots) - math.floor(self.done / slots)
+        waves = math.ceil(place / slots) - math.ceil(self.done / slots)
         start = self.answered_at if self.done else self.busy_since
         return max(now, start + waves * wave)
 
     def start_of(self, place: int, now: float, wave: float) -> float:
         """When the prompt after queue place ``place`` should get a slot."""
         slots = self.capacity()
-        waves = place // slots - self.done // slots
+        waves = place // slots - math.ceil(self.done / slots)
         start = self.answered_at if self.done else self.busy_since
         return start + max(0, waves) * wave
 
@@ -314,6 +378,7 @@ class FleetGuess:
 
     typical: float | None
     scale: float = 1.0
+    heard: float = -math.inf  # when any server last answered (see ServerModel.wave_at)
 
     @classmethod
     def of(cls, servers: Iterable[ServerModel]) -> FleetGuess:
@@ -321,7 +386,9 @@ class FleetGuess:
         measured: list[float] = []
         ratios: list[float] = []
         past: list[float] = []
+        heard = -math.inf
         for server in servers:
+            heard = max(heard, server.last_answer)
             past_wave = server.past_wave if server.knows_slots() else None
             if server.wave is not None and not server.wave_bounded:
                 measured.append(server.wave)
@@ -331,8 +398,8 @@ class FleetGuess:
                 past.append(past_wave)
         scale = statistics.median(ratios) if ratios else 1.0
         if measured:
-            return cls(statistics.median(measured), scale)
-        return cls(statistics.median(past) * scale if past else None, scale)
+            return cls(statistics.median(measured), scale, heard)
+        return cls(statistics.median(past) * scale if past else None, scale, heard)
 
     def wave_for(self, server: ServerModel) -> float | None:
         """The wave to assume for ``server`` until it is measured."""
