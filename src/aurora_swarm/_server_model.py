@@ -128,7 +128,8 @@ class ServerModel:
             index = self.held.index(held)
         except ValueError:
             return
-        if self.done == 0 and not any(h.out for h in self.held):
+        # Requests that went out are first in ``held``, in the order they went.
+        if self.done == 0 and not self.held[0].out:
             self.busy_since = self.answered_at = now
         first_waiting = next(i for i, h in enumerate(self.held) if not h.out or h is held)
         if first_waiting < index:
