@@ -71,35 +71,61 @@ def test_water_fill_counts_time_already_spent() -> None:
 
 
 @given(
-    st.lists(st.tuples(st.integers(1, 512), st.floats(0.05, 10.0), st.integers(0, 2000)),
+    st.lists(st.tuples(st.integers(1, 512), st.floats(0.05, 10.0), st.integers(0, 2000),
+                       st.floats(0.0, 1.0), st.floats(0.0, 2.0)),
              min_size=1, max_size=12),
     st.integers(0, 20_000),
 )
 @settings(max_examples=300, deadline=None)
 def test_water_fill_shares_everything_and_no_share_finishes_late(
-    servers: list[tuple[int, float, int]], count: int
+    servers: list[tuple[int, float, int, float, float]], count: int
 ) -> None:
-    lanes = [lane(slots=s, wave=w, queued=q) for s, w, q in servers]
+    # Each server holds ``queued`` prompts, answered up to a fraction of them some time ago
+    # (up to two waves: its next answer may be overdue): a server that answered part of a
+    # wave is planned from the next one.
+    lanes = [lane(slots=s, wave=w, queued=q, done=int(q * d), origin=-a * w)
+             for s, w, q, d, a in servers]
     shares = water_fill(lanes, count, 0.0)
     assert sum(shares) == count and min(shares) >= 0
     if count:
         finish = max(ln.finish(n, 0.0) for ln, n in zip(lanes, shares, strict=True) if n)
         # within a quarter of the shortest wave of the best possible finish (the last wave
         # is shared evenly among the lanes that finish it within that)
-        tolerance = 0.25 * min(w for _, w, _ in servers) + 1e-9
+        tolerance = 0.25 * min(s[1] for s in servers) + 1e-9
         assert finish <= _best_finish(lanes, count) + tolerance
 
 
 def _best_finish(lanes: list[Lane], count: int) -> float:
-    """The earliest time by which the lanes can finish ``count`` more prompts, by brute force."""
-    times = sorted({ln.origin + k * ln.wave for ln in lanes
-                    for k in range(1, (ln.queued + count) // ln.slots + 2)})
+    """The earliest time (from 0) by which the lanes can finish ``count`` more prompts, by brute
+    force over every wave boundary; new prompts take places after what a lane holds and after
+    the waves it has finished."""
+    times = sorted({max(0.0, ln.origin + k * ln.wave) for ln in lanes
+                    for k in range(1, (ln.queued + count) // ln.slots + 3)})
     for t in times:
-        room = sum(max(0, math.floor((t - ln.origin) / ln.wave + 1e-9) * ln.slots - ln.queued)
+        room = sum(max(0, (-(-ln.done // ln.slots) + math.floor((t - ln.origin) / ln.wave + 1e-9))
+                       * ln.slots - max(ln.queued, -(-ln.done // ln.slots) * ln.slots))
                    for ln in lanes)
         if room >= count:
             return t
     raise AssertionError("no finish found")
+
+
+def test_a_wave_over_takes_no_more_prompts() -> None:
+    # 3 of 8 prompts answered at 0 on 256 slots: the wave they ran in is over, so more prompts
+    # take the next one (counted into the places left in the first, 248 more looked free at
+    # once, and a plan of one prompt gave -19 to one server and 4 to another)
+    done_early = lane(done=3, queued=8, origin=0.0)
+    assert done_early.next_place() == 256
+    assert done_early.finish(1, 0.0) == pytest.approx(1.0)
+    assert water_fill([done_early, lane(done=2, queued=31, origin=0.01)], 1, 0.02) == [1, 0]
+    assert water_fill([done_early] * 7, 100, 0.0) == [15, 15, 14, 14, 14, 14, 14]
+
+
+def test_a_wave_overdue_is_due_now_and_shares_only_the_call() -> None:
+    # a server whose wave should have ended a moment ago (not yet answered) frees 144 places
+    # now; a call of 55 takes 55 of them, not all 144
+    overdue = lane(queued=112, origin=-1.5)
+    assert water_fill([lane()] * 3 + [overdue], 55, 0.0) == [0, 0, 0, 55]
 
 
 @given(st.integers(1, 64), st.integers(1, 2000))

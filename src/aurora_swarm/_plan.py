@@ -54,11 +54,19 @@ class Lane:
         done too, though its request may be answered a moment later)."""
         return -(-self.done // self.slots)
 
+    def next_place(self) -> int:
+        """The queue place a prompt sent now would take: after what the server holds, and not
+        in a wave already over (the places left free in it are gone, not free)."""
+        return max(self.queued, self.waves_done() * self.slots)
+
     def finish(self, extra: int, now: float) -> float:
         """When the server would be done with what it holds plus ``extra`` more prompts."""
-        end = self.queued + extra
-        if end <= self.done:
-            return now
+        if extra <= 0:
+            if self.queued <= self.done:
+                return now
+            end = self.queued
+        else:
+            end = self.next_place() + extra
         waves = math.ceil(end / self.slots) - self.waves_done()
         return max(now, self.origin + waves * self.wave)
 
@@ -66,12 +74,12 @@ class Lane:
         """The ``k``-th wave boundary (1-based) from ``origin``: its time, and how many more
         prompts than the server holds would be done by then."""
         base = self.waves_done()
-        return self.origin + k * self.wave, (base + k) * self.slots - self.queued
+        return self.origin + k * self.wave, (base + k) * self.slots - self.next_place()
 
     def first_step(self) -> int:
         """The first wave boundary by which the server could finish one more prompt."""
         base = self.waves_done()
-        return max(1, self.queued // self.slots + 1 - base)
+        return max(1, self.next_place() // self.slots + 1 - base)
 
     def with_extra(self, extra: int) -> Lane:
         """The lane after ``extra`` more prompts were queued on it."""
@@ -128,33 +136,39 @@ def water_fill(lanes: Sequence[Lane], count: int, now: float) -> list[int]:
         if room[i] < caps[i]:
             t_next, _ = lanes[i].step(k + 1)
             heapq.heappush(heap, (max(t_next, now), i, k + 1))
-    # Every lane has ``room`` by about ``finish_time``: more than needed. Keep the rooms that
-    # free up clearly sooner, and share the rest evenly among the lanes of the last wave.
-    last = [i for i in range(len(lanes)) if room[i] > 0 and _last_step(lanes[i], room[i])
-            >= finish_time - tolerance]
-    before = {i: _room_before(lanes[i], room[i]) for i in last}
-    for i in range(len(lanes)):
-        shares[i] = before[i] if i in before else room[i]
+    # Every lane has ``room`` by about ``finish_time``: more than needed. Keep what each frees
+    # up clearly sooner (before ``cutoff``), and share the rest evenly among the lanes whose
+    # room is not all that early: those of the last wave. The waves before ``cutoff`` were all
+    # taken before the last one needed, so what they free is less than ``count``.
+    cutoff = finish_time - tolerance
+    for i, lane in enumerate(lanes):
+        shares[i] = min(room[i], _room_by(lane, cutoff, now))
+    last = [i for i in range(len(lanes)) if shares[i] < room[i]]
     left = count - sum(shares)
     # Evenly over the last lanes, as far as each one's wave has room.
-    order = sorted(last, key=lambda i: (room[i] - before[i], i))
+    order = sorted(last, key=lambda i: (room[i] - shares[i], i))
     for n, i in enumerate(order):
-        give = min(room[i] - before[i], math.ceil(left / (len(order) - n)))
+        give = min(room[i] - shares[i], math.ceil(left / (len(order) - n)))
         shares[i] += give
         left -= give
     return shares
 
 
-def _last_step(lane: Lane, room: int) -> float:
-    """When the wave holding the ``room``-th extra prompt ends."""
-    return lane.finish(room, lane.origin)
-
-
-def _room_before(lane: Lane, room: int) -> int:
-    """The extra prompts done by the end of the wave before the one holding extra ``room``."""
-    end = lane.queued + room
-    full = (math.ceil(end / lane.slots) - 1) * lane.slots
-    return max(0, full - lane.queued)
+def _room_by(lane: Lane, t: float, now: float) -> int:
+    """The extra prompts ``lane`` has done strictly before ``t``: by its last wave boundary
+    before then (a boundary already past, not yet answered, counts as due ``now``, as in
+    :func:`water_fill`'s order)."""
+    if t <= now:
+        return 0
+    k = max(0, math.ceil((t - lane.origin) / lane.wave) - 1)
+    while lane.origin + (k + 1) * lane.wave < t:
+        k += 1
+    while k > 0 and lane.origin + k * lane.wave >= t:
+        k -= 1
+    if k < lane.first_step():
+        return 0
+    _, more = lane.step(k)
+    return max(0, more)
 
 
 def cut(share: int, *, pieces: int, smallest: int, largest: int) -> list[int]:
