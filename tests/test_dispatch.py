@@ -323,6 +323,29 @@ def test_prefix_affinity_setting_is_checked() -> None:
         VLLMPool(["h:1"], model=MODEL, prefix_affinity=-3)
 
 
+async def test_a_straggler_is_backed_up_into_free_slots_before_the_others_finish() -> None:
+    """A call of a wave and a half on 64 slots, one endpoint 8x slower: once the others have
+    answered their first wave, the slow one is clearly late, and the others' last wave leaves
+    slots free. The backups go there at once, not after the others have finished their own work
+    (which ended the call two waves after the first answers, at the least)."""
+    wave = 0.2
+    latency = LatencyModel(request_overhead=0.002, prompt_time=wave, max_concurrent_seqs=64)
+    behaviors = {0: EndpointBehavior(slowness=8.0)}
+    prompts = [f"p{i}" for i in range(384)]  # 96 a share: 64 in the first wave, 32 in the next
+    answered_at: list[float] = []
+    async with fleet_of(4, latency=latency, behaviors=behaviors) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_num_seqs=64,
+                            transport=fleet.transport) as pool:
+            out = await pool.send_all_batched(
+                prompts, on_result=lambda i, r: answered_at.append(time.monotonic()))
+            stats = pool.stats()
+    check_all_correct(prompts, out)
+    assert sum(1 for r in out if r.agent_index == 0) == 0  # all redone elsewhere
+    assert stats.backups >= 1
+    first, last = min(answered_at), max(answered_at)
+    assert last - first < 1.75 * wave, ((last - first) / wave, stats)
+
+
 async def test_waiting_work_is_taken_back_from_a_slow_endpoint() -> None:
     """An endpoint 8x slower than it was planned for: its requests still waiting in its queue
     are called off and their prompts answered elsewhere, each once."""

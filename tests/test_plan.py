@@ -242,6 +242,40 @@ def test_an_unanswered_request_bounds_the_wave_from_below() -> None:
     assert server.wave_at(0.1, 0.1) == pytest.approx(0.1)
 
 
+def test_a_late_server_is_expected_as_late_again() -> None:
+    # 64 slots, two requests of 32 (one wave) then 32 more: planned at 0.2 s a wave, the first
+    # wave was due at 0.2. At 0.24 that is within a quarter wave; at 0.3 it is clearly late,
+    # and having run 0.3 s unanswered, everything it holds is expected 0.3 s later than planned
+    server = ServerModel()
+    server.learn_slots(64, "option")
+    for _ in range(3):
+        server.send(32, 0.0)
+    assert not server.late(0.24, 0.2) and server.overdue(0.24, 0.2) == 0.0
+    assert server.late(0.3, 0.2)
+    assert server.overdue(0.3, 0.2) == pytest.approx(0.3)
+    # by the silence bound alone the third request would be about to start: never taken back
+    wave = server.wave_at(0.3, 0.2)
+    assert wave is not None and server.start_of(64, 0.3, wave) == pytest.approx(0.3)
+    assert not ServerModel().late(5.0, 0.2)  # holding nothing, nothing is late
+
+
+def test_what_is_still_held_queues_after_what_was_answered() -> None:
+    # three requests sent together race to the server: the third went out first, but the
+    # server answered the other two first (their wave), so the third queues after them
+    server = ServerModel()
+    server.learn_slots(64, "option")
+    first, second, third = (server.send(32, 0.0) for _ in range(3))
+    server.went_out(third, 0.0)
+    server.went_out(first, 0.0)
+    server.went_out(second, 0.0)
+    assert third.ahead == 0  # as sent
+    server.answered(first, 0.2)
+    server.answered(second, 0.2)
+    assert (third.ahead, third.end) == (64, 96)
+    assert server.due_of(third.end, 0.2) == pytest.approx(0.4)  # one wave after the answers
+    assert not server.late(0.26, 0.2)  # kept at place 0, it looked due at 0.2 and late here
+
+
 def test_an_overtaken_request_measures_the_wave_by_what_was_answered_before_it() -> None:
     # Sent first but staggered, the 16-prompt request reaches the server after another
     # caller's 64: the server runs the 64 first (4 waves of 0.1 s), then the 16 (a fifth).

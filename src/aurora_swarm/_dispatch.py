@@ -295,6 +295,10 @@ class BatchJob(Generic[P, K]):
             rest = self._records[position].health.wait_time(now)
             return Lane(now + rest, 0, 0, server.capacity(), wave, server.room())
         origin = server.answered_at if server.done else server.busy_since
+        # A server clearly late is planned as late as it is (see ServerModel.overdue): by its
+        # growing silence bound alone, what it holds looked due now, and work taken back from
+        # it was handed straight back.
+        origin += server.overdue(now, guess.wave_for(server))
         return Lane(origin, server.done, server.queued, server.capacity(), wave, server.room())
 
     # -- filling --------------------------------------------------------------------------------
@@ -315,8 +319,11 @@ class BatchJob(Generic[P, K]):
                     sizes = [chunking.chunk_size] * (len(taken) // chunking.chunk_size)
                     if len(taken) % chunking.chunk_size:
                         sizes.append(len(taken) % chunking.chunk_size)
-                elif len(taken) <= max(chunking.whole_share, lanes[position].slots):
+                elif len(taken) <= max(chunking.whole_share, self._known_slots(position)):
                     # It all starts at once (one wave): nothing would wait to be taken back.
+                    # Only where the slots are known: a share of 64 sent whole to servers of
+                    # 16 slots thought to have vLLM's default 256 left nothing to take back
+                    # from the two 3x slower ones (their three waves waited in one request).
                     sizes = cut(len(taken), pieces=1, smallest=1, largest=chunking.max_chunk)
                 else:
                     # The pieces are there so that the tail waits in the server's queue in
@@ -336,6 +343,11 @@ class BatchJob(Generic[P, K]):
                     start += size
                 # Later looks in this step (taking back, backups) see what was just queued.
                 lanes[position] = lanes[position].with_extra(len(taken))
+
+    def _known_slots(self, position: int) -> int:
+        """The endpoint's slots if read or given, else 0."""
+        server = self._records[position].server
+        return server.capacity() if server.knows_slots() else 0
 
     def _plain_positions(self, positions: list[int]) -> list[int]:
         """Without speed adaptation: endpoints with fewer requests of this call first."""
@@ -387,28 +399,35 @@ class BatchJob(Generic[P, K]):
             wave = server.wave_at(now, guess.wave_for(server), guess.heard)
             if wave is None:
                 continue
+            late = server.overdue(now, guess.wave_for(server))
             for flight in reversed(flights):
                 if flight.backup or flight.taken_back:
                     continue
-                if server.start_of(flight.held.ahead, now, wave) <= now + 0.1 * wave:
+                if server.start_of(flight.held.ahead, now, wave) + late <= now + 0.1 * wave:
                     break  # running (or about to): this one and those before it stay
-                candidates.append((server.finish_of(flight.held.end, now, wave), flight))
+                candidates.append((server.finish_of(flight.held.end, now, wave) + late, flight))
         if not candidates:
             return False
         # The few endpoints that free up soonest are where moved work would go.
         soonest = sorted(lanes, key=lambda p: lanes[p].finish(1, now))[:8]
         moved = False
         for stay, flight in sorted(candidates, key=lambda item: -item[0]):
-            size = len(flight.chunk)
-            targets = [p for p in soonest if p != flight.position and lanes[p].takes(size)]
+            targets = [p for p in soonest if p != flight.position]
             if not targets:
                 continue
-            target = min(targets, key=lambda p: lanes[p].finish(size, now))
-            move = lanes[target].finish(size, now)
+            # Taken back, the prompts are spread again (water_fill), not sent whole to one
+            # endpoint: 32 prompts of a 3x slower server of 16 slots were worth moving over
+            # six endpoints, but not to any one of them.
+            size = len(flight.chunk)
+            shares = water_fill([lanes[p] for p in targets], size, now)
+            used = [(p, n) for p, n in zip(targets, shares, strict=True) if n]
+            move = max(lanes[p].finish(n, now) for p, n in used)
+            wave = min(lanes[p].wave for p, _ in used)
             if not worth_moving(stay, move, now, _MOVE_MARGIN) or stay - move < 0.5 * min(
-                    lanes[target].wave, lanes[flight.position].wave):
+                    wave, lanes[flight.position].wave):
                 continue
-            lanes[target] = lanes[target].with_extra(size)
+            for p, n in used:
+                lanes[p] = lanes[p].with_extra(n)
             self._call_back(flight)
             moved = True
         return moved
@@ -429,18 +448,18 @@ class BatchJob(Generic[P, K]):
                 self._pending.put_back(index)
 
     def _back_up(self, lanes: _Lanes, now: float, guess: FleetGuess) -> None:
-        """With nothing left to hand out, let idle endpoints redo slices of the requests that
-        would be answered clearly later than they could do them."""
-        # Helpers: endpoints with free slots that hold none of this call's work (so none is a
-        # straggler's own). Other calls' work there does not matter while slots are free: with
-        # several callers, each waiting for endpoints that hold nothing at all, their backups
-        # went out one caller after another, a wave apart.
-        # An endpoint outrun before (its wave only bounded) is no helper: likely slow itself.
-        idle = [p for p in lanes if not self._mine.get(p)
-                and self._records[p].server.outstanding() < self._records[p].server.capacity()
-                and not self._records[p].server.wave_bounded
-                and self._records[p].health.wait_time(now) == 0]
-        if not idle:
+        """With nothing left to hand out, let endpoints with free slots redo slices of the
+        requests that would be answered clearly later than they could do them."""
+        # Helpers: endpoints with free slots now, whatever they hold. A backup there starts at
+        # once beside the endpoint's own work and delays none of it; waiting for endpoints that
+        # hold nothing of the call wasted the free slots of a two-wave call's last wave: a
+        # server 8x slower was backed up only after the others' second wave, a wave late.
+        # An endpoint outrun before (its wave only bounded) is no helper: likely slow itself;
+        # nor one late with its own work: it is a straggler, however free its slots look.
+        free = [p for p in lanes if self._records[p].health.wait_time(now) == 0
+                and (server := self._records[p].server).free_slots() > 0
+                and not server.wave_bounded and not server.late(now, guess.wave_for(server))]
+        if not free:
             return
         stragglers: list[tuple[float, _Flight, list[int]]] = []
         for position, flights in self._mine.items():
@@ -449,43 +468,38 @@ class BatchJob(Generic[P, K]):
             wave = server.wave_at(now, guess.wave_for(server), guess.heard)
             if wave is None:
                 continue
+            late = server.overdue(now, guess.wave_for(server))
             for flight in flights:
                 if flight.backup or flight.backed_up:
                     continue
                 uncovered = [i for i in flight.chunk
                              if self.results[i] is None and self._carriers[i] == 1]
                 if uncovered:
-                    stay = server.finish_of(flight.held.end, now, wave)
-                    if stay <= now:
-                        # Overdue: the estimate was wrong (a slow or stuck server); having
-                        # run this long, it may well take as long again.
-                        stay = now + (now - flight.held.sent)
+                    stay = server.finish_of(flight.held.end, now, wave) + late
                     stragglers.append((stay, flight, uncovered))
-        # The latest stragglers first, as long as the helpers would clearly beat them with
-        # their share of all the prompts backed up so far.
-        helpers = sorted(idle, key=lambda p: lanes[p].finish(1, now))
-        chosen: list[tuple[_Flight, list[int]]] = []
-        total = 0
+        # The latest stragglers first, each spread over the other helpers so that its slices
+        # finish soonest (free slots first), if that clearly beats leaving it.
+        by_helper: dict[tuple[int, K], list[int]] = {}
         for stay, flight, uncovered in sorted(stragglers, key=lambda item: -item[0]):
-            piece = math.ceil((total + len(uncovered)) / len(helpers))
-            used = helpers[:math.ceil((total + len(uncovered)) / piece)]
-            move = max(lanes[p].finish(piece, now) for p in used)
+            helpers = [p for p in free if p != flight.position]
+            if not helpers:
+                continue
+            shares = water_fill([lanes[p] for p in helpers], len(uncovered), now)
+            used = [(p, n) for p, n in zip(helpers, shares, strict=True) if n]
+            # A prompt sent now takes a whole wave wherever it lands, even into a wave under way.
+            move = max(max(lanes[p].finish(n, now), now + lanes[p].wave) for p, n in used)
             if not worth_moving(stay, move, now, _BACKUP_MARGIN):
-                break  # the latest one is not worth it, so no later one is
-            chosen.append((flight, uncovered))
-            total += len(uncovered)
-        if not chosen:
-            return
-        by_shape: dict[K, list[int]] = {}
-        for flight, uncovered in chosen:
+                continue
             flight.backed_up = True
             self._doubled.add(flight)
-            by_shape.setdefault(flight.shape, []).extend(uncovered)
+            start = 0
+            for p, n in used:
+                by_helper.setdefault((p, flight.shape), []).extend(uncovered[start:start + n])
+                start += n
+                lanes[p] = lanes[p].with_extra(n)
         # One request per helper and shape, carrying slices of every straggler chosen.
-        for shape, prompts in by_shape.items():
-            piece = math.ceil(len(prompts) / len(helpers))
-            for start, position in zip(range(0, len(prompts), piece), helpers, strict=False):
-                self._launch(position, shape, prompts[start:start + piece], now, backup=True)
+        for (position, shape), prompts in by_helper.items():
+            self._launch(position, shape, prompts, now, backup=True)
 
     def _waiting(self) -> Iterator[tuple[EndpointRecord, float]]:
         """Each endpoint this call has requests on, with when the oldest was sent."""

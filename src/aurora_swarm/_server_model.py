@@ -218,11 +218,22 @@ class ServerModel:
         return wave, waves
 
     def drop_answered(self, held: Held) -> None:
-        """Remove an answered request; the queue places of the others stay as they were."""
+        """Remove an answered request; the others queue after everything answered so far.
+
+        The server answers first come, first served, so what it still holds queued behind
+        what it answered, whatever order they were sent in: requests sent together race to
+        the server (each on its own connection), and one that went out first may arrive last.
+        Kept where it was thought to be, such a request looked due (its places answered
+        already), then late, and its endpoint was passed over as a helper.
+        """
         try:
             self.held.remove(held)
         except ValueError:
             return
+        place = self.done
+        for later in self.held:
+            later.ahead = place
+            place += later.size
 
     # -- slots ----------------------------------------------------------------------------------
 
@@ -286,7 +297,7 @@ class ServerModel:
         """
         if not self.wave_bounded:
             return None
-        return max(0, self.capacity() - self.outstanding())
+        return self.free_slots()
 
     def knows_slots(self) -> bool:
         """Whether the slots were read or given, not assumed or only observed."""
@@ -307,6 +318,37 @@ class ServerModel:
         """The request first in the server's queue."""
         return self.held[0] if self.held else None
 
+    def planned_wave(self, fallback: float | None) -> float | None:
+        """The wave as measured, or ``fallback`` (the fleet's typical wave) before any; the
+        longer of the two while the wave is only bounded (outrun: no faster than the others)."""
+        wave = self.wave if self.wave is not None else fallback
+        if self.wave_bounded and fallback is not None and wave is not None:
+            wave = max(wave, fallback)
+        return wave
+
+    def late(self, now: float, fallback: float | None, margin: float = 0.25) -> bool:
+        """Whether the oldest request is clearly overdue: ``margin`` of a wave past when the
+        planned wave (not the silence bound, which grows with the wait) says it was due."""
+        oldest = self.oldest()
+        wave = self.planned_wave(fallback)
+        if oldest is None or wave is None:
+            return False
+        return now >= self.due_of(oldest.end, wave) + margin * wave
+
+    def overdue(self, now: float, fallback: float | None) -> float:
+        """How much later than planned to expect everything the server holds: nothing unless
+        it is clearly late (:meth:`late`); then as long as its oldest request has run.
+
+        The silence bound of :meth:`wave_at` grows with the wait, so by it a late server's
+        oldest request is always due now and the next one always about to start: an
+        estimate that never lets its waiting work be taken back. Having run this long
+        unanswered, the oldest request may well take as long again.
+        """
+        oldest = self.oldest()
+        if oldest is None or not self.late(now, fallback):
+            return 0.0
+        return max(0.0, now - oldest.sent)
+
     def wave_at(self, now: float, fallback: float | None,
                 heard: float = math.inf) -> float | None:
         """The wave time to plan with at ``now``.
@@ -322,9 +364,7 @@ class ServerModel:
         each server's first request, making the server given the larger first request look
         faster (one of eight alike servers was given 14% more work each call).
         """
-        wave = self.wave if self.wave is not None else fallback
-        if self.wave_bounded and fallback is not None and wave is not None:
-            wave = max(wave, fallback)  # outrun: no faster than the others
+        wave = self.planned_wave(fallback)
         oldest = self.oldest()
         slots = self.capacity()
         if oldest is not None:
@@ -338,13 +378,18 @@ class ServerModel:
         return wave
 
     def finish_of(self, place: int, now: float, wave: float) -> float:
-        """When the prompt at queue ``place`` should be done, by waves from the last answer."""
+        """When the prompt at queue ``place`` should be done, by waves from the last answer
+        (now, if that time is past)."""
         if place <= self.done:
             return now
+        return max(now, self.due_of(place, wave))
+
+    def due_of(self, place: int, wave: float) -> float:
+        """When the prompt at queue ``place`` was due, by waves from the last answer."""
         slots = self.capacity()
-        waves = math.ceil(place / slots) - math.ceil(self.done / slots)
+        waves = max(0, math.ceil(place / slots) - math.ceil(self.done / slots))
         start = self.answered_at if self.done else self.busy_since
-        return max(now, start + waves * wave)
+        return start + waves * wave
 
     def start_of(self, place: int, now: float, wave: float) -> float:
         """When the prompt after queue place ``place`` should get a slot."""
@@ -362,6 +407,10 @@ class ServerModel:
     def outstanding(self) -> int:
         """Prompts in the requests the server holds."""
         return sum(h.size for h in self.held)
+
+    def free_slots(self) -> int:
+        """Slots not taken by the prompts the server holds (as far as its slots are known)."""
+        return max(0, self.capacity() - self.outstanding())
 
 
 @attrs.frozen
