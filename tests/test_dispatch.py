@@ -370,7 +370,7 @@ async def test_an_endpoint_outrun_before_gets_one_wave_until_it_answers() -> Non
     server outrun after a fraction of its first wave looked barely slower than the rest, and
     was handed one or two waves in every later call, outrun each time (32, 32, 16 prompts).
     Until it answers, it gets at most its free slots; its answer, or its not answering, then
-    tells its wave."""
+    tells its wave; outrun again, it is taken as twice as slow as the bound."""
     latency = LatencyModel(request_overhead=0.002, prompt_time=0.02, max_concurrent_seqs=16)
     behaviors = {0: EndpointBehavior(slowness=8.0)}
     prompts = [f"p{i}" for i in range(320)]  # 80 a share, 5 waves
@@ -385,7 +385,9 @@ async def test_an_endpoint_outrun_before_gets_one_wave_until_it_answers() -> Non
                 check_all_correct(prompts, await pool.send_all_batched(prompts))
                 given.append(fleet.counters(0).prompts_received - before)
     assert given[0] <= 16, given  # one wave to measure it by
-    assert given[1:] == [0, 0], given  # then known slow: nothing for calls this small
+    # then known slow, or outrun again (twice as slow as bounded): at most one more wave, and
+    # nothing for calls this small after that
+    assert given[1] <= 16 and given[2] == 0, given
 
 
 @settings(max_examples=20, deadline=None,

@@ -259,6 +259,19 @@ def test_a_late_server_is_expected_as_late_again() -> None:
     assert not ServerModel().late(5.0, 0.2)  # holding nothing, nothing is late
 
 
+def test_one_late_wave_among_many_is_expected_about_a_wave_late() -> None:
+    # 20 waves of 10 ms on 16 slots, the first 10 answered at 0.1: the 11th was due at 0.11.
+    # Read at 0.12 it is late, and expected as late again as its wave has run (20 ms), not as
+    # the whole busy period (0.12 s)
+    server = ServerModel()
+    server.learn_slots(16, "option")
+    held = [server.send(16, 0.0) for _ in range(20)]
+    for request in held[:10]:
+        server.answered(request, 0.1)
+    assert server.late(0.12, 0.01)
+    assert server.overdue(0.12, 0.01) == pytest.approx(0.02)
+
+
 def test_what_is_still_held_queues_after_what_was_answered() -> None:
     # three requests sent together race to the server: the third went out first, but the
     # server answered the other two first (their wave), so the third queues after them
@@ -339,6 +352,20 @@ def test_an_outrun_request_bounds_the_wave_until_an_answer_measures_it() -> None
     # the answer replaces the bound (averaged with it, the wave would read 0.45)
     assert server.wave == pytest.approx(0.8) and not server.wave_bounded
     assert server.room() is None
+
+
+def test_outrun_again_while_bounded_is_twice_as_slow() -> None:
+    server = ServerModel()
+    server.learn_slots(16, "option")
+    first = server.send(16, 0.0)
+    server.outrun(first, 0.3)  # one wave, outrun at 0.3: at least 0.3
+    assert server.wave == pytest.approx(0.3) and server.wave_bounded
+    again = server.send(16, 1.0)
+    server.outrun(again, 1.3)  # given its one wave, outrun as soon: at least twice the bound
+    assert server.wave == pytest.approx(0.6) and server.wave_bounded
+    answered = server.send(16, 2.0)
+    server.answered(answered, 2.9)  # an answer replaces the bound
+    assert server.wave == pytest.approx(0.9) and not server.wave_bounded
 
 
 def test_a_gauge_reading_counts_once_it_repeats_while_requests_wait() -> None:

@@ -3,8 +3,9 @@
 A :class:`BatchJob` owns one call of ``send_all_batched``. One decider task plans; request tasks
 only send, wait and record. The plan works in time, on what each server is
 (:mod:`aurora_swarm._server_model`: slots, a queue, a wave time); how many prompts each endpoint
-takes is decided by :mod:`aurora_swarm._plan`, which ones by :mod:`aurora_swarm._pending`;
-what is read from the servers' ``/metrics`` by :mod:`aurora_swarm._gauges`:
+takes is decided by :mod:`aurora_swarm._plan`, which ones by :mod:`aurora_swarm._pending`, what
+to take back or back up by :mod:`aurora_swarm._rebalance`; what is read from the servers'
+``/metrics`` by :mod:`aurora_swarm._gauges`:
 
 1. **Fill.** Unassigned prompts are spread by :func:`~aurora_swarm._plan.water_fill` over the
    usable endpoints, counting what every call of the pool already has queued there, and each
@@ -13,11 +14,13 @@ what is read from the servers' ``/metrics`` by :mod:`aurora_swarm._gauges`:
    the server, so its slots stay full.
 2. **Rebalance.** A request still waiting in a server's queue costs nothing to take back: vLLM
    aborts a request whose client goes away. When an endpoint turns out slower than planned (its
-   answers, or the lack of them, tell), its last waiting requests are called off and their
-   prompts spread again over endpoints that will finish them sooner.
-3. **Back up.** Work that is already running is not taken back; when nothing is left to hand out
-   and an endpoint is idle, a request that would finish clearly later is sent again in slices
-   to the idle endpoints; the first answer wins and the loser is called off.
+   answers, or the lack of them, tell: a server clearly late is expected as late again), its
+   last waiting requests are called off and their prompts spread again over endpoints that
+   will finish them sooner.
+3. **Back up.** Work that is already running is not taken back; when nothing is left to hand
+   out, a request that would finish clearly later is sent again in slices to endpoints with
+   free slots (where it delays nothing of theirs); the first answer wins and the loser is
+   called off.
 
 Failures: a retryable failure of a request (timeout, connection, 408/409/429/5xx, bad answer)
 returns its prompts for any endpoint to take, while the endpoint rests
@@ -33,6 +36,7 @@ A prompt's slot is written once: the first answer wins, so no prompt is answered
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import math
 import time
@@ -56,7 +60,8 @@ from ._exceptions import (
 from ._gauges import GaugeReader, GaugeReads
 from ._health import HealthPolicy
 from ._pending import Unassigned
-from ._plan import Lane, cut, water_fill, worth_moving
+from ._plan import Lane, cut, water_fill
+from ._rebalance import Candidate, back_up, take_back
 from ._record import EndpointRecord
 from ._response import Response
 from ._retry import RetryPolicy
@@ -389,7 +394,7 @@ class BatchJob(Generic[P, K]):
         before it) is taken back: the server frees it at no cost. The latest first, each
         against the endpoints that free up soonest.
         """
-        candidates: list[tuple[float, _Flight]] = []
+        candidates: list[tuple[Candidate, _Flight]] = []
         for position, flights in self._mine.items():
             if not flights or position not in lanes:
                 continue
@@ -405,32 +410,16 @@ class BatchJob(Generic[P, K]):
                     continue
                 if server.start_of(flight.held.ahead, now, wave) + late <= now + 0.1 * wave:
                     break  # running (or about to): this one and those before it stay
-                candidates.append((server.finish_of(flight.held.end, now, wave) + late, flight))
+                stay = server.finish_of(flight.held.end, now, wave) + late
+                candidates.append((Candidate(stay, position, len(flight.chunk)), flight))
         if not candidates:
             return False
         # The few endpoints that free up soonest are where moved work would go.
-        soonest = sorted(lanes, key=lambda p: lanes[p].finish(1, now))[:8]
-        moved = False
-        for stay, flight in sorted(candidates, key=lambda item: -item[0]):
-            targets = [p for p in soonest if p != flight.position]
-            if not targets:
-                continue
-            # Taken back, the prompts are spread again (water_fill), not sent whole to one
-            # endpoint: 32 prompts of a 3x slower server of 16 slots were worth moving over
-            # six endpoints, but not to any one of them.
-            size = len(flight.chunk)
-            shares = water_fill([lanes[p] for p in targets], size, now)
-            used = [(p, n) for p, n in zip(targets, shares, strict=True) if n]
-            move = max(lanes[p].finish(n, now) for p, n in used)
-            wave = min(lanes[p].wave for p, _ in used)
-            if not worth_moving(stay, move, now, _MOVE_MARGIN) or stay - move < 0.5 * min(
-                    wave, lanes[flight.position].wave):
-                continue
-            for p, n in used:
-                lanes[p] = lanes[p].with_extra(n)
-            self._call_back(flight)
-            moved = True
-        return moved
+        soonest = heapq.nsmallest(8, lanes, key=lambda p: lanes[p].finish(1, now))
+        chosen = take_back([c for c, _ in candidates], lanes, soonest, now, _MOVE_MARGIN)
+        for k in chosen:
+            self._call_back(candidates[k][1])
+        return bool(chosen)
 
     def _call_back(self, flight: _Flight) -> None:
         """Take a waiting request back: cancel it and return its prompts, unblamed."""
@@ -461,7 +450,7 @@ class BatchJob(Generic[P, K]):
                 and not server.wave_bounded and not server.late(now, guess.wave_for(server))]
         if not free:
             return
-        stragglers: list[tuple[float, _Flight, list[int]]] = []
+        stragglers: list[tuple[Candidate, _Flight, list[int]]] = []
         for position, flights in self._mine.items():
             server = self._records[position].server
             # At least as slow as its unanswered requests show (see ServerModel.wave_at).
@@ -476,27 +465,21 @@ class BatchJob(Generic[P, K]):
                              if self.results[i] is None and self._carriers[i] == 1]
                 if uncovered:
                     stay = server.finish_of(flight.held.end, now, wave) + late
-                    stragglers.append((stay, flight, uncovered))
+                    stragglers.append((Candidate(stay, position, len(uncovered)), flight,
+                                       uncovered))
         # The latest stragglers first, each spread over the other helpers so that its slices
         # finish soonest (free slots first), if that clearly beats leaving it.
         by_helper: dict[tuple[int, K], list[int]] = {}
-        for stay, flight, uncovered in sorted(stragglers, key=lambda item: -item[0]):
-            helpers = [p for p in free if p != flight.position]
-            if not helpers:
-                continue
-            shares = water_fill([lanes[p] for p in helpers], len(uncovered), now)
-            used = [(p, n) for p, n in zip(helpers, shares, strict=True) if n]
-            # A prompt sent now takes a whole wave wherever it lands, even into a wave under way.
-            move = max(max(lanes[p].finish(n, now), now + lanes[p].wave) for p, n in used)
-            if not worth_moving(stay, move, now, _BACKUP_MARGIN):
-                continue
+        chosen = back_up([s for s, _, _ in stragglers], lanes, free, now, _BACKUP_MARGIN)
+        for k, slices in chosen:
+            _, flight, uncovered = stragglers[k]
             flight.backed_up = True
             self._doubled.add(flight)
             start = 0
-            for p, n in used:
-                by_helper.setdefault((p, flight.shape), []).extend(uncovered[start:start + n])
-                start += n
-                lanes[p] = lanes[p].with_extra(n)
+            for position, count in slices:
+                by_helper.setdefault((position, flight.shape), []).extend(
+                    uncovered[start:start + count])
+                start += count
         # One request per helper and shape, carrying slices of every straggler chosen.
         for (position, shape), prompts in by_helper.items():
             self._launch(position, shape, prompts, now, backup=True)

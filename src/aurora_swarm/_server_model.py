@@ -192,9 +192,17 @@ class ServerModel:
         That bound can be far below the truth: a request of several waves outrun after ``t``
         seconds shows a wave of at least ``t / waves``, even from a server that had not
         finished its first. So the wave is marked as bounded (:attr:`wave_bounded`).
+
+        A server outrun again while its wave was only bounded has had one wave to answer
+        (:meth:`room`) and did not: it is taken as at least twice as slow as the bound said.
+        Backups go out as soon as a server is clearly late, so an 8x slower server given one
+        wave a call was outrun every call at about the same time, never measured, and handed
+        one wave again each time; doubling, its bound soon passes what a call takes.
         """
         if held in self.held and now > self.busy_since:
             lower, _ = self._waves_bound(held, now, held.end)
+            if self.wave_bounded and self.wave is not None:
+                lower = max(lower, 2 * self.wave)
             if self.wave is None or self.wave < lower:
                 self.wave, self.wave_bounded = lower, True
                 self.prior_wave, self.prior_waves, self.period_waves = None, 0, 0
@@ -337,17 +345,23 @@ class ServerModel:
 
     def overdue(self, now: float, fallback: float | None) -> float:
         """How much later than planned to expect everything the server holds: nothing unless
-        it is clearly late (:meth:`late`); then as long as its oldest request has run.
+        it is clearly late (:meth:`late`); then as long as the late wave has run so far.
 
         The silence bound of :meth:`wave_at` grows with the wait, so by it a late server's
         oldest request is always due now and the next one always about to start: an
         estimate that never lets its waiting work be taken back. Having run this long
-        unanswered, the oldest request may well take as long again.
+        unanswered, the wave its oldest request ends in may well take as long again. That is
+        the whole busy period for a first wave (a slow or stuck server), but only about a wave
+        for one late among many: counted from the busy period's start, a server of 3 ms waves
+        read a few milliseconds late 0.3 s into a call looked 0.3 s behind, and eight alike
+        servers took back 30 requests from one another.
         """
         oldest = self.oldest()
-        if oldest is None or not self.late(now, fallback):
+        wave = self.planned_wave(fallback)
+        if oldest is None or wave is None or not self.late(now, fallback):
             return 0.0
-        return max(0.0, now - oldest.sent)
+        wave_began = self.due_of(oldest.end, wave) - wave
+        return max(0.0, now - max(oldest.sent, wave_began))
 
     def wave_at(self, now: float, fallback: float | None,
                 heard: float = math.inf) -> float | None:
