@@ -167,7 +167,11 @@ async def test_a_call_beside_another_cuts_its_share_into_fewer_requests() -> Non
                 group.start_soon(call, "b")
             stats = pool.stats()
     sent = [fleet.counters(k).completion_requests for k in range(2)]
-    assert sum(sent) - stats.taken_back - stats.backups <= 10, (sent, stats)
+    # Without the other call's pieces counted, 16 requests. A busy client reads the alike
+    # servers' answers unevenly and now and then takes a request back (about 1 run in 5, as
+    # before the take-back changes); each comes back as up to two requests, one a server.
+    moved = 2 * stats.taken_back + stats.backups
+    assert sum(sent) - moved <= 10, (sent, stats)
 
 
 async def test_slow_endpoint_gets_less_work() -> None:

@@ -261,15 +261,16 @@ def test_a_late_server_is_expected_as_late_again() -> None:
 
 def test_one_late_wave_among_many_is_expected_about_a_wave_late() -> None:
     # 20 waves of 10 ms on 16 slots, the first 10 answered at 0.1: the 11th was due at 0.11.
-    # Read at 0.12 it is late, and expected as late again as its wave has run (20 ms), not as
-    # the whole busy period (0.12 s)
+    # At 0.111 it is within a quarter wave. At 0.135 it is late, and expected as late again
+    # as its wave has run (35 ms), not as the whole busy period (0.135 s)
     server = ServerModel()
     server.learn_slots(16, "option")
     held = [server.send(16, 0.0) for _ in range(20)]
     for request in held[:10]:
         server.answered(request, 0.1)
-    assert server.late(0.12, 0.01)
-    assert server.overdue(0.12, 0.01) == pytest.approx(0.02)
+    assert not server.late(0.111, 0.01)
+    assert server.late(0.135, 0.01)
+    assert server.overdue(0.135, 0.01) == pytest.approx(0.035)
 
 
 def test_what_is_still_held_queues_after_what_was_answered() -> None:

@@ -20,7 +20,7 @@ see the work already moved.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import attrs
@@ -66,21 +66,12 @@ def take_back(candidates: Sequence[Candidate], lanes: Lanes, targets: Sequence[i
     them), and moves when that saves ``margin`` of the wait and at least half a wave: a
     server's own noise never moves work.
     """
-    chosen = []
-    for k in sorted(range(len(candidates)), key=lambda k: -candidates[k].stay):
-        candidate = candidates[k]
-        others = [p for p in targets if p != candidate.position]
-        if not others:
-            continue
-        used, move = spread(lanes, others, candidate.size, now)
+    def worth(candidate: Candidate, used: list[tuple[int, int]], move: float) -> bool:
         wave = min(lanes[p].wave for p, _ in used)
-        if not worth_moving(candidate.stay, move, now, margin) or candidate.stay - move < (
-                0.5 * min(wave, lanes[candidate.position].wave)):
-            continue
-        for p, n in used:
-            lanes[p] = lanes[p].with_extra(n)
-        chosen.append(k)
-    return chosen
+        return worth_moving(candidate.stay, move, now, margin) and candidate.stay - move >= (
+            0.5 * min(wave, lanes[candidate.position].wave))
+
+    return [k for k, _ in _moves(candidates, lanes, targets, now, worth)]
 
 
 def back_up(stragglers: Sequence[Candidate], lanes: Lanes, helpers: Sequence[int],
@@ -92,15 +83,26 @@ def back_up(stragglers: Sequence[Candidate], lanes: Lanes, helpers: Sequence[int
     there delays none of the helper's own work), and counts as done no sooner than a wave
     from now wherever it lands: a prompt sent into a wave under way still takes a whole one.
     """
+    def worth(straggler: Candidate, used: list[tuple[int, int]], move: float) -> bool:
+        move = max(move, max(now + lanes[p].wave for p, _ in used))
+        return worth_moving(straggler.stay, move, now, margin)
+
+    return _moves(stragglers, lanes, helpers, now, worth)
+
+
+def _moves(candidates: Sequence[Candidate], lanes: Lanes, targets: Sequence[int], now: float,
+           worth: Callable[[Candidate, list[tuple[int, int]], float], bool],
+           ) -> list[tuple[int, list[tuple[int, int]]]]:
+    """The candidates that ``worth`` accepts, latest first, each spread over ``targets``
+    other than its own endpoint; each choice loads the lanes it uses."""
     chosen = []
-    for k in sorted(range(len(stragglers)), key=lambda k: -stragglers[k].stay):
-        straggler = stragglers[k]
-        others = [p for p in helpers if p != straggler.position]
+    for k in sorted(range(len(candidates)), key=lambda k: -candidates[k].stay):
+        candidate = candidates[k]
+        others = [p for p in targets if p != candidate.position]
         if not others:
             continue
-        used, move = spread(lanes, others, straggler.size, now)
-        move = max(move, max(now + lanes[p].wave for p, _ in used))
-        if not worth_moving(straggler.stay, move, now, margin):
+        used, move = spread(lanes, others, candidate.size, now)
+        if not worth(candidate, used, move):
             continue
         for p, n in used:
             lanes[p] = lanes[p].with_extra(n)

@@ -29,6 +29,7 @@ __all__ = ["Held", "ServerModel"]
 
 ASSUMED_SLOTS = 256
 """Slots assumed for a server that has not told its own: vLLM's default ``--max-num-seqs``."""
+_LATE = 0.25  # share of a wave past due that makes a server clearly late (ServerModel.late)
 
 
 @attrs.define(eq=False)
@@ -334,18 +335,15 @@ class ServerModel:
             wave = max(wave, fallback)
         return wave
 
-    def late(self, now: float, fallback: float | None, margin: float = 0.25) -> bool:
-        """Whether the oldest request is clearly overdue: ``margin`` of a wave past when the
+    def late(self, now: float, fallback: float | None) -> bool:
+        """Whether the oldest request is clearly overdue: a quarter of a wave past when the
         planned wave (not the silence bound, which grows with the wait) says it was due."""
-        oldest = self.oldest()
-        wave = self.planned_wave(fallback)
-        if oldest is None or wave is None:
-            return False
-        return now >= self.due_of(oldest.end, wave) + margin * wave
+        return self.overdue(now, fallback) > 0
 
     def overdue(self, now: float, fallback: float | None) -> float:
         """How much later than planned to expect everything the server holds: nothing unless
-        it is clearly late (:meth:`late`); then as long as the late wave has run so far.
+        it is clearly late (a quarter of a wave past due by its planned wave, :meth:`late`);
+        then as long as the late wave has run so far.
 
         The silence bound of :meth:`wave_at` grows with the wait, so by it a late server's
         oldest request is always due now and the next one always about to start: an
@@ -358,10 +356,12 @@ class ServerModel:
         """
         oldest = self.oldest()
         wave = self.planned_wave(fallback)
-        if oldest is None or wave is None or not self.late(now, fallback):
+        if oldest is None or wave is None:
             return 0.0
-        wave_began = self.due_of(oldest.end, wave) - wave
-        return max(0.0, now - max(oldest.sent, wave_began))
+        due = self.due_of(oldest.end, wave)
+        if now < due + _LATE * wave:
+            return 0.0
+        return max(0.0, now - max(oldest.sent, due - wave))
 
     def wave_at(self, now: float, fallback: float | None,
                 heard: float = math.inf) -> float | None:
