@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aurora_swarm._plan import Lane, cut, deal, water_fill, worth_moving
-from aurora_swarm._server_model import ASSUMED_SLOTS, ServerModel
+from aurora_swarm._server_model import ASSUMED_SLOTS, FleetGuess, ServerModel
 
 
 def lane(**fields: float) -> Lane:
@@ -407,3 +407,25 @@ def test_slots_sources() -> None:
     server.learn_slots(12, "observed")  # a reading beats an observation
     assert (server.slots, server.slots_source) == (64, "metrics")
     assert math.isinf(server.scraped_at * -1)
+
+
+def test_answers_tell_how_far_they_miss_when_they_were_expected() -> None:
+    # 16 slots, 0.1 s waves: four requests of 16 queue back to back. The first answer measures
+    # the wave (nothing was expected yet); the second comes on time, the third 50 ms late,
+    # the fourth on time again after it
+    server = ServerModel()
+    server.learn_slots(16, "option")
+    held = [server.send(16, 0.0) for _ in range(4)]
+    server.answered(held[0], 0.1)
+    assert server.miss is None
+    server.answered(held[1], 0.2)
+    assert server.miss == pytest.approx(0.0)
+    server.answered(held[2], 0.35)
+    assert server.miss == pytest.approx(0.3 * 0.05)
+    late_miss = server.miss
+    server.answered(held[3], server.answered_at + server.wave)  # type: ignore[operator]
+    assert server.miss is not None and server.miss < late_miss
+    # the fleet's noise is the median server's
+    others = [ServerModel(miss=m) for m in (0.001, 0.002, 0.04)]
+    assert FleetGuess.of(others).noise == pytest.approx(0.002)
+    assert FleetGuess.of([ServerModel()]).noise == 0.0

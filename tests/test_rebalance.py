@@ -39,6 +39,24 @@ def test_alike_servers_move_nothing() -> None:
     assert take_back(waiting, dict(lanes), [1, 2, 3], 0.2, 0.2) == []
 
 
+def test_no_move_saves_less_than_twice_the_noise() -> None:
+    # alike servers of 3 ms waves: one reads 30 ms behind its peers. By the waves, moving its
+    # waiting 64 prompts over the three others saves about 25 ms, a fifth of the wait and
+    # many waves; but answers have been landing 20 ms off when expected, and a saving under
+    # twice that is the noise, not the server
+    lanes = {p: busy(256, done=128, origin=0.1, wave=0.003) for p in range(1, 4)}
+    lanes[0] = busy(256, done=128, origin=0.13, wave=0.003)
+    waiting = [Candidate(stay=0.13 + 8 * 0.003, position=0, size=64)]
+    assert take_back(waiting, dict(lanes), [1, 2, 3], 0.1, 0.2) == [0]
+    assert take_back(waiting, dict(lanes), [1, 2, 3], 0.1, 0.2, noise=0.005) == [0]
+    assert take_back(waiting, dict(lanes), [1, 2, 3], 0.1, 0.2, noise=0.02) == []
+    # and a backup likewise
+    idle = {p: lane(origin=0.1, wave=0.003) for p in range(1, 4)}
+    straggler = [Candidate(stay=0.16, position=0, size=16)]
+    assert back_up(straggler, dict(idle), [1, 2, 3], 0.1, 0.25) != []
+    assert back_up(straggler, dict(idle), [1, 2, 3], 0.1, 0.25, noise=0.03) == []
+
+
 def test_moves_count_against_the_lanes_they_load() -> None:
     # two late requests of 16 on a slow server, one idle target of 16 slots: the latest moves
     # first and fills the target's next wave; the other would then be done a wave later there,

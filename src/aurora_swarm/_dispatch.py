@@ -225,10 +225,14 @@ class BatchJob(Generic[P, K]):
                 return
             self._changed = anyio.Event()
             start = self._clock()
-            with anyio.move_on_after(wait):
+            with anyio.move_on_after(wait) as timer:
                 await self._changed.wait()
-            late = max(0.0, self._clock() - start - wait) if wait < math.inf else 0.0
-            self._lag = 0.7 * self._lag + 0.3 * late
+            if timer.cancelled_caught:
+                # Only a wake-up by the timer tells how late the event loop runs; one by news
+                # says nothing of it: counted as on time, wake-ups by answers hid a loop
+                # kept 50 ms at a time by other work (the lag read 15 ms, under _BUSY_LAG).
+                late = max(0.0, self._clock() - start - wait)
+                self._lag = 0.7 * self._lag + 0.3 * late
 
     def _notify(self) -> None:
         self._changed.set()
@@ -267,9 +271,14 @@ class BatchJob(Generic[P, K]):
         if self._pending.count:
             self._place_pending(lanes, now)
         if look:
-            if self._rebalance and self._take_back(lanes, now, guess):
+            taken_from = self._take_back(lanes, now, guess) if self._rebalance else set()
+            if taken_from:
+                # Each move was weighed spread over the other endpoints (take_back): placed
+                # over all of them, part of what was taken back from a server late by a
+                # moment went straight back to it, as new requests.
+                others = [p for p in usable if p not in taken_from] or usable
+                self._place_pending(_Lanes(self, others, now, guess), now)
                 lanes = _Lanes(self, usable, now, guess)
-                self._place_pending(lanes, now)
             if self._backups and not self._pending.count and self._lag < _BUSY_LAG:
                 self._back_up(lanes, now, guess)
             if self._gauges is not None:
@@ -332,11 +341,14 @@ class BatchJob(Generic[P, K]):
                     sizes = cut(len(taken), pieces=1, smallest=1, largest=chunking.max_chunk)
                 else:
                     # The pieces are there so that the tail waits in the server's queue in
-                    # parts that can be taken back. Requests of other calls queued there are
-                    # such parts already: with many callers, each needs fewer of its own.
-                    others = (len(self._records[position].server.held)
-                              - len(self._mine.get(position, ())))
-                    sizes = cut(len(taken), pieces=max(1, chunking.max_in_flight - others),
+                    # parts that can be taken back. Requests already queued there (this
+                    # call's or others') are such parts already, so a server holds about
+                    # ``max_in_flight`` requests whatever sends to it: cut anew behind its
+                    # own pieces, work moved at the tail of a 4,096-prompt call over alike
+                    # servers went out as 15 requests an endpoint, each move taken back
+                    # and cut again.
+                    holding = len(self._records[position].server.held)
+                    sizes = cut(len(taken), pieces=max(1, chunking.max_in_flight - holding),
                                 smallest=chunking.min_chunk, largest=chunking.max_chunk)
                 start = 0
                 rest = self._records[position].health.wait_time(now)
@@ -387,7 +399,7 @@ class BatchJob(Generic[P, K]):
 
     # -- rebalancing ----------------------------------------------------------------------------
 
-    def _take_back(self, lanes: _Lanes, now: float, guess: FleetGuess) -> bool:
+    def _take_back(self, lanes: _Lanes, now: float, guess: FleetGuess) -> set[int]:
         """Call off waiting requests that other endpoints would clearly finish sooner.
 
         Only a request that should not have started yet (every slot busy with work queued
@@ -413,13 +425,14 @@ class BatchJob(Generic[P, K]):
                 stay = server.finish_of(flight.held.end, now, wave) + late
                 candidates.append((Candidate(stay, position, len(flight.chunk)), flight))
         if not candidates:
-            return False
+            return set()
         # The few endpoints that free up soonest are where moved work would go.
         soonest = heapq.nsmallest(8, lanes, key=lambda p: lanes[p].finish(1, now))
-        chosen = take_back([c for c, _ in candidates], lanes, soonest, now, _MOVE_MARGIN)
+        chosen = take_back([c for c, _ in candidates], lanes, soonest, now, _MOVE_MARGIN,
+                           guess.noise)
         for k in chosen:
             self._call_back(candidates[k][1])
-        return bool(chosen)
+        return {candidates[k][0].position for k in chosen}
 
     def _call_back(self, flight: _Flight) -> None:
         """Take a waiting request back: cancel it and return its prompts, unblamed."""
@@ -470,7 +483,8 @@ class BatchJob(Generic[P, K]):
         # The latest stragglers first, each spread over the other helpers so that its slices
         # finish soonest (free slots first), if that clearly beats leaving it.
         by_helper: dict[tuple[int, K], list[int]] = {}
-        chosen = back_up([s for s, _, _ in stragglers], lanes, free, now, _BACKUP_MARGIN)
+        chosen = back_up([s for s, _, _ in stragglers], lanes, free, now, _BACKUP_MARGIN,
+                         guess.noise)
         for k, slices in chosen:
             _, flight, uncovered = stragglers[k]
             flight.backed_up = True

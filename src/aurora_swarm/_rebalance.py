@@ -58,34 +58,38 @@ def spread(lanes: Lanes, targets: Sequence[int], size: int,
 
 
 def take_back(candidates: Sequence[Candidate], lanes: Lanes, targets: Sequence[int],
-              now: float, margin: float) -> list[int]:
+              now: float, margin: float, noise: float = 0.0) -> list[int]:
     """The waiting requests worth calling off: indices into ``candidates``, latest first.
 
     Each is weighed spread over ``targets`` other than its own endpoint (32 prompts of a 3x
     slower server of 16 slots were worth moving over six endpoints, but not to any one of
-    them), and moves when that saves ``margin`` of the wait and at least half a wave: a
-    server's own noise never moves work.
+    them), and moves when that saves ``margin`` of the wait, at least half a wave and twice
+    ``noise`` (how far answers typically miss when they were expected): a server's own noise,
+    or the client's, never moves work.
     """
     def worth(candidate: Candidate, used: list[tuple[int, int]], move: float) -> bool:
         wave = min(lanes[p].wave for p, _ in used)
-        return worth_moving(candidate.stay, move, now, margin) and candidate.stay - move >= (
-            0.5 * min(wave, lanes[candidate.position].wave))
+        return worth_moving(candidate.stay, move, now, margin) and candidate.stay - move >= max(
+            0.5 * min(wave, lanes[candidate.position].wave), 2 * noise)
 
     return [k for k, _ in _moves(candidates, lanes, targets, now, worth)]
 
 
 def back_up(stragglers: Sequence[Candidate], lanes: Lanes, helpers: Sequence[int],
-            now: float, margin: float) -> list[tuple[int, list[tuple[int, int]]]]:
+            now: float, margin: float, noise: float = 0.0,
+            ) -> list[tuple[int, list[tuple[int, int]]]]:
     """The running requests worth sending again, latest first: for each, its index into
     ``stragglers`` and the ``(helper, count)`` slices of its prompts.
 
     Each is spread over ``helpers`` other than its own endpoint, free slots first (a backup
     there delays none of the helper's own work), and counts as done no sooner than a wave
     from now wherever it lands: a prompt sent into a wave under way still takes a whole one.
+    It must save ``margin`` of the wait and twice ``noise``, as in :func:`take_back`.
     """
     def worth(straggler: Candidate, used: list[tuple[int, int]], move: float) -> bool:
         move = max(move, max(now + lanes[p].wave for p, _ in used))
-        return worth_moving(straggler.stay, move, now, margin)
+        return (worth_moving(straggler.stay, move, now, margin)
+                and straggler.stay - move >= 2 * noise)
 
     return _moves(stragglers, lanes, helpers, now, worth)
 
