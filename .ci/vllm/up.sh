@@ -82,9 +82,11 @@ T_START=$SECONDS
 log() { echo "[up.sh $((SECONDS - T_START))s] $*" >&2; }
 
 # pip prints one harmless warning per package for a configuration's unused local
-# index folders; keep them out of the log.
+# index folders; keep them out of the log. grep finds nothing else to print when pip says
+# nothing else, and its status 1 set off the ERR trap in the filter's subshell: a "FAILED"
+# line in a log of a run that went on and passed.
 pip_quiet() {
-    "$VENV/bin/python" -m pip "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+    "$VENV/bin/python" -m pip "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2 || true)
 }
 
 # ---------------------------------------------------------------- 1. venv
