@@ -259,6 +259,14 @@ class Chunking:
         the call one endpoint holds at once). More give finer rebalancing, fewer give fewer
         requests; on a uniform fleet a call uses about this many requests per endpoint. Requests
         of other calls queued on the endpoint count against it (one request at least).
+    fleet_in_flight:
+        Requests a call's shares are cut into over the whole fleet, at most, but one an endpoint
+        at least: with more endpoints than ``fleet_in_flight / max_in_flight``, each share goes
+        as ``fleet_in_flight // endpoints`` requests or one. Every request in flight costs the
+        client about a millisecond of CPU and an open connection while it waits; over thousands
+        of endpoints that, not the servers, is what a call waits for, and the finer rebalancing
+        the pieces allow no longer pays for them (400,000 prompts over 4,000 endpoints: 3
+        requests an endpoint used 54 µs of client CPU a prompt, one request 19 µs).
     adapt_to_speed:
         Plan from each endpoint's measured speed, take back waiting work from endpoints that
         fall behind, and back up stragglers. ``False``: an equal split, nothing moved.
@@ -273,6 +281,7 @@ class Chunking:
     chunk_size: int | None = attrs.field(default=None, validator=_optional_count)
     max_chunk: int = attrs.field(default=1024, validator=_count)
     max_in_flight: int = attrs.field(default=4, validator=_count)
+    fleet_in_flight: int = attrs.field(default=2048, validator=_count)
     adapt_to_speed: bool = attrs.field(default=True, validator=_flag)
     min_chunk: int = attrs.field(default=32, validator=_count)
     whole_share: int = attrs.field(default=32, validator=_count)

@@ -186,6 +186,9 @@ class BatchJob(Generic[P, K]):
         self._adaptive = chunking.adapt_to_speed and chunking.chunk_size is None
         self._backups = backups and chunking.adapt_to_speed and len(records) > 1
         self._rebalance = self._adaptive and len(records) > 1
+        # Requests an endpoint's share is cut into (see Chunking.fleet_in_flight).
+        self._pieces = max(1, min(chunking.max_in_flight,
+                                  chunking.fleet_in_flight // max(1, len(records))))
         count = len(payloads)
         self.results: list[Response | None] = [None] * count
         self._attempts = [0] * count
@@ -235,8 +238,11 @@ class BatchJob(Generic[P, K]):
                 # Only a wake-up by the timer tells how late the event loop runs; one by news
                 # says nothing of it: counted as on time, wake-ups by answers hid a loop
                 # kept 50 ms at a time by other work (the lag read 15 ms, under _BUSY_LAG).
+                # It rises at once and falls slowly: backups are due a wave or so into a
+                # straggler's silence, and averaged up from zero, a loop held 50 ms at a time
+                # needed two late wake-ups to count as busy; it often had only one by then.
                 late = max(0.0, self._clock() - start - wait)
-                self._lag = 0.7 * self._lag + 0.3 * late
+                self._lag = max(late, 0.7 * self._lag + 0.3 * late)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -352,7 +358,7 @@ class BatchJob(Generic[P, K]):
                     # servers went out as 15 requests an endpoint, each move taken back
                     # and cut again.
                     holding = len(self._records[position].server.held)
-                    sizes = cut(len(taken), pieces=max(1, chunking.max_in_flight - holding),
+                    sizes = cut(len(taken), pieces=max(1, self._pieces - holding),
                                 smallest=chunking.min_chunk, largest=chunking.max_chunk)
                 start = 0
                 rest = self._records[position].health.wait_time(now)
