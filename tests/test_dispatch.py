@@ -147,6 +147,26 @@ async def test_uniform_fleet_uses_few_requests_per_endpoint() -> None:
     assert max(per_endpoint) <= 8, per_endpoint
 
 
+@pytest.mark.parametrize(("fleet_in_flight", "most"), [(1024, 4), (48, 2), (24, 1), (1, 1)])
+async def test_a_call_cuts_its_shares_into_at_most_fleet_in_flight_requests(
+        fleet_in_flight: int, most: int) -> None:
+    # 24 endpoints, 256 prompts each (four pieces of 64 on their own): 1,024 allows the four
+    # pieces; 48 allows two an endpoint; 24 or fewer one, and never none.
+    latency = LatencyModel(prompt_time=0.001, max_concurrent_seqs=64)
+    prompts = [f"p{i}" for i in range(24 * 256)]
+    async with fleet_of(24, latency=latency) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, transport=fleet.transport,
+                            chunking=Chunking(fleet_in_flight=fleet_in_flight)) as pool:
+            out = await pool.send_all_batched(prompts)
+            stats = pool.stats()
+    check_all_correct(prompts, out)
+    sent = [fleet.counters(k).completion_requests for k in range(24)]
+    assert min(sent) >= 1, sent
+    # A move (taken back, or a backup) adds requests of its own; there are none to expect here.
+    assert max(sent) <= most + 2 * stats.taken_back + stats.backups, (sent, stats)
+    assert sum(sent) >= (24 * most) - 2, (sent, stats)  # cut as far as allowed
+
+
 async def test_a_call_beside_another_cuts_its_share_into_fewer_requests() -> None:
     # Two calls at once on two alike endpoints of 16 slots, 256 prompts an endpoint each: the
     # first to plan cuts each share into 4 requests; the second finds those queued there and
