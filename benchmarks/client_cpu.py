@@ -7,7 +7,8 @@ process, median of 3 runs, for batch mode (``send_all_batched``) and non-batch m
 Each mode on a fresh pool (the call is the pool's first: connections, clients, the model's
 context length) and on a warm pool (the same call a second time).
 
-The target (issue 4): batch mode at most 25 µs per prompt at 20,000 prompts over 100 endpoints.
+The target: batch mode at most 25 µs per prompt at 20,000 prompts over 100 endpoints, and at
+400,000 prompts over 4,000 endpoints (``--endpoints 4000 --prompts 400000``).
 
 Run: ``python -m benchmarks.client_cpu [--prompts 20000] [--nonbatch-prompts 1000]
 [--repeat 3] [--profile]``. ``--profile`` runs the warm batch call once more under cProfile
