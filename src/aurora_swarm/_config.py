@@ -257,8 +257,9 @@ class Chunking:
     max_in_flight:
         Requests one endpoint's share is cut into, at most (with ``chunk_size``: requests of
         the call one endpoint holds at once). More give finer rebalancing, fewer give fewer
-        requests; on a uniform fleet a call uses about this many requests per endpoint. Requests
-        of other calls queued on the endpoint count against it (one request at least).
+        requests; on a uniform fleet a call uses about this many requests per endpoint (fewer
+        over more than ``fleet_in_flight / max_in_flight`` endpoints). Requests of other calls
+        queued on the endpoint count against it (one request at least).
     fleet_in_flight:
         Requests a call's shares are cut into over the whole fleet, at most, but one an endpoint
         at least: with more endpoints than ``fleet_in_flight / max_in_flight``, each share goes
