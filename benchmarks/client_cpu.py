@@ -150,12 +150,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                            f"(this process only):\n{report}")
     print()
     for endpoints_n in args.endpoints:
-        batch = {r["pool"]: r for r in rows
-                 if r["endpoints"] == endpoints_n and r["mode"] == "batch"}
-        fresh, warm = batch["fresh"], batch["warm"]
+        mine = {(r["mode"], r["pool"]): r for r in rows if r["endpoints"] == endpoints_n}
+        fresh, warm = mine["batch", "fresh"], mine["batch", "warm"]
         met = max(fresh["us_per_prompt"], warm["us_per_prompt"]) <= TARGET_US
+        nonbatch = ""
+        if ("non-batch", "fresh") in mine:
+            one, one_warm = mine["non-batch", "fresh"], mine["non-batch", "warm"]
+            nonbatch = (f" vs non-batch {one['us_per_prompt']:,.0f} µs/prompt "
+                        f"({one_warm['us_per_prompt']:,.0f} warm) at {one['prompts']:,} prompts")
         print(f"{endpoints_n} endpoints, {fresh['prompts']:,} prompts: batch "
-              f"{fresh['us_per_prompt']:.1f} µs/prompt ({warm['us_per_prompt']:.1f} warm); "
+              f"{fresh['us_per_prompt']:.1f} µs/prompt ({warm['us_per_prompt']:.1f} warm)"
+              f"{nonbatch}; "
               f"target batch <= {TARGET_US:g} µs/prompt, fresh and warm: "
               f"{'PASS' if met else 'FAIL'}")
     for report in reports:
