@@ -1,9 +1,10 @@
 """A fresh pool reads each server's past speed from /metrics before its first plan.
 
 vLLM publishes how long its finished sequences ran (``vllm:request_inference_time_seconds``),
-so a new pool over servers that have served before, and whose slots it is told, knows which are
-slow without losing a wave to find out. The fake fleet publishes the same histogram. Without
-the slots the past says nothing: a sequence runs longer where more run beside it.
+so a new pool over servers that have served before knows which are slow without losing a wave
+to find out. The fake fleet publishes the same histogram. A sequence runs longer where more run
+beside it, so where the pool is not told the slots, a past wave counts only as far as how many
+the server ran at once (generated tokens a step, also published) cannot explain it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import httpx2
 import pytest
 
 from aurora_swarm import VLLMPool
+from aurora_swarm._server_model import past_slowdown
 from aurora_swarm._transport import ServerGauges, parse_load_gauges
 from aurora_swarm.testing import EndpointBehavior, FakeFleet, LatencyModel
 
@@ -34,11 +36,20 @@ vllm:request_inference_time_seconds_count{engine="0",model_name="m"} 100.0
 vllm:request_inference_time_seconds_sum{engine="1",model_name="m"} 10.0
 vllm:request_inference_time_seconds_count{engine="1",model_name="m"} 100.0
 vllm:request_inference_time_seconds_created{engine="0",model_name="m"} 1.7e9
+# TYPE vllm:generation_tokens counter
+vllm:generation_tokens_total{engine="0",model_name="m"} 6000.0
+vllm:generation_tokens_created{engine="0",model_name="m"} 1.7e9
+vllm:generation_tokens_total{engine="1",model_name="m"} 2000.0
+# TYPE vllm:iteration_tokens_total histogram
+vllm:iteration_tokens_total_bucket{engine="0",le="8.0",model_name="m"} 3.0
+vllm:iteration_tokens_total_count{engine="0",model_name="m"} 150.0
+vllm:iteration_tokens_total_sum{engine="0",model_name="m"} 9000.0
+vllm:iteration_tokens_total_count{engine="1",model_name="m"} 50.0
 """
 
 
 @pytest.mark.parametrize(("page", "expected", "past_wave"), [
-    (VLLM_PAGE, ServerGauges(192, 172, 40.0, 200), 0.2),
+    (VLLM_PAGE, ServerGauges(192, 172, 40.0, 200, 8000.0, 200.0), 0.2),
     ("vllm:num_requests_running 3\nvllm:num_requests_waiting 0\n", ServerGauges(3, 0), None),
     ("vllm:num_requests_running 3\n", None, None),  # no queue gauge: not vLLM's page
     ("# an empty registry\n", None, None),
@@ -94,12 +105,47 @@ async def test_without_a_past_the_first_plan_is_the_equal_split() -> None:
         assert (await _prompts_per_endpoint(fleet, 96))[0] == 24
 
 
-async def test_a_past_wave_is_not_planned_with_while_the_slots_are_unknown() -> None:
-    # The same servers and history as above, but the pool is not told the slots: a short past
-    # wave may only mean fewer sequences ran at once, so the first plan is the equal split.
+def test_past_sequences_at_once_from_a_metrics_page() -> None:
+    gauges = parse_load_gauges(VLLM_PAGE)
+    assert gauges is not None and gauges.past_running == pytest.approx(40.0)  # 8,000 / 200
+    assert ServerGauges(0, 0, 1.0, 2).past_running is None  # not published
+
+
+@pytest.mark.parametrize(("wave", "running", "slowdown"), [
+    (0.8, 8, 8.0),  # as many at once as the fleet: its wave tells
+    (0.05, 8, 0.5),  # twice as fast
+    (0.7, 64, 1.0),  # 7x the wave at 8x the batch (a wide server on a CPU): nothing tells
+    (0.3, 16, 1.5),  # 3x the wave at 2x the batch: at least 1.5x slower
+    (0.1, 2, 1.0),  # the fleet's wave at a quarter of its batch: slower by throughput only
+    (0.025, 2, 1.0),  # a quarter of the wave at a quarter of the batch: as fast by throughput
+])
+def test_a_past_wave_counts_as_far_as_the_batch_cannot_explain_it(
+        wave: float, running: float, slowdown: float) -> None:
+    assert past_slowdown(wave, running, 0.1, 8) == pytest.approx(slowdown)
+
+
+async def test_without_the_slots_a_fresh_pool_still_avoids_a_server_slow_at_the_same_load(
+) -> None:
+    # The same servers and history as above, but the pool is not told the slots: each ran two
+    # sequences at once, so the slow one's long past wave cannot be its batch.
     async with fleet_of(4, model=MODEL, latency=LATENCY, behaviors=SLOW) as fleet:
         await _serve_once_each(fleet)
-        # (Once its answers show it slow, its work may be done again elsewhere.)
+        per_endpoint = await _prompts_per_endpoint(fleet, 96, slots=None)
+    assert per_endpoint[0] == 0, per_endpoint
+
+
+async def test_a_past_wave_a_larger_batch_explains_is_not_planned_with() -> None:
+    # Server 0 is 3x slower but, in its past, ran 32 sequences at once where the others ran
+    # two: a wide server on a CPU would look the same and be as fast, so without the slots
+    # the first plan is the equal split. (Once its answers show it slow, its work may be done
+    # again elsewhere.)
+    async with fleet_of(4, model=MODEL, latency=LATENCY,
+                        behaviors={0: EndpointBehavior(slowness=3.0)}) as fleet:
+        await _serve_once_each(fleet)
+        async with VLLMPool([fleet.endpoints[0]], model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as alone:
+            assert all(a.success for a in await alone.post_batch(
+                0, [f"wide {i}" for i in range(32)]))
         assert (await _prompts_per_endpoint(fleet, 96, slots=None))[0] == 24
 
 
@@ -113,6 +159,9 @@ async def test_the_fake_fleet_publishes_what_its_sequences_ran() -> None:
     assert fast is not None and slow is not None
     assert (fast.runs, slow.runs) == (2, 2)
     assert fast.past_wave == pytest.approx(0.05) and slow.past_wave == pytest.approx(0.15)
+    # Each ran its two prompts at once: two sequences a step, at any speed.
+    assert fast.past_running == pytest.approx(2, rel=0.05)
+    assert slow.past_running == pytest.approx(2, rel=0.05)
 
 
 async def test_a_server_seen_with_no_queue_is_not_read_again_until_it_holds_more() -> None:
@@ -127,7 +176,7 @@ async def test_a_server_seen_with_no_queue_is_not_read_again_until_it_holds_more
                 out = await pool.send_all_batched([f"prompt {i}" for i in range(64)])
                 assert all(r.success for r in out)
             reads = [fleet.counters(i).requests.get("/metrics", 0) for i in range(2)]
-            assert reads == [1, 1], reads
+            assert reads == [2, 2], reads  # the past, before the first plan; one load reading
             # Holding more than was seen running unqueued, the pool reads again: the queue
             # shows the slots.
             out = await pool.send_all_batched([f"prompt {i}" for i in range(256)])

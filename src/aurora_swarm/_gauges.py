@@ -2,11 +2,14 @@
 
 Two kinds of reading, both optional (a server without ``/metrics`` is asked once, then never):
 
-* **The past.** Before the first plan of a fresh pool, each server whose slots are known (a pool
-  option or hostfile tag) is asked how long its finished sequences ran
-  (:attr:`~aurora_swarm._transport.ServerGauges.past_wave`): a fleet with one slow server is
-  then split as if its speeds were known, instead of losing a wave to learn them. Concurrent
-  calls share these reads (:attr:`EndpointRecord.history`).
+* **The past.** Before the first plan of a fresh pool, each server is asked how long its
+  finished sequences ran (:attr:`~aurora_swarm._transport.ServerGauges.past_wave`) and how many
+  it ran at once (:attr:`~aurora_swarm._transport.ServerGauges.past_running`): a fleet with one
+  slow server is then split as if its speeds were known, instead of losing a wave to learn
+  them (:class:`~aurora_swarm._server_model.FleetGuess`). The first plan waits
+  :data:`HISTORY_WAIT` at most, and no new read starts after that: over thousands of servers,
+  a read each would cost the client seconds. Concurrent calls share these reads
+  (:attr:`EndpointRecord.history`); a server not read yet is asked by the next call.
 * **The load.** While a call's requests wait on a server whose slots are not known, the running
   and waiting gauges tell them (:meth:`~aurora_swarm._server_model.ServerModel.note_reading`).
 
@@ -53,24 +56,48 @@ class GaugeReads:
 
     async def read_history(self, records: Sequence[EndpointRecord],
                            group: anyio.abc.TaskGroup) -> None:
-        """Read the past wave of every server whose slots are known and whose wave is not
-        measured yet, waiting at most :data:`HISTORY_WAIT` (a server that answers later still
-        informs the call's take-backs and backups)."""
+        """Read the past of every server whose wave is not measured yet, at most
+        :data:`SCRAPES_AT_ONCE` at a time, waiting at most :data:`HISTORY_WAIT` (a server that
+        answers later still informs the call's take-backs and backups)."""
         reads: list[anyio.Event] = []
+        todo: list[EndpointRecord] = []
         for record in records:
             server = record.server
-            # A past wave is planned with only where the slots are known (FleetGuess).
-            if server.wave is not None or server.metrics is False or not server.knows_slots():
+            if server.wave is not None or server.metrics is False:
                 continue
             if record.history is None:
                 record.history = anyio.Event()
-                group.start_soon(self._read_past, record, record.history)
+                todo.append(record)
             if not record.history.is_set():
                 reads.append(record.history)
-        if reads:
-            with anyio.move_on_after(HISTORY_WAIT):
-                for read in reads:
-                    await read.wait()
+        if not reads:
+            return
+        if todo:
+            group.start_soon(self._read_pasts, todo, anyio.current_time() + HISTORY_WAIT)
+        with anyio.move_on_after(HISTORY_WAIT):
+            for read in reads:
+                await read.wait()
+
+    async def _read_pasts(self, todo: list[EndpointRecord], deadline: float) -> None:
+        """Read the servers of ``todo`` in turn, a few at a time, starting none after
+        ``deadline``: those left are for a later call to read."""
+        slots = anyio.Semaphore(SCRAPES_AT_ONCE)
+        started = 0
+        try:
+            async with anyio.create_task_group() as group:
+                for record in todo:
+                    await slots.acquire()
+                    if anyio.current_time() >= deadline:
+                        slots.release()
+                        return
+                    assert record.history is not None
+                    group.start_soon(self._read_past, record, record.history, slots)
+                    started += 1
+        finally:
+            for left in todo[started:]:  # not read (too late, or the call ended)
+                event, left.history = left.history, None
+                if event is not None:
+                    event.set()
 
     def read_loads(self, waiting: Iterable[tuple[EndpointRecord, float]], now: float,
                    group: anyio.abc.TaskGroup) -> None:
@@ -93,7 +120,8 @@ class GaugeReads:
             server.scraped_at = now
             group.start_soon(self._read_load, record, holding)
 
-    async def _read_past(self, record: EndpointRecord, done: anyio.Event) -> None:
+    async def _read_past(self, record: EndpointRecord, done: anyio.Event,
+                         slots: anyio.Semaphore) -> None:
         server = record.server
         try:
             gauges = await self._read(record.endpoint)
@@ -101,12 +129,14 @@ class GaugeReads:
             record.history = None  # called off with its call: a later call asks again
             raise
         finally:
+            slots.release()
             done.set()
         server.metrics = gauges is not None
         if gauges is not None and gauges.past_wave is not None:
             server.past_wave = gauges.past_wave
-            _log.debug("%s ran a sequence in %.3f s on average before this pool",
-                       record.endpoint, gauges.past_wave)
+            server.past_running = gauges.past_running
+            _log.debug("%s ran a sequence in %.3f s on average before this pool, %s at once",
+                       record.endpoint, gauges.past_wave, gauges.past_running)
         self._notify()
 
     async def _read_load(self, record: EndpointRecord, holding: int) -> None:

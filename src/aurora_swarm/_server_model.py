@@ -80,7 +80,12 @@ class ServerModel:
         ``vllm:request_inference_time_seconds`` on ``/metrics``), or ``None``: a guess at the
         server's speed *relative to the others* until its own answers are measured. Only
         planned with while the slots are known (:meth:`knows_slots`): a sequence runs longer
-        on a server running more at once, so without the slots a wide server looks slow.
+        on a server running more at once, so without the slots a wide server looks slow:
+        then it counts only as far as :attr:`past_running` cannot explain it
+        (:func:`past_slowdown`).
+    past_running:
+        How many sequences the server ran at once on average while busy before this pool
+        used it (``vllm:generation_tokens_total`` over the engine steps), or ``None``.
     """
 
     slots: int | None = None
@@ -93,6 +98,7 @@ class ServerModel:
     prior_waves: int = 0
     period_waves: int = 0
     past_wave: float | None = None
+    past_running: float | None = None
     miss: float | None = None
     held: list[Held] = attrs.field(factory=list)
     busy_since: float = 0.0
@@ -448,17 +454,51 @@ class ServerModel:
         return max(0, self.capacity() - self.outstanding())
 
 
+def past_slowdown(wave: float, running: float, fleet_wave: float,
+                  fleet_running: float) -> float:
+    """How much slower than the fleet a server's past shows it to be, when its slots are not
+    known: a server that ran sequences in ``wave`` seconds each, ``running`` at once on
+    average, beside a fleet's typical ``fleet_wave`` and ``fleet_running``.
+
+    A sequence runs longer beside more others, by a factor between 1 (a step costs the same
+    whatever the batch, as decoding on a GPU nearly does) and the batch itself (a step costs
+    in proportion, as on a CPU). So the server's speed lies between what its wave says
+    (``wave / fleet_wave`` times slower) and what its throughput says (``running / wave``
+    sequences a second against the fleet's): it is planned with the nearer of the two to 1,
+    and as alike when they disagree. On real vLLM servers on one CPU, a server of 64 slots ran
+    a sequence 7x longer than one of 8: by its wave 7x slower, by its throughput as fast.
+
+    Examples
+    --------
+    >>> past_slowdown(0.8, 8, 0.1, 8)  # ran as many at once: its wave tells
+    8.0
+    >>> past_slowdown(0.7, 64, 0.1, 8)  # 7x the wave, 8x the batch: nothing tells
+    1.0
+    >>> past_slowdown(0.4, 16, 0.1, 8)  # 4x the wave at 2x the batch: 2x slower at least
+    2.0
+    """
+    by_wave = wave / fleet_wave
+    by_throughput = by_wave * fleet_running / running
+    if by_wave >= 1 and by_throughput >= 1:
+        return min(by_wave, by_throughput)
+    if by_wave <= 1 and by_throughput <= 1:
+        return max(by_wave, by_throughput)
+    return 1.0
+
+
 @attrs.frozen
 class FleetGuess:
     """What to plan with for a server whose wave this pool has not measured yet.
 
     Its past wave (what it ran like before this pool) says how fast it is next to the others,
     not in this workload's units (other prompts, other ``max_tokens``), so past waves are scaled
-    by how the measured waves compare with the past waves of the same servers. A past wave
-    counts only for a server whose slots are known: how long a sequence ran depends on how many
-    ran beside it (on real vLLM servers on one CPU, a sequence ran 7x longer on a server of 64
-    slots than on one of 8, which was the slower server). A server with neither gets the
-    fleet's typical wave, and before anything is known every server is alike.
+    by how the measured waves compare with the past waves of the same servers. How long a
+    sequence ran depends on how many ran beside it (on real vLLM servers on one CPU, a sequence
+    ran 7x longer on a server of 64 slots than on one of 8, which was the slower server): a
+    past wave counts as it is for a server whose slots are known, and for one whose slots are
+    not only as far as how many it ran at once cannot explain it (:func:`past_slowdown`, against
+    the fleet's median past). A server with neither gets the fleet's typical wave, and before
+    anything is known every server is alike.
     """
 
     typical: float | None
@@ -469,10 +509,19 @@ class FleetGuess:
     median of :attr:`ServerModel.miss`): no estimate is finer than that, so work is worth
     moving only when that saves more than twice it
     (:func:`~aurora_swarm._rebalance.take_back`, :func:`~aurora_swarm._rebalance.back_up`)."""
+    past_fleet: tuple[float, float] | None = None
+    """The median past wave and past sequences at once over the servers that published both
+    (see :func:`past_slowdown`), or ``None``."""
 
     @classmethod
     def of(cls, servers: Iterable[ServerModel]) -> FleetGuess:
         """The guess from every server's measured and past waves."""
+        servers = list(servers)
+        waves = [s.past_wave for s in servers if s.past_wave is not None and s.past_running]
+        past_fleet = None
+        if waves:
+            runs = [s.past_running for s in servers if s.past_wave is not None and s.past_running]
+            past_fleet = (statistics.median(waves), statistics.median(runs))
         measured: list[float] = []
         ratios: list[float] = []
         past: list[float] = []
@@ -482,7 +531,7 @@ class FleetGuess:
             heard = max(heard, server.last_answer)
             if server.miss is not None:
                 misses.append(server.miss)
-            past_wave = server.past_wave if server.knows_slots() else None
+            past_wave = _past_of(server, past_fleet)
             if server.wave is not None and not server.wave_bounded:
                 measured.append(server.wave)
                 if past_wave is not None:
@@ -492,11 +541,25 @@ class FleetGuess:
         scale = statistics.median(ratios) if ratios else 1.0
         noise = statistics.median(misses) if misses else 0.0
         if measured:
-            return cls(statistics.median(measured), scale, heard, noise)
-        return cls(statistics.median(past) * scale if past else None, scale, heard, noise)
+            return cls(statistics.median(measured), scale, heard, noise, past_fleet)
+        return cls(statistics.median(past) * scale if past else None, scale, heard, noise,
+                   past_fleet)
 
     def wave_for(self, server: ServerModel) -> float | None:
         """The wave to assume for ``server`` until it is measured."""
-        if server.past_wave is not None and server.knows_slots():
-            return server.past_wave * self.scale
-        return self.typical
+        past_wave = _past_of(server, self.past_fleet)
+        return past_wave * self.scale if past_wave is not None else self.typical
+
+
+def _past_of(server: ServerModel, past_fleet: tuple[float, float] | None) -> float | None:
+    """The past wave to plan ``server`` with: as published where its slots are known; else the
+    fleet's median past wave times :func:`past_slowdown`; else ``None``."""
+    if server.past_wave is None:
+        return None
+    if server.knows_slots():
+        return server.past_wave
+    if past_fleet is None or not server.past_running:
+        return None
+    fleet_wave, fleet_running = past_fleet
+    return fleet_wave * past_slowdown(server.past_wave, server.past_running, fleet_wave,
+                                      fleet_running)

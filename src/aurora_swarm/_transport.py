@@ -768,12 +768,24 @@ class ServerGauges:
         The sum and count of ``vllm:request_inference_time_seconds``: how long the sequences
         the server has finished spent running (0 and 0 on a server that has served nothing, or
         does not publish it).
+    tokens, steps:
+        ``vllm:generation_tokens_total`` and the count of ``vllm:iteration_tokens_total``: the
+        tokens the server has generated and the engine steps it took (0 and 0 when it does
+        not publish them). A running sequence gains one token a step.
     """
 
     running: int
     waiting: int
     run_seconds: float = 0.0
     runs: int = 0
+    tokens: float = 0.0
+    steps: float = 0.0
+
+    @property
+    def past_running(self) -> float | None:
+        """Sequences the server ran at once on average while it was stepping, over everything
+        it has served (tokens a step)."""
+        return self.tokens / self.steps if self.steps > 0 and self.tokens > 0 else None
 
     @property
     def past_wave(self) -> float | None:
@@ -782,7 +794,8 @@ class ServerGauges:
 
 
 _GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting",
-           "vllm:request_inference_time_seconds_sum", "vllm:request_inference_time_seconds_count")
+           "vllm:request_inference_time_seconds_sum", "vllm:request_inference_time_seconds_count",
+           "vllm:generation_tokens_total", "vllm:iteration_tokens_total_count")
 
 
 def parse_load_gauges(text: str) -> ServerGauges | None:
@@ -800,7 +813,8 @@ def parse_load_gauges(text: str) -> ServerGauges | None:
             found[name] = found.get(name, 0.0) + float(fields[0])
         except (IndexError, ValueError):
             continue
-    running, waiting, run_seconds, runs = (found.get(name) for name in _GAUGES)
+    running, waiting, run_seconds, runs, tokens, steps = (found.get(name) for name in _GAUGES)
     if running is None or waiting is None:
         return None
-    return ServerGauges(int(running), int(waiting), run_seconds or 0.0, int(runs or 0))
+    return ServerGauges(int(running), int(waiting), run_seconds or 0.0, int(runs or 0),
+                        tokens or 0.0, steps or 0.0)

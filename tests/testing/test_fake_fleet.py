@@ -593,6 +593,24 @@ def test_cancelling_a_running_request_frees_its_slots_at_once() -> None:
     assert later.starts == [1.25]
 
 
+def test_the_slot_queue_counts_slot_time_and_busy_time_as_vllm_counts_steps() -> None:
+    # Slot time over busy time is how many prompts ran at once while any ran: the fake
+    # server publishes them as generated tokens and engine steps.
+    queue = SlotSchedule(4)
+    first = queue.book(0.0, [1.0] * 6)  # 4 run over [0, 1], 2 over [1, 2]
+    assert queue.work(0.5) == (2.0, 0.5)
+    assert queue.work(2.0) == (6.0, 2.0)
+    queue.leave(first, 2.0)
+    later = queue.book(3.0, [1.0, 1.0])  # idle over [2, 3]: not busy
+    assert queue.work(3.5) == (7.0, 2.5)
+    queue.leave(later, 3.5)  # aborted half-way: its slots count until then
+    assert queue.work(10.0) == (7.0, 2.5)
+    unlimited = SlotSchedule(0)
+    gone = unlimited.book(0.0, [1.0, 3.0])
+    unlimited.leave(gone, 2.0)
+    assert unlimited.work(5.0) == (3.0, 2.0)
+
+
 def test_unlimited_slots_run_every_prompt_at_once() -> None:
     queue = SlotSchedule(0)
     one = queue.book(0.5, [1.0, 2.0])  # ready after an overhead of 0.5

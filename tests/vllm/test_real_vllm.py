@@ -178,6 +178,11 @@ async def test_pool_learns_each_servers_slots_and_is_no_slower_than_the_equal_sp
         # The past speed a fresh pool plans with: vLLM's inference-time histogram.
         pasts = [await pool._core.transport.load_gauges(e) for e in endpoints]
     assert all(g is not None and g.runs > 0 and g.past_wave for g in pasts), pasts
+    # And how many sequences it ran at once while busy (generated tokens over engine steps):
+    # a step adds at most one token to each running sequence, so never more than its slots.
+    for gauges, slots in zip(pasts, expected, strict=True):
+        assert gauges is not None and gauges.past_running is not None, gauges
+        assert 0 < gauges.past_running <= slots, (gauges, slots)
     assert [e.slots for e in stats.endpoints] == expected
     assert {e.slots_source for e in stats.endpoints} == {"metrics"}
     ours_s, equal_s = sorted(ours)[1], sorted(equal)[1]

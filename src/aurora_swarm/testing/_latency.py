@@ -136,12 +136,16 @@ class SlotSchedule:
     limit: every prompt starts when its request is ready.
     """
 
-    __slots__ = ("_free", "_queue", "_slots")
+    __slots__ = ("_busy_before", "_busy_from", "_busy_to", "_free", "_queue", "_ran", "_slots")
 
     def __init__(self, slots: int) -> None:
         self._slots = slots
         self._free: list[float] = [0.0] * slots
         self._queue: dict[Booking, None] = {}  # the requests in flight, in arrival order
+        # What the slots did (see work): seconds of slot time of the prompts that left the
+        # queue, and the busy periods as booked (the latest, and the total of those before).
+        self._ran = 0.0
+        self._busy_from = self._busy_to = self._busy_before = 0.0
 
     def book(self, ready: float, services: Sequence[float]) -> Booking:
         """Queue a request whose prompts may start at ``ready`` (its arrival plus overhead).
@@ -176,12 +180,15 @@ class SlotSchedule:
             return 0
         if booking.due <= now:
             del self._queue[booking]
+            self._ran += sum(booking.ends) - sum(booking.starts)
             return 0
         freed = sum(1 for end in booking.ends if end > now)
+        self._ran += _ran_by(booking, now)
         if self._slots:
             self._cancel(booking, now)
         else:
             del self._queue[booking]
+            self._trim_busy(now)
         return freed
 
     def may_move(self, booking: Booking, now: float) -> bool:
@@ -197,6 +204,37 @@ class SlotSchedule:
             waiting += w
         return running, waiting
 
+    def work(self, now: float) -> tuple[float, float]:
+        """Return ``(slot_seconds, busy_seconds)`` by ``now``: how long prompts held slots in
+        all (the answered, the aborted and the running so far), and for how long any did.
+
+        Their ratio is how many prompts ran at once on average while the endpoint was busy.
+        Busy periods are counted as booked: a cancel that ends one early is counted from then
+        on, so ``busy_seconds`` is exact up to a request overhead's worth around such moves.
+        """
+        ran = self._ran + sum(_ran_by(booking, now) for booking in self._queue)
+        busy = self._busy_before + max(0.0, min(now, self._busy_to) - self._busy_from)
+        return ran, busy
+
+    def _trim_busy(self, now: float) -> None:
+        """After an abort at ``now``: the busy period ends when the last prompt still holding
+        a slot does."""
+        kept = max(self._busy_from, min(self._busy_to, now))
+        for booking in self._queue:
+            first = bisect_right(booking.starts, now)
+            if first:
+                kept = max(kept, max(booking.ends[:first]))
+        self._busy_to = kept
+
+    def _note_busy(self, start: float, end: float) -> None:
+        """Count a prompt holding a slot from ``start`` to ``end`` in the busy periods (starts
+        come in queue order, never earlier than a start booked before)."""
+        if start > self._busy_to:
+            self._busy_before += self._busy_to - self._busy_from
+            self._busy_from = start
+        if end > self._busy_to:
+            self._busy_to = end
+
     def _place(self, booking: Booking, earliest: float, services: Sequence[float]) -> None:
         starts, ends, befores = booking.starts, booking.ends, booking.befores
         booking._sorted_ends = None
@@ -208,6 +246,7 @@ class SlotSchedule:
                 starts.append(earliest)
                 ends.append(end)
                 befores.append(earliest)
+                self._note_busy(earliest, end)
                 if end > due:
                     due = end
         else:
@@ -219,6 +258,7 @@ class SlotSchedule:
                 starts.append(start)
                 ends.append(end)
                 befores.append(before)
+                self._note_busy(start, end)
                 if end > due:
                     due = end
         booking.due = due
@@ -243,6 +283,7 @@ class SlotSchedule:
         del self._queue[gone]
         self._free = list(free.elements())
         heapq.heapify(self._free)
+        self._trim_busy(now)  # the prompts booked again below extend it as they are placed
         for booking, first in reversed(tail):  # book the waiting prompts again, in queue order
             if booking is gone:
                 continue
@@ -252,6 +293,12 @@ class SlotSchedule:
             self._place(booking, max(now, booking.ready), booking.services[first:])
             if booking.due != was and booking.wake is not None:
                 booking.wake.set()
+
+
+def _ran_by(booking: Booking, now: float) -> float:
+    """Seconds ``booking``'s prompts held slots by ``now``."""
+    return sum(min(end, now) - start
+               for start, end in zip(booking.starts, booking.ends, strict=True) if start < now)
 
 
 def _swap(free: Counter[float], old: float, new: float) -> None:

@@ -51,6 +51,7 @@ GENERATE = "/generate"
 _GET_ROUTES = frozenset({"/health", "/v1/models", "/version", METRICS})
 _POST_ROUTES = frozenset({COMPLETIONS, CHAT, CHAT_BATCH, EMBEDDINGS, GENERATE, "/tokenize"})
 _VLLM_ONLY_ROUTES = frozenset({"/health", "/version", "/tokenize", METRICS})
+_STEP = 0.01  # seconds an engine step of slowness 1 takes, when the model gives no token time
 _NOT_FOUND = Reply.json({"detail": "Not Found"}, status=404)
 _UNAUTHORIZED = Reply.json({"error": "Unauthorized"}, status=401)  # vLLM's --api-key answer
 _NOT_ALLOWED = Reply.json({"detail": "Method Not Allowed"}, status=405)
@@ -448,8 +449,19 @@ class FakeServer:
             self.counters.aborted_prompts += schedule.leave(booking, clock.now())
 
     def _metrics(self) -> Reply:
-        """vLLM's queue gauges in Prometheus text, counting prompts (vLLM's sequences)."""
-        running, waiting = self._slots.counts(self.config.clock.now())
+        """vLLM's queue gauges in Prometheus text, counting prompts (vLLM's sequences); its
+        past sequences' running time; and its generated tokens and engine steps.
+
+        The engine is taken to step every ``token_time`` (10 ms without one) times the
+        endpoint's slowness while any prompt holds a slot, each such prompt gaining a token a
+        step: generated tokens over steps is then how many prompts ran at once, on average,
+        while the endpoint was busy, as on vLLM (prefill is not modelled).
+        """
+        now = self.config.clock.now()
+        running, waiting = self._slots.counts(now)
+        slot_seconds, busy_seconds = self._slots.work(now)
+        step = (self.config.latency.token_time or _STEP) * self._behavior.slowness
+        tokens, steps = (slot_seconds / step, busy_seconds / step) if step > 0 else (0.0, 0.0)
         label = f'{{model_name="{_label_value(self.config.model)}"}}'
         lines = [
             "# HELP vllm:num_requests_running Number of requests in model execution batches.",
@@ -463,6 +475,13 @@ class FakeServer:
             "# TYPE vllm:request_inference_time_seconds histogram",
             f"vllm:request_inference_time_seconds_sum{label} {self._ran.seconds!r}",
             f"vllm:request_inference_time_seconds_count{label} {float(self._ran.sequences)}",
+            "# HELP vllm:generation_tokens_total Number of generation tokens processed.",
+            "# TYPE vllm:generation_tokens_total counter",
+            f"vllm:generation_tokens_total{label} {float(round(tokens))}",
+            "# HELP vllm:iteration_tokens_total Histogram of number of tokens per engine_step.",
+            "# TYPE vllm:iteration_tokens_total histogram",
+            f"vllm:iteration_tokens_total_sum{label} {float(round(tokens))}",
+            f"vllm:iteration_tokens_total_count{label} {float(round(steps))}",
         ]
         return Reply(200, ("\n".join(lines) + "\n").encode(), content_type=_PROMETHEUS)
 
