@@ -409,6 +409,38 @@ def test_slots_sources() -> None:
     assert math.isinf(server.scraped_at * -1)
 
 
+@pytest.mark.parametrize(("wave", "running", "queue", "slots", "source"), [
+    (0.1, 15.3, 0.15, 16, "past"),  # waited 1.5 waves on average: ran about its slots at once
+    (0.1, 150.0, 0.015, None, None),  # 300 prompts on 256 slots once: a part-full wave
+    (0.1, 8.0, 0.0, None, None),  # never queued: its slots may be many more
+    (0.1, None, 0.2, None, None),  # no steps published
+])
+def test_a_past_of_mostly_queued_sequences_tells_the_slots(
+        wave: float, running: float | None, queue: float, slots: int | None,
+        source: str | None) -> None:
+    server = ServerModel()
+    server.note_past(wave, running, queue)
+    assert (server.slots, server.slots_source) == (slots, source)
+    assert (server.past_wave, server.past_running) == (wave, running)
+    if slots is not None:
+        assert server.capacity() == slots and not server.knows_slots()
+
+
+def test_slots_from_the_past_are_a_lower_bound_a_reading_replaces() -> None:
+    server = ServerModel()
+    server.note_past(0.1, 15.3, 0.2)
+    server.learn_slots(20, "observed")  # seen running more at once: raised, still the past
+    assert (server.slots, server.slots_source, server.capacity()) == (20, "past", 20)
+    server.learn_slots(12, "observed")
+    assert server.slots == 20
+    # A reading with prompts waiting counts even below the estimate, once it repeats.
+    assert not server.note_reading(running=16, waiting=30, holding=60)
+    assert server.note_reading(running=16, waiting=30, holding=60)
+    assert (server.slots, server.slots_source) == (16, "metrics")
+    server.note_past(0.1, 30.0, 0.2)  # the past never overrides a reading
+    assert (server.slots, server.slots_source) == (16, "metrics")
+
+
 def test_answers_tell_how_far_they_miss_when_they_were_expected() -> None:
     # 16 slots, 0.1 s waves: four requests of 16 queue back to back. The first answer measures
     # the wave (nothing was expected yet); the second comes on time, the third 50 ms late,

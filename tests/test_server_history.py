@@ -159,9 +159,28 @@ async def test_the_fake_fleet_publishes_what_its_sequences_ran() -> None:
     assert fast is not None and slow is not None
     assert (fast.runs, slow.runs) == (2, 2)
     assert fast.past_wave == pytest.approx(0.05) and slow.past_wave == pytest.approx(0.15)
+    assert fast.past_queue == pytest.approx(0.0, abs=0.005)  # two prompts on 64 slots
     # Each ran its two prompts at once: two sequences a step, at any speed.
     assert fast.past_running == pytest.approx(2, rel=0.05)
     assert slow.past_running == pytest.approx(2, rel=0.05)
+
+
+async def test_a_fresh_pool_plans_with_the_slots_a_queued_past_shows() -> None:
+    # 192 prompts on 64 slots: a third wait a wave, a third two, so a sequence waited a wave
+    # on average and 64 ran at once: a new pool plans with 64 slots there, not vLLM's 256.
+    async with fleet_of(2, model=MODEL, latency=LATENCY) as fleet:
+        async with VLLMPool([fleet.endpoints[0]], model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as alone:
+            assert all(a.success for a in await alone.post_batch(
+                0, [f"queued {i}" for i in range(192)]))
+            gauges = await alone._core.transport.load_gauges(fleet.endpoints[0])
+        assert gauges is not None and gauges.past_queue == pytest.approx(0.05, rel=0.1)
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as fresh:
+            assert all(r.success for r in await fresh.send_all_batched(["one", "two"]))
+            stats = fresh.stats().endpoints
+    assert (stats[0].slots, stats[0].slots_source) == (64, "past")
+    assert stats[1].slots_source is None  # served nothing before
 
 
 async def test_a_server_seen_with_no_queue_is_not_read_again_until_it_holds_more() -> None:

@@ -133,10 +133,10 @@ class GaugeReads:
             done.set()
         server.metrics = gauges is not None
         if gauges is not None and gauges.past_wave is not None:
-            server.past_wave = gauges.past_wave
-            server.past_running = gauges.past_running
-            _log.debug("%s ran a sequence in %.3f s on average before this pool, %s at once",
-                       record.endpoint, gauges.past_wave, gauges.past_running)
+            server.note_past(gauges.past_wave, gauges.past_running, gauges.past_queue)
+            _log.debug("%s ran a sequence in %.3f s on average before this pool, %s at once, "
+                       "after %s s in the queue", record.endpoint, gauges.past_wave,
+                       gauges.past_running, gauges.past_queue)
         self._notify()
 
     async def _read_load(self, record: EndpointRecord, holding: int) -> None:

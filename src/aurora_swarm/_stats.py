@@ -141,8 +141,9 @@ class EndpointStats:
         Sequences the server runs at once, as the pool knows it (``None`` while unknown).
     slots_source:
         Where ``slots`` came from: ``"metrics"`` (vLLM's ``/metrics`` while requests waited),
-        ``"option"`` (``max_num_seqs`` on the pool or the hostfile), ``"observed"`` (the most
-        seen running at once, a lower bound) or ``None``.
+        ``"option"`` (``max_num_seqs`` on the pool or the hostfile), ``"past"`` (how many the
+        server ran at once before the pool used it, where its sequences mostly queued), or
+        ``"observed"`` (the most seen running at once, a lower bound) or ``None``.
     wave:
         Seconds a prompt holds a slot there, as measured (``None`` before it is).
     capabilities:

@@ -772,6 +772,9 @@ class ServerGauges:
         ``vllm:generation_tokens_total`` and the count of ``vllm:iteration_tokens_total``: the
         tokens the server has generated and the engine steps it took (0 and 0 when it does
         not publish them). A running sequence gains one token a step.
+    queue_seconds:
+        The sum of ``vllm:request_queue_time_seconds``: how long the sequences the server has
+        finished waited for a slot (0 when not published).
     """
 
     running: int
@@ -780,6 +783,13 @@ class ServerGauges:
     runs: int = 0
     tokens: float = 0.0
     steps: float = 0.0
+    queue_seconds: float = 0.0
+
+    @property
+    def past_queue(self) -> float | None:
+        """Seconds a sequence waited for a slot on average, over everything the server has
+        served."""
+        return self.queue_seconds / self.runs if self.runs > 0 else None
 
     @property
     def past_running(self) -> float | None:
@@ -795,7 +805,8 @@ class ServerGauges:
 
 _GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting",
            "vllm:request_inference_time_seconds_sum", "vllm:request_inference_time_seconds_count",
-           "vllm:generation_tokens_total", "vllm:iteration_tokens_total_count")
+           "vllm:generation_tokens_total", "vllm:iteration_tokens_total_count",
+           "vllm:request_queue_time_seconds_sum")
 
 
 def parse_load_gauges(text: str) -> ServerGauges | None:
@@ -813,8 +824,9 @@ def parse_load_gauges(text: str) -> ServerGauges | None:
             found[name] = found.get(name, 0.0) + float(fields[0])
         except (IndexError, ValueError):
             continue
-    running, waiting, run_seconds, runs, tokens, steps = (found.get(name) for name in _GAUGES)
+    running, waiting, run_seconds, runs, tokens, steps, queued = (
+        found.get(name) for name in _GAUGES)
     if running is None or waiting is None:
         return None
     return ServerGauges(int(running), int(waiting), run_seconds or 0.0, int(runs or 0),
-                        tokens or 0.0, steps or 0.0)
+                        tokens or 0.0, steps or 0.0, queued or 0.0)

@@ -113,10 +113,12 @@ class ServerConfig:
 @attrs.define
 class _RunTime:
     """Seconds the finished sequences spent running, and how many (vLLM's
-    ``vllm:request_inference_time_seconds`` sum and count; one sequence a prompt)."""
+    ``vllm:request_inference_time_seconds`` sum and count; one sequence a prompt); and seconds
+    they waited for a slot (``vllm:request_queue_time_seconds``)."""
 
     seconds: float = 0.0
     sequences: int = 0
+    queued: float = 0.0
 
 
 class FakeServer:
@@ -443,6 +445,7 @@ class FakeServer:
                     return False
             self._ran.seconds += sum(services)
             self._ran.sequences += len(services)
+            self._ran.queued += sum(booking.starts) - booking.ready * len(booking.starts)
             return True
         finally:
             # Answered, or aborted (client gone, or the endpoint stopped): free what is left.
@@ -475,6 +478,11 @@ class FakeServer:
             "# TYPE vllm:request_inference_time_seconds histogram",
             f"vllm:request_inference_time_seconds_sum{label} {self._ran.seconds!r}",
             f"vllm:request_inference_time_seconds_count{label} {float(self._ran.sequences)}",
+            "# HELP vllm:request_queue_time_seconds Histogram of time spent in WAITING phase "
+            "for request.",
+            "# TYPE vllm:request_queue_time_seconds histogram",
+            f"vllm:request_queue_time_seconds_sum{label} {self._ran.queued!r}",
+            f"vllm:request_queue_time_seconds_count{label} {float(self._ran.sequences)}",
             "# HELP vllm:generation_tokens_total Number of generation tokens processed.",
             "# TYPE vllm:generation_tokens_total counter",
             f"vllm:generation_tokens_total{label} {float(round(tokens))}",
