@@ -79,11 +79,10 @@ class ServerModel:
     past_wave:
         Seconds a sequence ran on the server before this pool used it, on average (from
         ``vllm:request_inference_time_seconds`` on ``/metrics``), or ``None``: a guess at the
-        server's speed *relative to the others* until its own answers are measured. Only
-        planned with while the slots are known (:meth:`knows_slots`): a sequence runs longer
-        on a server running more at once, so without the slots a wide server looks slow:
-        then it counts only as far as :attr:`past_running` cannot explain it
-        (:func:`past_slowdown`).
+        server's speed *relative to the others* until its own answers are measured. Planned
+        with as it is while the slots are known (:meth:`knows_slots`); without them only as
+        far as :attr:`past_running` cannot explain it (:func:`past_slowdown`): a sequence runs
+        longer on a server running more at once, so a wide server looks slow.
     past_running:
         How many sequences the server ran at once on average while busy before this pool
         used it (``vllm:generation_tokens_total`` over the engine steps), or ``None``.
@@ -302,9 +301,9 @@ class ServerModel:
             return
         if source == "observed":
             if self.slots_source in (None, "observed", "past") and (self.slots or 0) < slots:
+                # A raised past estimate is still an estimate (a reading may lower it).
                 self.slots = slots
-                if self.slots_source != "past":
-                    self.slots_source = source
+                self.slots_source = "past" if self.slots_source == "past" else source
             return
         if source == "past":
             if self.slots_source in (None, "observed") and (self.slots or 0) < slots:
@@ -546,11 +545,12 @@ class FleetGuess:
     def of(cls, servers: Iterable[ServerModel]) -> FleetGuess:
         """The guess from every server's measured and past waves."""
         servers = list(servers)
-        waves = [s.past_wave for s in servers if s.past_wave is not None and s.past_running]
+        pasts = [(s.past_wave, s.past_running) for s in servers
+                 if s.past_wave is not None and s.past_running]
         past_fleet = None
-        if waves:
-            runs = [s.past_running for s in servers if s.past_wave is not None and s.past_running]
-            past_fleet = (statistics.median(waves), statistics.median(runs))
+        if pasts:
+            past_fleet = (statistics.median(w for w, _ in pasts),
+                          statistics.median(r for _, r in pasts))
         measured: list[float] = []
         ratios: list[float] = []
         past: list[float] = []

@@ -178,12 +178,11 @@ class SlotSchedule:
         """
         if booking not in self._queue:
             return 0
+        self._ran += _ran_by(booking, now)
         if booking.due <= now:
             del self._queue[booking]
-            self._ran += sum(booking.ends) - sum(booking.starts)
             return 0
         freed = sum(1 for end in booking.ends if end > now)
-        self._ran += _ran_by(booking, now)
         if self._slots:
             self._cancel(booking, now)
         else:
