@@ -195,6 +195,49 @@ async def test_pool_learns_each_servers_slots_and_is_no_slower_than_the_equal_sp
 
 
 
+async def test_closing_a_request_frees_every_sequence_it_holds(endpoints: list[Endpoint]) -> None:
+    """What taking work back rests on: vLLM aborts a request whose connection closes, freeing
+    its running sequences and dropping the ones still waiting, at once (``/metrics``)."""
+    flags = os.environ.get("AURORA_VLLM_MAX_NUM_SEQS", "64 8").split()
+    target = len(endpoints) - 1  # the narrowest server: most of a big request waits there
+    prompts = [words(i) for i in range(600)]
+    async with VLLMPool(endpoints, model=MODEL, max_tokens=64,
+                        sampling={"temperature": 0.0, "ignore_eos": True}) as pool:
+        transport = pool._core.transport
+        endpoint = endpoints[target]
+        seen: list[tuple[int, int]] = []
+        with anyio.CancelScope() as scope, anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                group.start_soon(pool.post_batch, target, prompts)
+                while True:
+                    gauges = await transport.load_gauges(endpoint)
+                    assert gauges is not None
+                    seen.append((gauges.running, gauges.waiting))
+                    if gauges.running > 0 and gauges.waiting > 0:
+                        break
+                    await anyio.sleep(0.02)
+                busy = await transport.load_gauges(endpoint)
+                closed_at = time.monotonic()
+                scope.cancel()  # closes the request's connection
+        assert busy is not None and busy.waiting > 0, seen
+        if flags:
+            assert busy.running == int(flags[min(target, len(flags) - 1)]), busy
+        while True:
+            after = await transport.load_gauges(endpoint)
+            assert after is not None
+            freed_in = time.monotonic() - closed_at
+            if after.running == 0 and after.waiting == 0:
+                break
+            assert freed_in < 5.0, (after, busy)
+            await anyio.sleep(0.02)
+        # Nothing of the request runs on: the server generates no more tokens for it.
+        await anyio.sleep(0.3)
+        later = await transport.load_gauges(endpoint)
+    assert later is not None and later.tokens == after.tokens, (after, later)
+    print(f"\n600 prompts in one request to a server of {busy.running} slots "
+          f"({busy.waiting} waiting) closed: every sequence freed in {freed_in:.2f} s")
+
+
 async def test_a_server_killed_mid_run_loses_no_prompt(
     endpoints: list[Endpoint], server_pids: list[int]
 ) -> None:
