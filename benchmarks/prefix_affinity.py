@@ -79,12 +79,16 @@ async def run_mode(endpoints: list[Endpoint], model: str, prompts: list[str],
         elapsed = time.perf_counter() - start
         stats = pool.stats()
     per_server = [e.prompts for e in stats.endpoints]
+    answered = [e.answered for e in stats.endpoints]
     after = await anyio.to_thread.run_sync(prefix_counters, endpoints)
     failed = sum(1 for r in out if not r.success)
     hits, queries = after[0] - before[0], after[1] - before[1]
     return {"hit_rate": hits / queries if queries else 0.0, "hits": hits, "queries": queries,
             "seconds": elapsed, "requests": stats.requests, "failed": failed,
             "prompts_per_server": " ".join(str(p) for p in per_server),
+            "answered_per_server": " ".join(str(a) for a in answered),
+            "taken_back": sum(e.taken_back for e in stats.endpoints),
+            "backups": sum(e.backups for e in stats.endpoints),
             "prompts_min": min(per_server), "prompts_max": max(per_server)}
 
 
@@ -113,8 +117,10 @@ def main() -> None:
         rows.append({"mode": mode, **result})
         print(f"{mode:>9}: hit rate {result['hit_rate']:.3f} ({result['hits']:.0f} of "
               f"{result['queries']:.0f} prompt tokens from cache), {result['requests']} "
-              f"requests, {result['seconds']:.1f} s, {result['failed']} failed; prompts per "
-              f"server {result['prompts_per_server']} (even share {n / m:.0f})")
+              f"requests, {result['seconds']:.1f} s, {result['failed']} failed; prompts sent "
+              f"to each server {result['prompts_per_server']}, answered by each "
+              f"{result['answered_per_server']} (even share {n / m:.0f}); "
+              f"{result['taken_back']} requests taken back, {result['backups']} backups")
     expected_affinity = (n - args.prefixes) / n
     expected_plain = (n - args.prefixes * m) / n
     print(f"expected about {expected_affinity:.3f} with affinity and {expected_plain:.3f} "
