@@ -9,12 +9,14 @@ the server ran at once (generated tokens a step, also published) cannot explain 
 
 from __future__ import annotations
 
+import math
+
 import anyio
 import httpx2
 import pytest
 
 from aurora_swarm import VLLMPool
-from aurora_swarm._server_model import past_slowdown
+from aurora_swarm._server_model import FleetGuess, ServerModel, past_slowdown
 from aurora_swarm._transport import ServerGauges, parse_load_gauges
 from aurora_swarm.testing import EndpointBehavior, FakeFleet, LatencyModel
 
@@ -49,7 +51,7 @@ vllm:iteration_tokens_total_count{engine="1",model_name="m"} 50.0
 
 
 @pytest.mark.parametrize(("page", "expected", "past_wave"), [
-    (VLLM_PAGE, ServerGauges(192, 172, 40.0, 200, 8000.0, 200.0), 0.2),
+    (VLLM_PAGE, ServerGauges(192, 172, 40.0, 200, 8000.0, 200.0, counts_steps=True), 0.2),
     ("vllm:num_requests_running 3\nvllm:num_requests_waiting 0\n", ServerGauges(3, 0), None),
     ("vllm:num_requests_running 3\n", None, None),  # no queue gauge: not vLLM's page
     ("# an empty registry\n", None, None),
@@ -237,3 +239,104 @@ async def test_a_call_reads_few_servers_gauges_at_once() -> None:
     assert all(r.success for r in out)
     assert transport.reads >= 8, transport.reads  # the servers' queues were worth reading
     assert transport.most == 8, transport.most
+
+
+# -- a fleet that has never served: the engines' step counts -----------------------------------
+
+
+def _new_server(since: float = 0.0) -> ServerModel:
+    server = ServerModel(new_engine=True)
+    server.went_out(server.send(8, since), since)
+    return server
+
+
+@pytest.mark.parametrize(("tokens", "steps", "running", "step_time", "batch", "unfinished"), [
+    (40.0, 5.0, 8, (0.1 / 6, 0.11 / 5), 8.0, 0.1),  # 5 whole steps: between t/6 and t'/5
+    (0.0, 0.0, 8, (0.1, math.inf), None, 0.1),  # not one step in 0.1 s: 0.1 s a step at least
+    (16.0, 2.0, 0, (0.1 / 3, 0.11 / 2), 8.0, None),  # nothing running: no wave bound from it
+])
+def test_a_new_servers_step_time_is_bounded_by_its_whole_steps(
+        tokens: float, steps: float, running: int, step_time: tuple[float, float],
+        batch: float | None, unfinished: float | None) -> None:
+    server = _new_server()
+    server.note_progress(tokens, steps, running, asked=0.1, received=0.11)
+    assert server.step_time == pytest.approx(step_time)
+    assert server.step_batch == batch
+    assert server.unfinished_for == unfinished
+
+
+def test_only_a_server_new_to_work_is_timed_by_its_steps() -> None:
+    server = _new_server()
+    server.new_engine = False  # it had served before: its steps are not all this pool's
+    server.note_progress(40.0, 5.0, 8, asked=0.1, received=0.11)
+    assert server.step_time is None
+
+
+def _stepped(steps: float, batch: float = 8.0, at: float = 0.1) -> ServerModel:
+    server = _new_server()
+    server.note_progress(steps * batch, steps, 8, asked=at, received=at)
+    return server
+
+
+def test_a_server_stepping_clearly_slower_bounds_every_wave_before_any_is_measured() -> None:
+    fast = [_stepped(10) for _ in range(5)]  # 10 ms a step, at most
+    slow = _stepped(1)  # one step in 0.1 s: at least 50 ms a step
+    guess = FleetGuess.of([*fast, slow])
+    assert guess.typical is None and guess.floor == pytest.approx(0.1)
+    assert guess.step_slowdown(slow) == pytest.approx(5.0)
+    assert guess.step_slowdown(fast[0]) == 1.0
+    # The fleet has run 0.1 s without finishing a wave; the slow server, 5x that at least.
+    assert guess.floor_for(fast[0]) == pytest.approx(0.1)
+    assert guess.floor_for(slow) == pytest.approx(0.5)
+    assert guess.wave_at(slow, 0.1) == pytest.approx(0.5)
+    assert guess.wave_for(slow) is None  # a bound, not a plan: lateness is judged as before
+
+
+def test_alike_servers_bound_nothing() -> None:
+    # Whole steps read a moment apart differ by one: no server is shown slower, so no bound.
+    fleet = [_stepped(10), _stepped(9), _stepped(10), _stepped(11)]
+    guess = FleetGuess.of(fleet)
+    assert [guess.step_slowdown(s) for s in fleet] == [1.0] * 4
+    assert guess.floor is None
+
+
+def test_a_larger_batch_explains_slower_steps() -> None:
+    # A wide server on a CPU steps slower because it runs more at once: not slower for that.
+    fleet = [_stepped(10, batch=8) for _ in range(3)]
+    wide = _stepped(2, batch=64)  # 5x the step time at 8x the batch
+    guess = FleetGuess.of([*fleet, wide])
+    assert guess.step_slowdown(wide) == 1.0
+
+
+def test_once_waves_are_measured_a_slow_stepper_is_bounded_by_the_typical_wave() -> None:
+    measured = ServerModel(wave=0.2)
+    fast, slow = _stepped(10), _stepped(1)
+    guess = FleetGuess.of([measured, fast, _stepped(10), _stepped(10), slow])
+    assert guess.typical == pytest.approx(0.2) and guess.floor is None
+    assert guess.floor_for(slow) == pytest.approx(0.2 * 5)
+    assert guess.floor_for(fast) is None
+    assert guess.floor_for(measured) is None
+
+
+async def test_a_fleet_that_never_served_backs_up_a_slow_server_before_the_others_answer(
+) -> None:
+    # One wave of 8 prompts on each of 8 servers of 256 slots; server 0 is 8x slower. Nothing
+    # tells it apart but its engine's steps, read while the wave runs: its prompts go out
+    # again to the others' free slots before any server has answered (without the steps,
+    # only once the others' answers made it late).
+    latency = LatencyModel(request_overhead=0.002, prompt_time=0.5, max_concurrent_seqs=256)
+    backups_at_first_answer: list[int] = []
+    async with fleet_of(8, model=MODEL, latency=latency, behaviors=SLOW) as fleet:
+        async with VLLMPool(fleet.endpoints, model=MODEL, max_tokens=8,
+                            transport=fleet.transport) as pool:
+
+            def first(index: int, response: object) -> None:
+                if not backups_at_first_answer:
+                    backups_at_first_answer.append(pool.stats().backups)
+
+            out = await pool.send_all_batched([f"prompt {i}" for i in range(64)],
+                                              on_result=first)
+            stats = pool.stats()
+    assert all(r.success for r in out)
+    assert backups_at_first_answer[0] >= 1, backups_at_first_answer
+    assert stats.endpoints[0].answered == 0  # the backups answered its prompts first

@@ -176,7 +176,7 @@ class BatchJob(Generic[P, K]):
         self._shapes = shapes
         self._send = send
         self._probe = probe
-        self._gauges = None if gauges is None else GaugeReads(gauges, self._notify)
+        self._gauges = None if gauges is None else GaugeReads(gauges, self._notify, clock)
         self._settings = settings
         self._limiter = limiter
         self._on_result = on_result
@@ -314,7 +314,7 @@ class BatchJob(Generic[P, K]):
     def _lane(self, position: int, now: float, guess: FleetGuess) -> Lane:
         server = self._records[position].server
         # Nothing measured anywhere and no history: all alike.
-        wave = server.wave_at(now, guess.wave_for(server), guess.heard) or 1.0
+        wave = guess.wave_at(server, now) or 1.0
         if not server.held:
             rest = self._records[position].health.wait_time(now)
             return Lane(now + rest, 0, 0, server.capacity(), wave, server.room())
@@ -423,7 +423,7 @@ class BatchJob(Generic[P, K]):
             server = self._records[position].server
             if flights[-1].held.ahead < server.capacity():
                 continue  # all of it runs in the first wave: nothing waits
-            wave = server.wave_at(now, guess.wave_for(server), guess.heard)
+            wave = guess.wave_at(server, now)
             if wave is None:
                 continue
             late = server.overdue(now, guess.wave_for(server))
@@ -479,7 +479,7 @@ class BatchJob(Generic[P, K]):
         for position, flights in self._mine.items():
             server = self._records[position].server
             # At least as slow as its unanswered requests show (see ServerModel.wave_at).
-            wave = server.wave_at(now, guess.wave_for(server), guess.heard)
+            wave = guess.wave_at(server, now)
             if wave is None:
                 continue
             late = server.overdue(now, guess.wave_for(server))

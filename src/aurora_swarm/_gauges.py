@@ -12,6 +12,9 @@ Two kinds of reading, both optional (a server without ``/metrics`` is asked once
   (:attr:`EndpointRecord.history`); a server not read yet is asked by the next call.
 * **The load.** While a call's requests wait on a server whose slots are not known, the running
   and waiting gauges tell them (:meth:`~aurora_swarm._server_model.ServerModel.note_reading`).
+* **The progress.** A server that had served nothing when first read has no past to tell its
+  speed; until its first answer, its engine's step count tells how fast it runs this pool's
+  work (:meth:`~aurora_swarm._server_model.ServerModel.note_progress`).
 
 A reading costs the client about what a request costs, so one call has at most
 :data:`SCRAPES_AT_ONCE` load readings in flight: uncapped, a fresh call over 4,000 near-instant
@@ -23,6 +26,7 @@ client, the longer each reading takes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import anyio
@@ -49,9 +53,11 @@ class GaugeReads:
     """The ``/metrics`` readings of one call; ``notify`` wakes its decider when one tells
     something new."""
 
-    def __init__(self, read: GaugeReader, notify: Callable[[], None]) -> None:
+    def __init__(self, read: GaugeReader, notify: Callable[[], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._read = read
         self._notify = notify
+        self._clock = clock
         self._in_flight = 0
 
     async def read_history(self, records: Sequence[EndpointRecord],
@@ -101,24 +107,27 @@ class GaugeReads:
 
     def read_loads(self, waiting: Iterable[tuple[EndpointRecord, float]], now: float,
                    group: anyio.abc.TaskGroup) -> None:
-        """Read the load gauges of servers whose slots are not known yet, while the call's
-        requests wait there (while any wait, the running count is the server's capacity).
+        """Read the gauges of servers whose slots are not known yet, while the call's
+        requests wait there (while any wait, the running count is the server's capacity), and
+        of servers new to work until their first answer (their progress).
         ``waiting`` gives each server the call has requests on, with when its oldest was sent."""
         for record, oldest_sent in waiting:
             if self._in_flight >= SCRAPES_AT_ONCE:
                 return
             server = record.server
-            if (record.scraping or server.metrics is False or server.knows_slots()
+            if (record.scraping or server.metrics is False
                     or now - server.scraped_at < SCRAPE_EVERY
                     or now - oldest_sent < SCRAPE_AFTER):
                 continue
             holding = server.outstanding()
-            if holding <= server.unqueued_hold:
+            wants_slots = not server.knows_slots() and holding > server.unqueued_hold
+            wants_progress = server.new_engine and server.wave is None
+            if not (wants_slots or wants_progress):
                 continue
             record.scraping = True
             self._in_flight += 1
             server.scraped_at = now
-            group.start_soon(self._read_load, record, holding)
+            group.start_soon(self._read_load, record, holding, now)
 
     async def _read_past(self, record: EndpointRecord, done: anyio.Event,
                          slots: anyio.Semaphore) -> None:
@@ -132,6 +141,8 @@ class GaugeReads:
             slots.release()
             done.set()
         server.metrics = gauges is not None
+        if gauges is not None and gauges.counts_steps and not (gauges.steps or gauges.runs):
+            server.new_engine = True  # served nothing yet: its steps will be this pool's
         if gauges is not None and gauges.past_wave is not None:
             server.note_past(gauges.past_wave, gauges.past_running, gauges.past_queue)
             _log.debug("%s ran a sequence in %.3f s on average before this pool, %s at once, "
@@ -139,8 +150,9 @@ class GaugeReads:
                        gauges.past_running, gauges.past_queue)
         self._notify()
 
-    async def _read_load(self, record: EndpointRecord, holding: int) -> None:
-        """Learn the slots from one reading, taken while the call held ``holding`` prompts."""
+    async def _read_load(self, record: EndpointRecord, holding: int, asked: float) -> None:
+        """Learn the slots, and a new server's progress, from one reading asked for at
+        ``asked`` while the call held ``holding`` prompts."""
         try:
             gauges = await self._read(record.endpoint)
         finally:
@@ -149,6 +161,12 @@ class GaugeReads:
         server = record.server
         if gauges is None:
             server.metrics = False
+            return
+        if server.new_engine and server.wave is None:
+            server.note_progress(gauges.tokens, gauges.steps, gauges.running, asked,
+                                 self._clock())
+            self._notify()
+        if server.knows_slots():
             return
         if server.note_reading(gauges.running, gauges.waiting, holding):
             _log.info("%s runs %d sequences at once (from /metrics)", record.endpoint,

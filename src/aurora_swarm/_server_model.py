@@ -86,6 +86,15 @@ class ServerModel:
     past_running:
         How many sequences the server ran at once on average while busy before this pool
         used it (``vllm:generation_tokens_total`` over the engine steps), or ``None``.
+    new_engine:
+        Whether the server had served nothing when this pool first read its ``/metrics``
+        while publishing its engine steps: everything it counts since is this pool's work, so
+        its steps so far tell its speed before any answer does (:meth:`note_progress`).
+    step_time:
+        Seconds an engine step of such a server takes, at least and at most, as its step
+        count shows (see :meth:`note_progress`), or ``None``.
+    step_batch:
+        Sequences a step of such a server ran on average (tokens over steps), or ``None``.
     """
 
     slots: int | None = None
@@ -99,6 +108,11 @@ class ServerModel:
     period_waves: int = 0
     past_wave: float | None = None
     past_running: float | None = None
+    new_engine: bool = False
+    engine_since: float | None = None  # when this pool's first request to it went out
+    step_time: tuple[float, float] | None = None
+    step_batch: float | None = None
+    unfinished_for: float | None = None
     miss: float | None = None
     held: list[Held] = attrs.field(factory=list)
     busy_since: float = 0.0
@@ -147,6 +161,8 @@ class ServerModel:
         # Requests that went out are first in ``held``, in the order they went.
         if self.done == 0 and not self.held[0].out:
             self.busy_since = self.answered_at = now
+        if self.engine_since is None:
+            self.engine_since = now
         first_waiting = next(i for i, h in enumerate(self.held) if not h.out or h is held)
         if first_waiting < index:
             held.ahead = self.held[first_waiting].ahead
@@ -293,6 +309,30 @@ class ServerModel:
                 and queue >= wave / 2):
             self.learn_slots(math.ceil(running - 1e-9), "past")
 
+    def note_progress(self, tokens: float, steps: float, running: int, asked: float,
+                      received: float) -> None:
+        """Learn how fast a server new to work steps (:attr:`new_engine`), from one reading
+        of its generated ``tokens`` and engine ``steps``, asked for at ``asked`` and received
+        at ``received``.
+
+        Each of its steps since this pool's first request went out (:attr:`engine_since`) is
+        this pool's work, and a running sequence gains a token a step. Steps are whole: ``n``
+        of them counted a time ``t`` after the first request went out took at most ``t / n``
+        each, and at least ``t / (n + 1)`` (the next had not ended). A server that has not
+        stepped at all in ``t`` takes at least ``t`` a step. Those bounds rank the servers
+        long before any answers (:class:`FleetGuess`): on a fleet that has never served, an
+        8x slower server was found only when its first wave was late, and a one-wave call
+        took 2.4x what a split knowing the speeds takes.
+        """
+        if not self.new_engine or self.engine_since is None or asked <= self.engine_since:
+            return
+        # Still running: the first wave has lasted this long at least (see FleetGuess.floor).
+        self.unfinished_for = asked - self.engine_since if running > 0 else None
+        least = (asked - self.engine_since) / (steps + 1)
+        most = (received - self.engine_since) / steps if steps >= 1 else math.inf
+        self.step_time = (least, most)
+        self.step_batch = tokens / steps if steps >= 1 and tokens > 0 else None
+
     def learn_slots(self, slots: int, source: str) -> None:
         """Record the server's slots: a reading from ``/metrics`` or an option wins over the
         past, the past over an observation, and an observation only ever raises the slots
@@ -419,8 +459,9 @@ class ServerModel:
         return max(0.0, now - max(oldest.sent, due - wave))
 
     def wave_at(self, now: float, fallback: float | None,
-                heard: float = math.inf) -> float | None:
-        """The wave time to plan with at ``now``.
+                heard: float = math.inf, floor: float | None = None) -> float | None:
+        """The wave time to plan with at ``now``, at least ``floor`` (see
+        :meth:`FleetGuess.floor_for`).
 
         The measured wave, or ``fallback`` (the fleet's typical wave) before any, or the
         longer of the two while the wave is only bounded; but at least as long as the server
@@ -444,6 +485,8 @@ class ServerModel:
                 # Sent later into free slots, it has run only since it was sent.
                 lower = min((until - start) / waves, until - oldest.sent)
                 wave = lower if wave is None or wave < lower else wave
+        if floor is not None and (wave is None or wave < floor):
+            wave = floor
         return wave
 
     def finish_of(self, place: int, now: float, wave: float) -> float:
@@ -540,6 +583,13 @@ class FleetGuess:
     past_fleet: tuple[float, float] | None = None
     """The median past wave and past sequences at once over the servers that published both
     (see :func:`past_slowdown`), or ``None``."""
+    step_fleet: tuple[float, float | None] | None = None
+    """Over the servers new to work that have stepped (:meth:`ServerModel.note_progress`):
+    the median of the most a step takes, and the median sequences a step; or ``None``."""
+    floor: float | None = None
+    """Before any wave is measured, and only while some server new to work steps clearly
+    slower than the others: the median time such servers were seen still running their first
+    wave, which every wave lasts at least; else ``None`` (see :meth:`floor_for`)."""
 
     @classmethod
     def of(cls, servers: Iterable[ServerModel]) -> FleetGuess:
@@ -569,15 +619,63 @@ class FleetGuess:
                 past.append(past_wave)
         scale = statistics.median(ratios) if ratios else 1.0
         noise = statistics.median(misses) if misses else 0.0
+        stepped = [s for s in servers if s.step_time is not None and s.step_time[1] < math.inf]
+        step_fleet = None
+        if stepped:
+            batches = [s.step_batch for s in stepped if s.step_batch is not None]
+            step_fleet = (statistics.median(s.step_time[1] for s in stepped if s.step_time),
+                          statistics.median(batches) if batches else None)
         if measured:
-            return cls(statistics.median(measured), scale, heard, noise, past_fleet)
-        return cls(statistics.median(past) * scale if past else None, scale, heard, noise,
-                   past_fleet)
+            return cls(statistics.median(measured), scale, heard, noise, past_fleet, step_fleet)
+        guess = cls(statistics.median(past) * scale if past else None, scale, heard, noise,
+                    past_fleet, step_fleet)
+        if guess.typical is not None or step_fleet is None:
+            return guess
+        unfinished = [s.unfinished_for for s in servers if s.unfinished_for is not None]
+        if unfinished and any(guess.step_slowdown(s) > 1 for s in servers):
+            return attrs.evolve(guess, floor=statistics.median(unfinished))
+        return guess
 
     def wave_for(self, server: ServerModel) -> float | None:
         """The wave to assume for ``server`` until it is measured."""
         past_wave = _past_of(server, self.past_fleet)
         return past_wave * self.scale if past_wave is not None else self.typical
+
+    def wave_at(self, server: ServerModel, now: float) -> float | None:
+        """The wave to plan ``server`` with at ``now`` (:meth:`ServerModel.wave_at`, with
+        this guess's fallback, last answer heard and floor)."""
+        return server.wave_at(now, self.wave_for(server), self.heard, self.floor_for(server))
+
+    def floor_for(self, server: ServerModel) -> float | None:
+        """The least wave ``server`` can have as far as the steps show, or ``None``: the
+        fleet's typical wave times how much slower than the others it steps, at least
+        (:meth:`step_slowdown`); before any wave is measured, the fleet's :attr:`floor` times
+        that, for every server.
+
+        A bound, not a plan: the server's planned wave stays the typical one, so it is still
+        found late as soon as that says (:meth:`ServerModel.late`). Planned 1.7x slower than
+        the others, as its first few steps proved, a 3x slower server was found late only
+        after its own wave would have ended.
+        """
+        slower = self.step_slowdown(server)
+        if self.typical is None:
+            # Before any wave is measured, the floor bounds every server's.
+            return None if self.floor is None else self.floor * slower
+        return self.typical * slower if slower > 1 else None
+
+    def step_slowdown(self, server: ServerModel) -> float:
+        """How much slower than the fleet's typical server new to work ``server`` steps, at
+        least (1 when nothing shows it slower): its least step time against the median of
+        the most, as far as a larger batch cannot explain it (:func:`past_slowdown`)."""
+        if self.step_fleet is None or server.step_time is None or server.wave is not None:
+            return 1.0
+        fleet_step, fleet_batch = self.step_fleet
+        least = server.step_time[0]
+        if fleet_batch is None or server.step_batch is None:
+            slower = least / fleet_step
+        else:
+            slower = past_slowdown(least, server.step_batch, fleet_step, fleet_batch)
+        return max(1.0, slower)
 
 
 def _past_of(server: ServerModel, past_fleet: tuple[float, float] | None) -> float | None:

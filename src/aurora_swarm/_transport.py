@@ -775,6 +775,9 @@ class ServerGauges:
     queue_seconds:
         The sum of ``vllm:request_queue_time_seconds``: how long the sequences the server has
         finished waited for a slot (0 when not published).
+    counts_steps:
+        Whether the server publishes its generated tokens and engine steps at all (``tokens``
+        and ``steps`` of 0 then mean that it has not stepped yet).
     """
 
     running: int
@@ -784,6 +787,7 @@ class ServerGauges:
     tokens: float = 0.0
     steps: float = 0.0
     queue_seconds: float = 0.0
+    counts_steps: bool = False
 
     @property
     def past_queue(self) -> float | None:
@@ -829,4 +833,5 @@ def parse_load_gauges(text: str) -> ServerGauges | None:
     if running is None or waiting is None:
         return None
     return ServerGauges(int(running), int(waiting), run_seconds or 0.0, int(runs or 0),
-                        tokens or 0.0, steps or 0.0, queued or 0.0)
+                        tokens or 0.0, steps or 0.0, queued or 0.0,
+                        tokens is not None and steps is not None)

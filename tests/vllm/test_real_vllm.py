@@ -216,10 +216,16 @@ async def test_closing_a_request_frees_every_sequence_it_holds(endpoints: list[E
                     if gauges.running > 0 and gauges.waiting > 0:
                         break
                     await anyio.sleep(0.02)
+                first = await transport.load_gauges(endpoint)
+                await anyio.sleep(0.2)
                 busy = await transport.load_gauges(endpoint)
                 closed_at = time.monotonic()
                 scope.cancel()  # closes the request's connection
         assert busy is not None and busy.waiting > 0, seen
+        # While it runs, the engine's step and token counts move: a pool new to a server
+        # times it by them before any answer (ServerModel.note_progress).
+        assert first is not None and busy.counts_steps, busy
+        assert busy.steps > first.steps and busy.tokens > first.tokens, (first, busy)
         if flags:
             assert busy.running == int(flags[min(target, len(flags) - 1)]), busy
         while True:
