@@ -8,7 +8,7 @@ The oracle and equal splits, which plan nothing from the servers, run after it o
 fleet. The fleet shapes are the dispatch grid's (8 endpoints of 16 or 256 slots; uniform, two
 3x slower, one 8x slower), with its prompt times.
 
-Run: ``python -m benchmarks.pristine_fleet [--repeat N] [--per-endpoint 8,64,300]``
+Run: ``python -m benchmarks.pristine_fleet [--repeat N] [--per-endpoint 8,64,300] [--callers 8]``
 """
 
 from __future__ import annotations
@@ -53,15 +53,17 @@ def main() -> int:
     parser.add_argument("--slots", default="16,256")
     parser.add_argument("--shape", default=",".join(SHAPES))
     parser.add_argument("--per-endpoint", default="8,64,300")
+    parser.add_argument("--callers", type=int, default=1,
+                        help="concurrent callers on the pool, each with its share (1)")
     args = parser.parse_args()
     print(f"{ENDPOINTS} fake endpoints started anew for every run (no past to read), "
-          f"{OVERHEAD * 1000:g} ms a request; a fresh pool, one caller; median of "
+          f"{OVERHEAD * 1000:g} ms a request; a fresh pool, {args.callers} caller(s); median of "
           f"{args.repeat} fleets", flush=True)
     worst = 0.0
     for slots in (int(x) for x in args.slots.split(",")):
         for shape in args.shape.split(","):
             for per_endpoint in (int(x) for x in args.per_endpoint.split(",")):
-                cell = Cell(slots, shape, per_endpoint, "fresh", 1)
+                cell = Cell(slots, shape, per_endpoint, "fresh", args.callers)
                 prompt_time = prompt_time_for(slots, per_endpoint)
                 runs: list[dict[str, float]] = []
                 for _ in range(args.repeat):

@@ -293,7 +293,11 @@ class BatchJob(Generic[P, K]):
                 self._back_up(lanes, now, guess)
             if self._gauges is not None:
                 assert self._group is not None
-                self._gauges.read_loads(self._waiting(), now, self._group)
+                # A client that wakes up late is saturated: it has no time for reads that only
+                # refine its plan (over 4,000 near-instant servers, progress reads of servers
+                # whose answers it had not yet read cost 15% more CPU a prompt).
+                self._gauges.read_loads(self._waiting(), now, self._group,
+                                        progress=self._lag < _BUSY_LAG)
         return min(tick, self._next_wake(now))
 
     def _next_wake(self, now: float) -> float:

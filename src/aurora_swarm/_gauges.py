@@ -106,10 +106,10 @@ class GaugeReads:
                     event.set()
 
     def read_loads(self, waiting: Iterable[tuple[EndpointRecord, float]], now: float,
-                   group: anyio.abc.TaskGroup) -> None:
+                   group: anyio.abc.TaskGroup, progress: bool = True) -> None:
         """Read the gauges of servers whose slots are not known yet, while the call's
-        requests wait there (while any wait, the running count is the server's capacity), and
-        of servers new to work until their first answer (their progress).
+        requests wait there (while any wait, the running count is the server's capacity), and,
+        with ``progress``, of servers new to work until their first answer (their progress).
         ``waiting`` gives each server the call has requests on, with when its oldest was sent."""
         for record, oldest_sent in waiting:
             if self._in_flight >= SCRAPES_AT_ONCE:
@@ -121,7 +121,7 @@ class GaugeReads:
                 continue
             holding = server.outstanding()
             wants_slots = not server.knows_slots() and holding > server.unqueued_hold
-            wants_progress = server.new_engine and server.wave is None
+            wants_progress = progress and server.new_engine and server.wave is None
             if not (wants_slots or wants_progress):
                 continue
             record.scraping = True
