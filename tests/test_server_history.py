@@ -272,6 +272,16 @@ def test_only_a_server_new_to_work_is_timed_by_its_steps() -> None:
     assert server.step_time is None
 
 
+def test_a_server_is_timed_by_its_steps_only_until_it_answers_or_goes_idle() -> None:
+    answered = _new_server()
+    answered.answered(answered.held[0], 0.1)
+    idle = _new_server()
+    idle.drop(idle.held[0])  # taken back: its steps from now on would count idle time
+    for server in (answered, idle):
+        server.note_progress(40.0, 5.0, 8, asked=0.2, received=0.2)
+        assert not server.new_engine and server.step_time is None
+
+
 def _stepped(steps: float, batch: float = 8.0, at: float = 0.1) -> ServerModel:
     server = _new_server()
     server.note_progress(steps * batch, steps, 8, asked=at, received=at)

@@ -88,13 +88,19 @@ class ServerModel:
         used it (``vllm:generation_tokens_total`` over the engine steps), or ``None``.
     new_engine:
         Whether the server had served nothing when this pool first read its ``/metrics``
-        while publishing its engine steps: everything it counts since is this pool's work, so
-        its steps so far tell its speed before any answer does (:meth:`note_progress`).
+        while publishing its engine steps, and has since been busy with this pool's first
+        requests without answering: all it counts is that work, so its steps tell its speed
+        before any answer does (:meth:`note_progress`). Cleared by its first answer, and when
+        it holds nothing (its steps would then count idle time too).
     step_time:
         Seconds an engine step of such a server takes, at least and at most, as its step
-        count shows (see :meth:`note_progress`), or ``None``.
+        count showed (see :meth:`note_progress`), or ``None``.
     step_batch:
         Sequences a step of such a server ran on average (tokens over steps), or ``None``.
+    unfinished_for:
+        How long such a server had been running this pool's first requests, still running
+        some, when last read (a bound on the first wave: see ``FleetGuess.floor``), or
+        ``None``.
     """
 
     slots: int | None = None
@@ -182,6 +188,8 @@ class ServerModel:
         for later in self.held[index:]:
             later.ahead -= held.size
         self.queued -= held.size
+        if not self.held:
+            self.new_engine = False  # idle from now on: its steps no longer time it
 
     def answered(self, held: Held, now: float) -> None:
         """Note that ``held`` was answered at ``now``, and learn the wave time from it.
@@ -200,6 +208,7 @@ class ServerModel:
             self._note_miss(held, now, self.wave)
         self.done += held.size
         self.answered_at = self.last_answer = now
+        self.new_engine = False  # its answers time it from now on, not its steps
         sample, waves = self._waves_bound(held, now, self.done)
         if sample > 0:
             # Each answer measures everything answered in the busy period so far, so the
