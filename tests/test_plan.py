@@ -441,6 +441,20 @@ def test_slots_from_the_past_are_a_lower_bound_a_reading_replaces() -> None:
     assert (server.slots, server.slots_source) == (16, "metrics")
 
 
+def test_a_past_estimate_is_not_replaced_by_a_reading_between_steps() -> None:
+    # Estimated at 17 from its past, read at 64 (raised, still the past), then twice at 1
+    # between steps with prompts waiting: not its slots.
+    server = ServerModel()
+    server.note_past(0.1, 16.5, 0.2)
+    assert not server.note_reading(running=64, waiting=50, holding=114)
+    assert (server.slots, server.slots_source) == (64, "past")
+    assert not server.note_reading(running=1, waiting=100, holding=114)
+    assert not server.note_reading(running=1, waiting=100, holding=114)
+    assert server.capacity() == 64
+    server.note_reading(running=64, waiting=50, holding=114)  # the same again: read
+    assert (server.slots, server.slots_source) == (64, "metrics")
+
+
 def test_answers_tell_how_far_they_miss_when_they_were_expected() -> None:
     # 16 slots, 0.1 s waves: four requests of 16 queue back to back. The first answer measures
     # the wave (nothing was expected yet); the second comes on time, the third 50 ms late,

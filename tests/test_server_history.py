@@ -51,7 +51,8 @@ vllm:iteration_tokens_total_count{engine="1",model_name="m"} 50.0
 
 
 @pytest.mark.parametrize(("page", "expected", "past_wave"), [
-    (VLLM_PAGE, ServerGauges(192, 172, 40.0, 200, 8000.0, 200.0, counts_steps=True), 0.2),
+    (VLLM_PAGE, ServerGauges(192, 172, 40.0, 200, 8000.0, 200.0, counts_steps=True,
+                             step_tokens=9000.0), 0.2),
     ("vllm:num_requests_running 3\nvllm:num_requests_waiting 0\n", ServerGauges(3, 0), None),
     ("vllm:num_requests_running 3\n", None, None),  # no queue gauge: not vLLM's page
     ("# an empty registry\n", None, None),
@@ -110,6 +111,11 @@ async def test_without_a_past_the_first_plan_is_the_equal_split() -> None:
 def test_past_sequences_at_once_from_a_metrics_page() -> None:
     gauges = parse_load_gauges(VLLM_PAGE)
     assert gauges is not None and gauges.past_running == pytest.approx(40.0)  # 8,000 / 200
+    # 8,000 of the 9,000 tokens its steps processed were generated: steps mostly decoded.
+    assert gauges.decoding
+    # Long prompts, one-token answers (a vLLM server after a prefix-cache benchmark): a step's
+    # generated tokens are no count of its sequences.
+    assert not ServerGauges(0, 0, 1.0, 2, 2500.0, 105.0, 0.5, True, 192081.0).decoding
     assert ServerGauges(0, 0, 1.0, 2).past_running is None  # not published
 
 

@@ -144,7 +144,10 @@ class GaugeReads:
         if gauges is not None and gauges.counts_steps and not (gauges.steps or gauges.runs):
             server.new_engine = True  # served nothing yet: its steps will be this pool's
         if gauges is not None and gauges.past_wave is not None:
-            server.note_past(gauges.past_wave, gauges.past_running, gauges.past_queue)
+            # How long the past sequences queued tells the slots only where a step's generated
+            # tokens count its sequences (ServerModel.note_past).
+            server.note_past(gauges.past_wave, gauges.past_running,
+                             gauges.past_queue if gauges.decoding else None)
             _log.debug("%s ran a sequence in %.3f s on average before this pool, %s at once, "
                        "after %s s in the queue", record.endpoint, gauges.past_wave,
                        gauges.past_running, gauges.past_queue)

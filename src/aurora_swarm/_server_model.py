@@ -311,7 +311,10 @@ class ServerModel:
         that (``"past"``) rather than vLLM's default. A server of 16 slots planned as one of
         256 is given a 3x slower server's share in one wave it does in six. Below half a wave
         of waiting (one call of 300 prompts on 256 slots: 0.15 of a wave), the average mixes
-        full waves with a part-full one and says little.
+        full waves with a part-full one and says little. The caller passes no ``queue`` where
+        the past steps mostly read prompts (see ``ServerGauges.decoding``): there, generated
+        tokens a step are no count of sequences (a 64-slot vLLM server that had served
+        525-token prompts with one-token answers showed 17 at once).
         """
         self.past_wave, self.past_running = wave, running
         if (wave is not None and running is not None and queue is not None
@@ -383,9 +386,14 @@ class ServerModel:
             if running > 0:
                 self.learn_slots(running, "observed")
             return False
-        if running <= 0 or (running < (self.slots or 0) and self.slots_source != "past"):
+        if running <= 0 or (running < (self.slots or 0) and (
+                self.slots_source != "past" or running < self.last_reading)):
             # Fewer running than were once seen at once is not the capacity: between steps of
             # short answers a vLLM server read 1 running of its 8 slots, with prompts waiting.
+            # A past estimate may be too high, so a lower reading may replace it, but not one
+            # lower than the reading before: a 64-slot server estimated at 17 from its past,
+            # then read twice at 1 between steps, would be planned with 1 slot for good (it is
+            # then never given enough to queue, and never read again).
             return False
         if running != self.last_reading:
             self.last_reading = running

@@ -778,6 +778,9 @@ class ServerGauges:
     counts_steps:
         Whether the server publishes its generated tokens and engine steps at all (``tokens``
         and ``steps`` of 0 then mean that it has not stepped yet).
+    step_tokens:
+        The sum of ``vllm:iteration_tokens_total``: every token the engine steps processed,
+        prompt tokens included (0 when not published).
     """
 
     running: int
@@ -788,6 +791,15 @@ class ServerGauges:
     steps: float = 0.0
     queue_seconds: float = 0.0
     counts_steps: bool = False
+    step_tokens: float = 0.0
+
+    @property
+    def decoding(self) -> bool:
+        """Whether the server's steps mostly generated tokens (or it does not say), so that
+        :attr:`past_running` counts the sequences a step ran. Steps that read prompts
+        generate next to nothing: a server that served long prompts with short answers
+        (525-token prompts, one token each) generated a token a step whatever its batch."""
+        return self.step_tokens <= 0 or self.tokens >= self.step_tokens / 2
 
     @property
     def past_queue(self) -> float | None:
@@ -810,7 +822,7 @@ class ServerGauges:
 _GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting",
            "vllm:request_inference_time_seconds_sum", "vllm:request_inference_time_seconds_count",
            "vllm:generation_tokens_total", "vllm:iteration_tokens_total_count",
-           "vllm:request_queue_time_seconds_sum")
+           "vllm:request_queue_time_seconds_sum", "vllm:iteration_tokens_total_sum")
 
 
 def parse_load_gauges(text: str) -> ServerGauges | None:
@@ -828,10 +840,10 @@ def parse_load_gauges(text: str) -> ServerGauges | None:
             found[name] = found.get(name, 0.0) + float(fields[0])
         except (IndexError, ValueError):
             continue
-    running, waiting, run_seconds, runs, tokens, steps, queued = (
+    running, waiting, run_seconds, runs, tokens, steps, queued, step_tokens = (
         found.get(name) for name in _GAUGES)
     if running is None or waiting is None:
         return None
     return ServerGauges(int(running), int(waiting), run_seconds or 0.0, int(runs or 0),
                         tokens or 0.0, steps or 0.0, queued or 0.0,
-                        tokens is not None and steps is not None)
+                        tokens is not None and steps is not None, step_tokens or 0.0)
