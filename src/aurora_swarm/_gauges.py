@@ -119,10 +119,11 @@ class GaugeReads:
                     or now - server.scraped_at < SCRAPE_EVERY
                     or now - oldest_sent < SCRAPE_AFTER):
                 continue
+            wants_progress = progress and server.new_engine
+            if server.knows_slots() and not wants_progress:
+                continue
             holding = server.outstanding()
-            wants_slots = not server.knows_slots() and holding > server.unqueued_hold
-            wants_progress = progress and server.new_engine and server.wave is None
-            if not (wants_slots or wants_progress):
+            if holding <= server.unqueued_hold and not wants_progress:
                 continue
             record.scraping = True
             self._in_flight += 1
@@ -165,7 +166,7 @@ class GaugeReads:
         if gauges is None:
             server.metrics = False
             return
-        if server.new_engine and server.wave is None:
+        if server.new_engine:
             server.note_progress(gauges.tokens, gauges.steps, gauges.running, asked,
                                  self._clock())
             self._notify()

@@ -91,7 +91,8 @@ class ServerModel:
         while publishing its engine steps, and has since been busy with this pool's first
         requests without answering: all it counts is that work, so its steps tell its speed
         before any answer does (:meth:`note_progress`). Cleared by its first answer, and when
-        it holds nothing (its steps would then count idle time too).
+        it holds nothing (its steps would then count idle time too), or outrun: while set,
+        its wave is unmeasured.
     step_time:
         Seconds an engine step of such a server takes, at least and at most, as its step
         count showed (see :meth:`note_progress`), or ``None``.
@@ -259,6 +260,7 @@ class ServerModel:
             if self.wave is None or self.wave < lower:
                 self.wave, self.wave_bounded = lower, True
                 self.prior_wave, self.prior_waves, self.period_waves = None, 0, 0
+        self.new_engine = False  # its wave is bounded now: no longer timed by its steps
         self.drop(held)
 
     def _waves_bound(self, held: Held, now: float, end: int) -> tuple[float, int]:
@@ -636,11 +638,12 @@ class FleetGuess:
                 past.append(past_wave)
         scale = statistics.median(ratios) if ratios else 1.0
         noise = statistics.median(misses) if misses else 0.0
-        stepped = [s for s in servers if s.step_time is not None and s.step_time[1] < math.inf]
+        stepped = [(s.step_time[1], s.step_batch) for s in servers
+                   if s.step_time is not None and s.step_time[1] < math.inf]
         step_fleet = None
         if stepped:
-            batches = [s.step_batch for s in stepped if s.step_batch is not None]
-            step_fleet = (statistics.median(s.step_time[1] for s in stepped if s.step_time),
+            batches = [b for _, b in stepped if b is not None]
+            step_fleet = (statistics.median(most for most, _ in stepped),
                           statistics.median(batches) if batches else None)
         if measured:
             return cls(statistics.median(measured), scale, heard, noise, past_fleet, step_fleet)
